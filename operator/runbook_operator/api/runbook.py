@@ -1,0 +1,229 @@
+"""The Runbook kind: a reusable procedure, a DAG of steps with typed parameters.
+
+A Runbook is what a platform team keeps in git. The schema rejects what it can
+at apply (names, durations, bounds, a run step without an image); the rest
+(cycles, unknown dependencies, CEL that does not compile, bad defaults) is found
+by ``engine.validation`` and reported on ``status.conditions[type=Ready]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from runbook_operator.api.common import (
+    API_VERSION,
+    NAME_PATTERN,
+    ApiModel,
+    Condition,
+    Duration,
+    JSONObject,
+    JSONValue,
+    ObjectMeta,
+    k8s,
+)
+
+PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MAX_STEPS = 500
+MAX_FINALLY_STEPS = 50
+
+ParamType = Literal["string", "integer", "number", "boolean", "array", "object"]
+StepType = Literal["run", "approval", "wait"]
+ConcurrencyPolicy = Literal["Allow", "Forbid", "Queue", "Replace"]
+OnOpen = Literal["Fail", "Skip", "Wait", "Fallback"]
+
+
+class Param(ApiModel):
+    """A typed parameter of a runbook, validated before any step runs."""
+
+    name: str = Field(max_length=63, pattern=PARAM_NAME_PATTERN)
+    """Identifier used in CEL (``params.<name>``) and as ``PARAM_<NAME>`` in containers."""
+    type: ParamType = "string"
+    description: str | None = Field(default=None, max_length=1024)
+    required: bool = False
+    """A required parameter without a default must be given by every execution."""
+    default: JSONValue = None
+    enum: list[JSONValue] | None = Field(default=None, max_length=64)
+    pattern: str | None = Field(default=None, max_length=256)
+    """A regular expression a string value must match in full."""
+    secret: bool = False
+    """Never written to logs, Events, status or span attributes."""
+
+
+class Backoff(ApiModel):
+    """Delay before retry ``n``: ``initial * factor**(n-1)``, capped at ``max``, +/- ``jitter``."""
+
+    initial: Duration = "5s"
+    factor: float = Field(default=2.0, ge=1.0, le=10.0)
+    max: Duration = "5m"
+    jitter: float = Field(default=0.2, ge=0.0, le=1.0)
+    """Fraction of the delay by which it is randomised in both directions."""
+
+
+class RetryOn(ApiModel):
+    """Which failures are worth retrying; absent means every failure."""
+
+    exit_codes: list[int] | None = Field(default=None, max_length=64)
+    timeouts: bool = False
+    """Retry attempts that hit the step's timeout."""
+
+
+class Retry(ApiModel):
+    """Retries of a failed step, each a new Job."""
+
+    limit: int = Field(default=0, ge=0, le=50)
+    """Retries after the first attempt: ``limit: 2`` means at most 3 attempts."""
+    backoff: Backoff = Field(default_factory=Backoff)
+    on: RetryOn | None = None
+
+
+class CircuitRef(ApiModel):
+    """Guards a step with a circuit of a CircuitPolicy."""
+
+    policy: str = Field(max_length=253, pattern=NAME_PATTERN)
+    key: str | None = Field(default=None, max_length=1024)
+    """CEL over ``params`` choosing the circuit, e.g. ``params.provider``; default: one circuit."""
+    on_open: OnOpen = "Fail"
+    fallback: str | None = Field(default=None, max_length=63)
+    """The step to run instead when the circuit is open and ``onOpen`` is Fallback."""
+
+
+class Approval(ApiModel):
+    """A step that waits for a human decision in ``spec.approvals`` of the execution."""
+
+    timeout: Duration | None = None
+    message: str | None = Field(default=None, max_length=1024)
+
+
+class Wait(ApiModel):
+    """A step that only waits."""
+
+    duration: Duration
+
+
+class PodMetadata(ApiModel):
+    """Labels and annotations added to the step's pods."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class EnvVar(ApiModel):
+    """A container environment variable (the Kubernetes EnvVar)."""
+
+    name: str = Field(max_length=256)
+    value: str | None = Field(default=None, max_length=32768)
+    value_from: JSONObject | None = None
+
+
+class Step(ApiModel):
+    """One node of the DAG: a Job (``run``), an approval or a wait."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.type) && self.type != 'run') || has(self.image)",
+                    "message": "a run step needs an image",
+                },
+                {
+                    "rule": "!has(self.type) || self.type != 'wait' || has(self.wait)",
+                    "message": "a wait step needs wait.duration",
+                },
+            ]
+        }
+    }
+
+    name: str = Field(max_length=63, pattern=NAME_PATTERN)
+    type: StepType = "run"
+    description: str | None = Field(default=None, max_length=1024)
+    depends_on: list[str] = Field(default_factory=list, max_length=64)
+    when: str | None = Field(default=None, max_length=2048)
+    """CEL over ``params``, ``steps`` and ``execution``; default: every dependency Succeeded."""
+    image: str | None = Field(default=None, max_length=512)
+    command: list[str] | None = Field(default=None, max_length=256)
+    args: list[str] | None = Field(default=None, max_length=256)
+    env: list[EnvVar] = Field(default_factory=list, max_length=128)
+    working_dir: str | None = Field(default=None, max_length=1024)
+    resources: JSONObject | None = None
+    security_context: JSONObject | None = None
+    """Replaces the default (non-root, no capabilities, seccomp RuntimeDefault)."""
+    pod_metadata: PodMetadata | None = None
+    timeout: Duration | None = None
+    """Per attempt; becomes the Job's ``activeDeadlineSeconds``."""
+    retry: Retry | None = None
+    continue_on_failure: bool = False
+    """A failure here is an outcome for later steps to branch on, not an execution failure."""
+    circuit: CircuitRef | None = None
+    approval: Approval | None = None
+    wait: Wait | None = None
+
+
+class Concurrency(ApiModel):
+    """How executions of one runbook share the road."""
+
+    policy: ConcurrencyPolicy = "Allow"
+    key: str | None = Field(default=None, max_length=1024)
+    """CEL over ``params``; executions with the same key count together."""
+    max: int = Field(default=1, ge=1, le=1000)
+
+
+class History(ApiModel):
+    """How many finished executions of the runbook to keep."""
+
+    successful_limit: int | None = Field(default=None, ge=0, le=10000)
+    failed_limit: int | None = Field(default=None, ge=0, le=10000)
+
+
+_STEP_LIST = k8s(
+    **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+)
+
+
+class RunbookSpec(ApiModel):
+    """The procedure: parameters, steps, limits."""
+
+    description: str | None = Field(default=None, max_length=4096)
+    params: list[Param] = Field(default_factory=list, max_length=64, json_schema_extra=_STEP_LIST)
+    service_account_name: str | None = Field(default=None, max_length=253)
+    timeout: Duration | None = None
+    """For the whole execution; then running steps are cancelled and ``finally`` runs."""
+    parallelism: int = Field(default=10, ge=1, le=500)
+    """At most this many steps of one execution run at once."""
+    concurrency: Concurrency | None = None
+    history: History | None = None
+    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS, json_schema_extra=_STEP_LIST)
+    finally_: list[Step] = Field(
+        default_factory=list, alias="finally", max_length=MAX_FINALLY_STEPS,
+        json_schema_extra=_STEP_LIST,
+    )
+    """Steps that always run once the DAG is done: on success, failure and cancel."""
+
+    def all_steps(self) -> list[Step]:
+        return [*self.steps, *self.finally_]
+
+
+class RunbookStatus(ApiModel):
+    """What the operator found: Ready or not, and why."""
+
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    step_count: int | None = None
+    spec_hash: str | None = None
+
+
+class Runbook(ApiModel):
+    """A reusable operational procedure."""
+
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+    api_version: str = API_VERSION
+    kind: Literal["Runbook"] = "Runbook"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: RunbookSpec
+    status: RunbookStatus | None = None
+
+    @classmethod
+    def from_k8s(cls, body: dict[str, Any]) -> Runbook:
+        return cls.model_validate(body)

@@ -1,0 +1,62 @@
+"""``runbook-operator``: run the operator, or write the CRDs.
+
+    runbook-operator run [--namespace NS ...] [--kubeconfig PATH]
+    runbook-operator crds [--output DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+from runbook_operator.settings import OperatorSettings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="runbook-operator", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the operator against the current cluster")
+    run.add_argument("-n", "--namespace", action="append", default=[],
+                     help="namespace to watch (repeatable); default: all namespaces")
+    run.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster, $KUBECONFIG)")
+    run.add_argument("--health-port", type=int, default=8080, help="port of /healthz")
+    run.add_argument("--log-format", choices=["json", "console"], default="json")
+    run.add_argument("--log-level", default="INFO")
+    crds = sub.add_parser("crds", help="write the CRD YAML generated from the API models")
+    crds.add_argument("-o", "--output", default="crds", help="directory (default: crds)")
+    args = parser.parse_args(argv)
+
+    if args.command == "crds":
+        from runbook_operator.api.crdgen import write_all
+
+        for path in write_all(Path(args.output)):
+            print(path)
+        return 0
+
+    settings = OperatorSettings(
+        namespaces=args.namespace, kubeconfig=args.kubeconfig, health_port=args.health_port,
+        log_format=args.log_format, log_level=args.log_level,
+    )
+    return run_operator(settings)
+
+
+def run_operator(settings: OperatorSettings) -> int:
+    from runbook_operator.controllers.main import ClusterUnreachable, check_cluster, serve
+
+    logging.basicConfig(level=settings.log_level, stream=sys.stdout)
+    try:
+        configuration = check_cluster(settings)
+    except ClusterUnreachable as exc:
+        print(f"runbook-operator: cannot reach the Kubernetes API: {exc}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings, configuration))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

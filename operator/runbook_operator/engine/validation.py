@@ -1,0 +1,264 @@
+"""Validation of a Runbook spec: everything the CRD schema cannot check.
+
+A pure function from a spec (or a raw dict) to a list of problems, each with a
+machine-readable reason, the step it concerns and a message a user can act on.
+The operator turns the first problem into the Ready condition; the kubectl plugin
+prints one line per problem. It never raises on any input.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from runbook_operator.api.runbook import Param, RunbookSpec, Step
+from runbook_operator.engine.cel import (
+    ROOT_VARIABLES,
+    CelError,
+    compile_expression,
+    referenced_steps,
+)
+from runbook_operator.engine.params import ParamError, check_value
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a runbook is not valid."""
+
+    reason: str
+    """CamelCase, stable: InvalidSpec, DuplicateName, UnknownDependency, DependencyCycle,
+    InvalidExpression, InvalidDefault, UnknownFallback, InvalidStep."""
+    message: str
+    step: str | None = None
+
+    def __str__(self) -> str:
+        where = f"step {self.step!r}: " if self.step else ""
+        return f"{self.reason}: {where}{self.message}"
+
+
+def validate_spec(raw: Mapping[str, Any] | RunbookSpec) -> list[Problem]:
+    """All problems of a runbook spec, or an empty list when it is valid."""
+    if isinstance(raw, RunbookSpec):
+        spec = raw
+    else:
+        try:
+            spec = RunbookSpec.model_validate(raw)
+        except ValidationError as exc:
+            return [_schema_problem(err) for err in exc.errors()]
+        except Exception as exc:  # never raise on untrusted input
+            return [Problem("InvalidSpec", f"{type(exc).__name__}: {exc}")]
+    problems: list[Problem] = []
+    problems += _check_names(spec)
+    problems += _check_params(spec.params)
+    problems += _check_dependencies(spec)
+    problems += _check_steps(spec)
+    return problems
+
+
+def _schema_problem(err: Mapping[str, Any]) -> Problem:
+    loc = [str(p) for p in err.get("loc", ())]
+    step = None
+    if len(loc) >= 2 and loc[0] in ("steps", "finally") and loc[1].isdigit():
+        step = f"{loc[0]}[{loc[1]}]"
+    return Problem("InvalidSpec", f"{'.'.join(loc) or 'spec'}: {err.get('msg', 'invalid')}", step)
+
+
+def _check_names(spec: RunbookSpec) -> list[Problem]:
+    problems = []
+    seen: set[str] = set()
+    for step in spec.all_steps():
+        if step.name in seen:
+            problems.append(Problem("DuplicateName", f"step name {step.name!r} is used twice "
+                                    "(names are unique across steps and finally)", step.name))
+        seen.add(step.name)
+    env_names: dict[str, str] = {}
+    for param in spec.params:
+        env = param.name.upper()
+        if env in env_names:
+            problems.append(Problem("DuplicateName", f"parameters {env_names[env]!r} and "
+                                    f"{param.name!r} both become PARAM_{env}"))
+        env_names[env] = param.name
+    return problems
+
+
+def _check_params(params: list[Param]) -> list[Problem]:
+    problems = []
+    for param in params:
+        if param.pattern is not None:
+            try:
+                re.compile(param.pattern)
+            except re.error as exc:
+                problems.append(Problem("InvalidDefault", f"parameter {param.name!r}: pattern "
+                                        f"{param.pattern!r} is not a regular expression: {exc}"))
+                continue
+        for value in param.enum or []:
+            try:
+                check_value(param, value, check_enum=False)
+            except ParamError as exc:
+                problems.append(Problem("InvalidDefault", f"enum value of {exc}"))
+        if param.default is not None:
+            try:
+                check_value(param, param.default)
+            except ParamError as exc:
+                problems.append(Problem("InvalidDefault", f"default of {exc}"))
+    return problems
+
+
+def _check_dependencies(spec: RunbookSpec) -> list[Problem]:
+    problems = []
+    dag_names = {s.name for s in spec.steps}
+    finally_names = {s.name for s in spec.finally_}
+    for step in spec.steps:
+        for dep in step.depends_on:
+            if dep == step.name:
+                problems.append(Problem("DependencyCycle", f"{dep} -> {dep}", step.name))
+            elif dep not in dag_names:
+                hint = " (a finally step)" if dep in finally_names else ""
+                problems.append(Problem("UnknownDependency",
+                                        f"dependsOn names {dep!r}, which is not a step{hint}",
+                                        step.name))
+    for step in spec.finally_:
+        for dep in step.depends_on:
+            if dep not in finally_names or dep == step.name:
+                problems.append(Problem("UnknownDependency", f"finally step depends on {dep!r}; "
+                                        "finally steps may depend only on other finally steps",
+                                        step.name))
+    cycle = find_cycle({s.name: [d for d in s.depends_on if d in dag_names and d != s.name]
+                        for s in spec.steps})
+    if cycle:
+        problems.append(Problem("DependencyCycle", " -> ".join(cycle), cycle[0]))
+    cycle = find_cycle({s.name: [d for d in s.depends_on if d in finally_names and d != s.name]
+                        for s in spec.finally_})
+    if cycle:
+        problems.append(Problem("DependencyCycle", " -> ".join(cycle), cycle[0]))
+    return problems
+
+
+def find_cycle(graph: Mapping[str, list[str]]) -> list[str] | None:
+    """A dependency cycle as a path that starts and ends at the same node, or None.
+
+    Iterative depth-first search (a 500-step chain must not hit Python's recursion
+    limit); the order of ``graph`` makes the answer deterministic.
+    """
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(graph, white)
+    for root in graph:
+        if colour[root] != white:
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path: list[str] = [root]
+        colour[root] = grey
+        while stack:
+            node, index = stack[-1]
+            edges = graph.get(node, [])
+            if index < len(edges):
+                stack[-1] = (node, index + 1)
+                nxt = edges[index]
+                state = colour.get(nxt, black)
+                if state == grey:
+                    return [*path[path.index(nxt):], nxt]
+                if state == white:
+                    colour[nxt] = grey
+                    stack.append((nxt, 0))
+                    path.append(nxt)
+            else:
+                colour[node] = black
+                stack.pop()
+                path.pop()
+    return None
+
+
+def ancestors(spec: RunbookSpec) -> dict[str, set[str]]:
+    """For every DAG step, the steps that finish before it (transitively)."""
+    deps = {s.name: set(s.depends_on) for s in spec.steps}
+    result: dict[str, set[str]] = {}
+
+    def visit(name: str, trail: frozenset[str]) -> set[str]:
+        if name in result:
+            return result[name]
+        found: set[str] = set()
+        for dep in deps.get(name, ()):
+            if dep in deps and dep not in trail:
+                found |= {dep} | visit(dep, trail | {dep})
+        result[name] = found
+        return found
+
+    for name in deps:
+        visit(name, frozenset({name}))
+    return result
+
+
+def _check_steps(spec: RunbookSpec) -> list[Problem]:
+    problems = []
+    names = {s.name for s in spec.all_steps()}
+    dag_names = {s.name for s in spec.steps}
+    upstream = ancestors(spec) if not any(p.reason == "DependencyCycle"
+                                          for p in _check_dependencies(spec)) else {}
+    finally_ids = {id(s) for s in spec.finally_}
+    for step in spec.all_steps():
+        in_finally = id(step) in finally_ids
+        problems += _check_kind(step)
+        if step.when is not None:
+            problem = _check_expression(step.name, "when", step.when)
+            if problem:
+                problems.append(problem)
+            else:
+                # A DAG step can only read steps that are guaranteed to have finished.
+                visible = dag_names if in_finally else upstream.get(step.name, set())
+                for ref in sorted(referenced_steps(step.when)):
+                    if ref not in visible:
+                        what = "is not a step" if ref not in names else \
+                            "is not among its dependencies (add it to dependsOn)"
+                        problems.append(Problem("InvalidExpression",
+                                                f"when reads steps.{ref}, which {what}",
+                                                step.name))
+        if step.circuit is not None:
+            if step.circuit.key is not None:
+                problem = _check_expression(step.name, "circuit.key", step.circuit.key)
+                if problem:
+                    problems.append(problem)
+            fallback = step.circuit.fallback
+            if step.circuit.on_open == "Fallback" and not fallback:
+                problems.append(Problem("UnknownFallback",
+                                        "circuit.onOpen is Fallback but no fallback step is named",
+                                        step.name))
+            elif fallback is not None and (fallback not in names or fallback == step.name):
+                problems.append(Problem("UnknownFallback",
+                                        f"circuit.fallback names {fallback!r}, which is not "
+                                        "another step of this runbook", step.name))
+    if spec.concurrency is not None and spec.concurrency.key is not None:
+        problem = _check_expression(None, "concurrency.key", spec.concurrency.key)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _check_kind(step: Step) -> list[Problem]:
+    if step.type == "run" and not step.image:
+        return [Problem("InvalidStep", "a run step needs an image", step.name)]
+    if step.type == "wait" and step.wait is None:
+        return [Problem("InvalidStep", "a wait step needs wait.duration", step.name)]
+    if step.type != "run" and (step.image or step.command or step.args):
+        return [Problem("InvalidStep", f"a {step.type} step runs no container; "
+                        "remove image, command and args", step.name)]
+    return []
+
+
+def _check_expression(step: str | None, field: str, source: str) -> Problem | None:
+    try:
+        program = compile_expression(source)
+    except CelError as exc:
+        return Problem("InvalidExpression", f"{field} {source!r} does not compile: {exc}", step)
+    unknown = [v for v in program.variables() if v not in ROOT_VARIABLES]
+    # Comprehension variables (x in `list.all(x, ...)`) are listed too: only flag
+    # names that are not bound by a macro somewhere in the source.
+    unbound = [v for v in unknown if not re.search(rf"\(\s*{re.escape(v)}\s*,", source)]
+    if unbound:
+        return Problem("InvalidExpression",
+                       f"{field} {source!r} uses unknown variable(s) {', '.join(unbound)}; "
+                       "expressions may read params, steps and execution", step)
+    return None

@@ -1,0 +1,90 @@
+"""Configured Kubernetes API clients, and retries of transient errors."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar, cast
+
+import kubernetes
+import urllib3
+from kubernetes.client.exceptions import ApiException
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from runbook_operator.api.common import GROUP, VERSION
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: overload, apiserver hiccups, dropped connections."""
+    if isinstance(exc, ApiException):
+        return exc.status in TRANSIENT_STATUS
+    return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
+
+
+def retrying(func: Callable[P, T]) -> Callable[P, T]:
+    """Retry ``func`` on transient errors (5 attempts, jittered exponential wait)."""
+    wrapped = retry(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(5),
+        wait=wait_exponential_jitter(initial=0.1, max=3.0),
+        reraise=True,
+    )(func)
+    return functools.wraps(func)(wrapped)
+
+
+@dataclass
+class Clients:
+    """The API groups the operator uses, sharing one connection pool."""
+
+    api_client: kubernetes.client.ApiClient
+
+    @functools.cached_property
+    def custom(self) -> kubernetes.client.CustomObjectsApi:
+        return kubernetes.client.CustomObjectsApi(self.api_client)
+
+    @functools.cached_property
+    def batch(self) -> kubernetes.client.BatchV1Api:
+        return kubernetes.client.BatchV1Api(self.api_client)
+
+    @functools.cached_property
+    def core(self) -> kubernetes.client.CoreV1Api:
+        return kubernetes.client.CoreV1Api(self.api_client)
+
+
+def load_config(kubeconfig: str | None = None) -> kubernetes.client.Configuration:
+    """In-cluster config when running in a pod, else the kubeconfig (``$KUBECONFIG``)."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig,
+                                           client_configuration=configuration)
+    return configuration
+
+
+def make_clients(configuration: kubernetes.client.Configuration, pool: int = 16) -> Clients:
+    configuration.connection_pool_maxsize = pool
+    return Clients(kubernetes.client.ApiClient(configuration))
+
+
+@retrying
+def patch_status(clients: Clients, plural: str, namespace: str, name: str,
+                 status: dict[str, Any]) -> dict[str, Any]:
+    """Merge-patch ``status`` of a custom object through the status subresource."""
+    result = clients.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, plural, name, {"status": status},
+    )
+    return cast(dict[str, Any], result)

@@ -1,0 +1,25 @@
+"""Operator settings: one dataclass, filled from flags and environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class OperatorSettings:
+    """How the operator process runs."""
+
+    namespaces: list[str] = field(default_factory=list)
+    """Namespaces to watch; empty means the whole cluster."""
+    kubeconfig: str | None = None
+    """Path of a kubeconfig; default: in-cluster config, else ``$KUBECONFIG``."""
+    health_address: str = "0.0.0.0"
+    """Where the liveness endpoint listens."""
+    health_port: int = 8080
+    """Port of ``/healthz``."""
+    log_format: str = "json"
+    """``json`` (one object per line) or ``console`` (for humans at a terminal)."""
+    log_level: str = "INFO"
+    """Root log level."""
+    job_ttl_seconds: int = 3600
+    """``ttlSecondsAfterFinished`` of step Jobs: finished pods do not pile up."""
