@@ -6,22 +6,15 @@ GitOps tools never see the operator touch a Runbook beyond its status).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from runbook_operator.api.common import Condition
+from runbook_operator.engine.start import spec_hash
 from runbook_operator.engine.validation import validate_spec
 from runbook_operator.k8s.client import Clients, patch_status
 
 PLURAL = "runbooks"
-
-
-def spec_hash(spec: dict[str, Any]) -> str:
-    """A stable digest of a spec: executions record which version they froze."""
-    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def ready_condition(spec: dict[str, Any], generation: int | None) -> Condition:

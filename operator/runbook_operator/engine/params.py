@@ -33,7 +33,13 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def check_value(param: Param, value: Any, *, check_enum: bool = True) -> None:
-    """Raise ``ParamError`` when ``value`` does not fit ``param``."""
+    """Raise ``ParamError`` when ``value`` does not fit ``param``.
+
+    The message quotes the value, except for secret parameters.
+    """
+    def _short(v: Any) -> str:
+        return "[REDACTED]" if param.secret else _quote(v)
+
     expected = _PY_TYPES[param.type]
     is_bool = isinstance(value, bool)
     if not isinstance(value, expected) or (is_bool and param.type != "boolean"):
@@ -41,7 +47,7 @@ def check_value(param: Param, value: Any, *, check_enum: bool = True) -> None:
                          f"got {_type_name(value)} {_short(value)}")
     if check_enum and param.enum is not None and value not in param.enum:
         raise ParamError(f"parameter {param.name!r}: {_short(value)} is not one of "
-                         f"{', '.join(_short(v) for v in param.enum)}")
+                         f"{', '.join(_quote(v) for v in param.enum)}")
     if param.pattern is not None and isinstance(value, str):
         try:
             matched = re.fullmatch(param.pattern, value) is not None
@@ -112,6 +118,6 @@ def _type_name(value: Any) -> str:
             dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def _short(value: Any) -> str:
+def _quote(value: Any) -> str:
     text = json.dumps(value) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,555 @@
+"""The planner: from what is observed to what to do next, as a pure function.
+
+``plan(observation) -> Plan`` reads the execution's status, its frozen runbook
+spec and the Jobs observed on the cluster, and returns the next status, the Jobs
+to create or delete, the Events to post and when to look again. It reads no
+clock (``now`` is given) and draws no random numbers (jitter is hashed), so a
+replayed or duplicated observation yields the same plan, and a plan carried out
+twice changes nothing: Job names are deterministic and creation is idempotent.
+
+The observed Jobs are authoritative over the status: a Job that exists for an
+attempt the status does not know yet (the operator created it, then died before
+writing status) is adopted, never created again.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from runbook_operator.api.common import Condition, parse_duration
+from runbook_operator.api.execution import (
+    FINISHED_STEP_PHASES,
+    MAX_HISTORY,
+    ApprovalDecision,
+    HistoryEntry,
+    RunbookExecutionStatus,
+    StepPhase,
+    StepStatus,
+)
+from runbook_operator.api.runbook import RunbookSpec, Step
+from runbook_operator.engine import backoff
+from runbook_operator.engine.cel import CelError, evaluate_bool
+from runbook_operator.engine.names import job_name
+from runbook_operator.engine.timeutil import fmt, parse
+
+POD_GRACE = timedelta(seconds=5)
+"""How long to wait, after a Job finished, for its pod's exit code and message."""
+
+MAX_MESSAGE = 1024
+
+JobState = Literal["Active", "Succeeded", "Failed"]
+
+
+@dataclass(frozen=True)
+class ObservedJob:
+    """A step's Job as last seen on the cluster, with its pod's termination."""
+
+    name: str
+    step: str
+    attempt: int
+    state: JobState
+    reason: str | None = None
+    """The reason of the Job's Failed condition: BackoffLimitExceeded, DeadlineExceeded."""
+    message: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    termination_message: str | None = None
+    pod_terminated: bool = False
+    """Whether the pod's terminated state (exit code, message) has been seen."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything the planner may look at in one pass."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: RunbookSpec
+    params: Mapping[str, Any]
+    status: RunbookExecutionStatus
+    jobs: Mapping[str, ObservedJob]
+    now: datetime
+    cancel: bool = False
+    approvals: Sequence[ApprovalDecision] = ()
+    runbook: str = ""
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    step: str
+    attempt: int
+    name: str
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    name: str
+
+
+@dataclass(frozen=True)
+class Event:
+    reason: str
+    message: str
+    warning: bool = False
+
+
+Action = CreateJob | DeleteJob
+
+
+@dataclass
+class Plan:
+    status: RunbookExecutionStatus
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    wake_at: datetime | None = None
+    """When to plan again even if nothing is observed (retries, waits, timeouts)."""
+
+
+def plan(obs: Observation) -> Plan:
+    """The next step of one execution."""
+    status = obs.status.model_copy(deep=True)
+    result = Plan(status)
+    if status.phase in ("Succeeded", "Failed", "Cancelled", "Pending", "Queued"):
+        return result
+    _Pass(obs, result).run()
+    return result
+
+
+class _Pass:
+    """One planning pass; mutates ``plan.status`` and collects actions."""
+
+    def __init__(self, obs: Observation, result: Plan) -> None:
+        self.obs = obs
+        self.plan = result
+        self.status = result.status
+        self.now = obs.now
+        self.dag = list(obs.spec.steps)
+        self.finally_ = list(obs.spec.finally_)
+        self.by_name: dict[str, Step] = {s.name: s for s in obs.spec.all_steps()}
+        self.finally_names = {s.name for s in self.finally_}
+        for step in obs.spec.all_steps():
+            self.status.steps.setdefault(step.name, StepStatus())
+        self._variables: dict[str, Any] | None = None
+        self.running_jobs = sum(
+            1 for s in obs.spec.all_steps()
+            if s.type == "run" and self.st(s.name).phase == "Running"
+        )
+
+    def st(self, name: str) -> StepStatus:
+        return self.status.steps[name]
+
+    # -- the pass --------------------------------------------------------------
+
+    def run(self) -> None:
+        self.adopt_jobs()
+        self.observe_jobs()
+        self.advance_operator_steps()
+        stop = self.stop_reason()
+        if stop in ("Cancelled", "Timeout") and not self.dag_finished():
+            self.abort_dag(stop)
+        self.start_due_retries(stop)
+        self.schedule(self.dag, stop)
+        if self.dag_finished():
+            self.schedule(self.finally_, None)
+        self.finish_or_summarise()
+
+    def adopt_jobs(self) -> None:
+        """Jobs newer than the status knows were created by a pass whose status was lost."""
+        for job in self.obs.jobs.values():
+            st = self.status.steps.get(job.step)
+            if st is None or job.attempt <= st.attempts:
+                continue
+            st.attempts = job.attempt
+            st.job = job.name
+            st.next_attempt_at = None
+            if st.phase != "Running":
+                self.transition(job.step, "Running", None, f"attempt {job.attempt} (adopted Job)")
+                self.running_jobs += 1
+            st.started_at = st.started_at or fmt(job.started_at or self.now)
+
+    def observe_jobs(self) -> None:
+        for step in self.obs.spec.all_steps():
+            st = self.st(step.name)
+            if step.type != "run" or st.phase != "Running" or st.job is None:
+                continue
+            job = self.obs.jobs.get(st.job)
+            if job is None or job.state == "Active":
+                continue
+            if not job.pod_terminated and job.finished_at is not None:
+                grace_end = job.finished_at + POD_GRACE
+                if self.now < grace_end:
+                    self.wake(grace_end)
+                    continue
+            self.running_jobs -= 1
+            if job.state == "Succeeded":
+                self.attempt_succeeded(step, job)
+            else:
+                self.attempt_failed(step, job)
+
+    def attempt_succeeded(self, step: Step, job: ObservedJob) -> None:
+        st = self.st(step.name)
+        st.exit_code = job.exit_code if job.exit_code is not None else 0
+        outputs, warning = parse_outputs(job.termination_message)
+        st.outputs = outputs or None
+        st.finished_at = fmt(job.finished_at or self.now)
+        self.transition(step.name, "Succeeded", "Completed",
+                        warning or f"attempt {st.attempts} succeeded")
+
+    def attempt_failed(self, step: Step, job: ObservedJob) -> None:
+        st = self.st(step.name)
+        timed_out = job.reason == "DeadlineExceeded"
+        st.exit_code = job.exit_code
+        outputs, _ = parse_outputs(job.termination_message)
+        st.outputs = outputs or None
+        detail = _clip(job.termination_message or job.message or "")
+        failed_at = job.finished_at or self.now
+        reason = job.reason or "Failed"
+        what = f"attempt {st.attempts} failed ({reason}"
+        what += f", exit code {job.exit_code})" if job.exit_code is not None else ")"
+        stopping = self.stop_reason() in ("Cancelled", "Timeout")
+        if not stopping and backoff.should_retry(step.retry, st.attempts, job.exit_code, timed_out):
+            assert step.retry is not None
+            at = backoff.next_attempt_at(step.retry, st.attempts, failed_at,
+                                         f"{self.obs.uid}/{step.name}/{st.attempts}")
+            st.next_attempt_at = fmt(at)
+            self.transition(step.name, "Retrying", reason,
+                            f"{what}; attempt {st.attempts + 1} at {fmt(at)}"
+                            + (f": {detail}" if detail else ""))
+            self.wake(at)
+            return
+        st.finished_at = fmt(failed_at)
+        self.transition(step.name, "Failed", reason, f"{what}" + (f": {detail}" if detail else ""),
+                        warning=True)
+
+    def advance_operator_steps(self) -> None:
+        for step in self.obs.spec.all_steps():
+            st = self.st(step.name)
+            started = parse(st.started_at)
+            if step.type == "wait" and st.phase == "Running":
+                self.advance_wait(step, st, started)
+            elif step.type == "approval" and st.phase == "WaitingForApproval":
+                self.advance_approval(step, st, started)
+
+    def advance_wait(self, step: Step, st: StepStatus, started: datetime | None) -> None:
+        if step.wait is None or started is None:
+            return
+        end = started + parse_duration(step.wait.duration)
+        if self.now >= end:
+            st.finished_at = fmt(end)
+            self.transition(step.name, "Succeeded", "Waited", f"waited {step.wait.duration}")
+        else:
+            self.wake(end)
+
+    def advance_approval(self, step: Step, st: StepStatus, started: datetime | None) -> None:
+        decision = next((a for a in reversed(self.obs.approvals) if a.step == step.name), None)
+        if decision is not None:
+            who = f" by {decision.by}" if decision.by else ""
+            note = f": {decision.comment}" if decision.comment else ""
+            st.finished_at = fmt(self.now)
+            if decision.decision == "Approve":
+                self.transition(step.name, "Succeeded", "Approved", f"approved{who}{note}")
+            else:
+                self.transition(step.name, "Failed", "Rejected", f"rejected{who}{note}",
+                                warning=True)
+            return
+        if step.approval and step.approval.timeout and started:
+            deadline = started + parse_duration(step.approval.timeout)
+            if self.now >= deadline:
+                st.finished_at = fmt(deadline)
+                self.transition(step.name, "Failed", "ApprovalTimeout",
+                                f"no decision within {step.approval.timeout}", warning=True)
+            else:
+                self.wake(deadline)
+
+    # -- stopping ---------------------------------------------------------------
+
+    def stop_reason(self) -> str | None:
+        """Why no new DAG step may start: Cancelled, Timeout, StepFailed, or None."""
+        if self.status.reason in ("Cancelled", "Timeout"):
+            return self.status.reason
+        if self.obs.cancel:
+            return "Cancelled"
+        deadline = self.deadline()
+        if deadline is not None and self.now >= deadline and not self.dag_finished():
+            return "Timeout"
+        if deadline is not None:
+            self.wake(deadline)
+        if self.failed_dag_step() is not None:
+            return "StepFailed"
+        return None
+
+    def deadline(self) -> datetime | None:
+        started = parse(self.status.started_at)
+        if self.obs.spec.timeout is None or started is None:
+            return None
+        return started + parse_duration(self.obs.spec.timeout)
+
+    def failed_dag_step(self) -> str | None:
+        for step in self.dag:
+            if self.st(step.name).phase == "Failed" and not step.continue_on_failure:
+                return step.name
+        return None
+
+    def abort_dag(self, reason: str) -> None:
+        """Cancel or time out: stop what runs, skip what has not started."""
+        if self.status.reason != reason:
+            self.status.reason = reason
+            self.status.message = ("cancelled by spec.cancel" if reason == "Cancelled"
+                                   else f"execution timeout {self.obs.spec.timeout} reached")
+            self.event("Execution" + reason, self.status.message, warning=True)
+        for step in self.dag:
+            st = self.st(step.name)
+            if st.phase in FINISHED_STEP_PHASES:
+                continue
+            if st.phase == "Running" and step.type == "run" and st.job:
+                self.plan.actions.append(DeleteJob(st.job))
+                self.running_jobs -= 1
+            if st.phase in ("Running", "WaitingForApproval", "Retrying"):
+                st.next_attempt_at = None
+                st.finished_at = fmt(self.now)
+                self.transition(step.name, "Failed", reason, self.status.message or reason,
+                                warning=True)
+            else:
+                self.transition(step.name, "Skipped", reason, self.status.message or reason)
+
+    # -- scheduling -------------------------------------------------------------
+
+    def start_due_retries(self, stop: str | None) -> None:
+        for step in self.obs.spec.all_steps():
+            st = self.st(step.name)
+            if st.phase != "Retrying":
+                continue
+            if stop is not None and step.name not in self.finally_names:
+                st.finished_at = fmt(self.now)
+                st.next_attempt_at = None
+                self.transition(step.name, "Failed", st.reason, "no retry: the execution is "
+                                f"stopping ({stop})", warning=True)
+                continue
+            due = parse(st.next_attempt_at) or self.now
+            if self.now < due:
+                self.wake(due)
+            elif self.running_jobs < self.obs.spec.parallelism:
+                self.start_job(step, st.attempts + 1)
+
+    def schedule(self, steps: list[Step], stop: str | None) -> None:
+        dag = steps is self.dag
+        for step in _topological(steps):
+            st = self.st(step.name)
+            if st.phase != "Pending":
+                continue
+            deps = [self.st(d) for d in step.depends_on if d in self.status.steps]
+            if any(d.phase not in FINISHED_STEP_PHASES for d in deps):
+                continue
+            if stop is not None:
+                why = "UpstreamFailed" if stop == "StepFailed" else stop
+                failed = self.failed_dag_step()
+                msg = (f"not run: step {failed!r} failed" if stop == "StepFailed" and failed
+                       else f"not run: {stop}")
+                self.transition(step.name, "Skipped", why, msg)
+                continue
+            if step.when is not None:
+                try:
+                    go = evaluate_bool(step.when, self.variables())
+                except CelError as exc:
+                    st.finished_at = fmt(self.now)
+                    self.transition(step.name, "Failed", "ExpressionError", _clip(str(exc)),
+                                    warning=True)
+                    if dag:
+                        stop = self.stop_reason()
+                    continue
+                if not go:
+                    self.transition(step.name, "Skipped", "WhenFalse",
+                                    f"when {step.when!r} is false")
+                    continue
+            elif any(d.phase != "Succeeded" for d in deps):
+                bad = [n for n in step.depends_on if self.st(n).phase != "Succeeded"]
+                self.transition(step.name, "Skipped", "UpstreamFailed",
+                                f"not run: {', '.join(bad)} did not succeed")
+                continue
+            self.start(step)
+            if dag and self.st(step.name).phase == "Failed":
+                stop = self.stop_reason()
+
+    def start(self, step: Step) -> None:
+        st = self.st(step.name)
+        if step.type == "run":
+            if self.running_jobs < self.obs.spec.parallelism:
+                self.start_job(step, 1)
+        elif step.type == "wait":
+            st.started_at = fmt(self.now)
+            self.transition(step.name, "Running", "Waiting", f"waiting {step.wait.duration}"
+                            if step.wait else "waiting")
+            self.advance_wait(step, st, self.now)
+        else:
+            st.started_at = fmt(self.now)
+            message = step.approval.message if step.approval and step.approval.message else \
+                f"waiting for an approval of step {step.name!r} in spec.approvals"
+            self.transition(step.name, "WaitingForApproval", "AwaitingDecision", message)
+            self.advance_approval(step, st, self.now)
+
+    def start_job(self, step: Step, attempt: int) -> None:
+        st = self.st(step.name)
+        name = job_name(self.obs.name, step.name, attempt)
+        st.attempts = attempt
+        st.job = name
+        st.next_attempt_at = None
+        st.exit_code = None
+        st.started_at = st.started_at or fmt(self.now)
+        st.finished_at = None
+        self.plan.actions.append(CreateJob(step.name, attempt, name))
+        self.running_jobs += 1
+        self.transition(step.name, "Running", "JobCreated", f"attempt {attempt}: Job {name}")
+
+    # -- finishing --------------------------------------------------------------
+
+    def dag_finished(self) -> bool:
+        return all(self.st(s.name).phase in FINISHED_STEP_PHASES for s in self.dag)
+
+    def finish_or_summarise(self) -> None:
+        steps = self.obs.spec.all_steps()
+        done = sum(1 for s in steps if self.st(s.name).phase in FINISHED_STEP_PHASES)
+        self.status.progress = f"{done}/{len(steps)}"
+        if done < len(steps):
+            waiting = any(self.st(s.name).phase == "WaitingForApproval" for s in steps)
+            self.status.phase = "WaitingForApproval" if waiting else "Running"
+            self.set_condition("Unknown", self.status.phase, "the execution is in progress")
+            return
+        failed_finally = next((s.name for s in self.finally_ if self.st(s.name).phase == "Failed"
+                               and not s.continue_on_failure), None)
+        failed = self.failed_dag_step()
+        stop = self.stop_reason()
+        if stop == "Cancelled":
+            phase, reason, message = "Cancelled", "Cancelled", "cancelled by spec.cancel"
+        elif stop == "Timeout":
+            phase, reason = "Failed", "Timeout"
+            message = f"execution timeout {self.obs.spec.timeout} reached"
+        elif failed is not None:
+            phase, reason = "Failed", "StepFailed"
+            message = f"step {failed!r} failed: {self.st(failed).message or ''}".strip()
+        elif failed_finally is not None:
+            phase, reason = "Failed", "FinallyFailed"
+            message = f"finally step {failed_finally!r} failed: " \
+                      f"{self.st(failed_finally).message or ''}".strip()
+        else:
+            phase, reason, message = "Succeeded", "Succeeded", "all steps finished"
+        self.status.phase = phase  # type: ignore[assignment]
+        self.status.reason = reason
+        self.status.message = _clip(message, 4000)
+        self.status.finished_at = fmt(self.now)
+        self.set_condition("True" if phase == "Succeeded" else "False", reason, message)
+        self.record("Execution" + phase, None, message)
+        self.event("Execution" + phase, message, warning=phase != "Succeeded")
+        self.plan.wake_at = None
+
+    # -- bookkeeping --------------------------------------------------------------
+
+    def transition(self, step: str, phase: StepPhase, reason: str | None, message: str,
+                   warning: bool = False) -> None:
+        st = self.st(step)
+        self._variables = None
+        st.phase = phase
+        st.reason = reason
+        st.message = _clip(message)
+        event = "Step" + phase
+        self.record(event, step, message)
+        self.event(event, f"step {step}: {message}", warning=warning)
+
+    def record(self, event: str, step: str | None, message: str) -> None:
+        history = self.status.history
+        history.append(HistoryEntry(time=fmt(self.now), event=event, step=step,
+                                    message=_clip(message, 512)))
+        overflow = len(history) - MAX_HISTORY
+        if overflow > 0:
+            del history[:overflow]
+            self.status.history_dropped += overflow
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.plan.events.append(Event(reason, _clip(message), warning))
+
+    def set_condition(self, value: Literal["True", "False", "Unknown"], reason: str,
+                      message: str) -> None:
+        current = next((c for c in self.status.conditions if c.type == "Succeeded"), None)
+        if current is not None and current.status == value and current.reason == reason:
+            return
+        condition = Condition(type="Succeeded", status=value, reason=reason,
+                              message=_clip(message, 4000), last_transition_time=fmt(self.now))
+        self.status.conditions = [c for c in self.status.conditions if c.type != "Succeeded"]
+        self.status.conditions.append(condition)
+
+    def wake(self, at: datetime) -> None:
+        if self.plan.wake_at is None or at < self.plan.wake_at:
+            self.plan.wake_at = at
+
+    def variables(self) -> dict[str, Any]:
+        """What CEL expressions see: ``params``, ``steps`` and ``execution``."""
+        if self._variables is None:
+            self._variables = self._build_variables()
+        return self._variables
+
+    def _build_variables(self) -> dict[str, Any]:
+        steps: dict[str, Any] = {}
+        for name, st in self.status.steps.items():
+            entry: dict[str, Any] = {"phase": st.phase, "attempts": st.attempts,
+                                     "reason": st.reason or "", "outputs": st.outputs or {}}
+            if st.exit_code is not None:
+                entry["exitCode"] = st.exit_code
+            steps[name] = entry
+        execution = {
+            "name": self.obs.name, "namespace": self.obs.namespace, "runbook": self.obs.runbook,
+            "failed": self.failed_dag_step() is not None,
+            "cancelled": self.stop_reason() == "Cancelled",
+        }
+        return {"params": dict(self.obs.params), "steps": steps, "execution": execution}
+
+
+def parse_outputs(message: str | None) -> tuple[dict[str, Any], str | None]:
+    """A step's outputs from its termination message, and a warning when it is not JSON."""
+    if not message or not message.strip():
+        return {}, None
+    try:
+        value = json.loads(message)
+    except ValueError:
+        return {}, "outputs ignored: the termination message is not a JSON object"
+    if not isinstance(value, dict):
+        return {}, "outputs ignored: the termination message is not a JSON object"
+    return value, None
+
+
+def _topological(steps: list[Step]) -> list[Step]:
+    """Steps in dependency order, spec order among equals (Kahn's algorithm with a heap).
+
+    Dependencies outside ``steps`` are ignored; steps on a cycle (which validation
+    rejects) are appended last rather than dropped.
+    """
+    index = {s.name: i for i, s in enumerate(steps)}
+    indegree = [0] * len(steps)
+    dependants: list[list[int]] = [[] for _ in steps]
+    for i, step in enumerate(steps):
+        for dep in set(step.depends_on):
+            if dep in index and dep != step.name:
+                indegree[i] += 1
+                dependants[index[dep]].append(i)
+    ready = [i for i, n in enumerate(indegree) if n == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for j in dependants[i]:
+            indegree[j] -= 1
+            if indegree[j] == 0:
+                heapq.heappush(ready, j)
+    seen = set(order)
+    order += [i for i in range(len(steps)) if i not in seen]
+    return [steps[i] for i in order]
+
+
+def _clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

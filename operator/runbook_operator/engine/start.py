@@ -1,0 +1,86 @@
+"""Starting an execution: resolve the runbook, check the parameters, freeze the spec.
+
+Everything that can make an execution fail before any Job exists is decided here,
+so bad parameters never start a step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from runbook_operator.api.common import Condition
+from runbook_operator.api.execution import (
+    HistoryEntry,
+    RunbookExecutionSpec,
+    RunbookExecutionStatus,
+    RunbookRefStatus,
+    StepStatus,
+)
+from runbook_operator.api.runbook import RunbookSpec
+from runbook_operator.engine.params import resolve_params
+from runbook_operator.engine.timeutil import fmt
+from runbook_operator.engine.validation import validate_spec
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    """A stable digest of a spec: executions record which version they froze."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def start_execution(spec: RunbookExecutionSpec, runbook: Mapping[str, Any] | None,
+                    namespace: str, now: datetime) -> RunbookExecutionStatus:
+    """The first status of an execution: Running with a frozen spec, or Failed with a reason."""
+    ref = spec.runbook_ref.name
+    if runbook is None:
+        return _failed("RunbookNotFound", f"runbook {ref!r} not found in namespace {namespace!r}",
+                       now, RunbookRefStatus(name=ref))
+    raw_spec = runbook.get("spec") or {}
+    generation = (runbook.get("metadata") or {}).get("generation")
+    ref_status = RunbookRefStatus(name=ref, generation=generation, spec_hash=spec_hash(raw_spec))
+    problems = validate_spec(raw_spec)
+    if problems:
+        return _failed("RunbookInvalid", f"runbook {ref!r} is not valid: "
+                       + "; ".join(str(p) for p in problems), now, ref_status)
+    try:
+        rb_spec = RunbookSpec.model_validate(raw_spec)
+    except ValidationError as exc:  # validate_spec already said so; belt and braces
+        return _failed("RunbookInvalid", str(exc), now, ref_status)
+    _, errors = resolve_params(rb_spec.params, spec.params)
+    if errors:
+        return _failed("InvalidParams", "; ".join(errors), now, ref_status)
+    steps = {s.name: StepStatus() for s in rb_spec.all_steps()}
+    return RunbookExecutionStatus(
+        phase="Running",
+        reason="Running",
+        runbook=ref_status,
+        runbook_spec=rb_spec.to_k8s(),
+        started_at=fmt(now),
+        progress=f"0/{len(steps)}",
+        steps=steps,
+        conditions=[Condition(type="Succeeded", status="Unknown", reason="Running",
+                              message="the execution is in progress",
+                              last_transition_time=fmt(now))],
+        history=[HistoryEntry(time=fmt(now), event="ExecutionStarted",
+                              message=f"runbook {ref} generation {generation}")],
+    )
+
+
+def _failed(reason: str, message: str, now: datetime,
+            ref: RunbookRefStatus) -> RunbookExecutionStatus:
+    return RunbookExecutionStatus(
+        phase="Failed",
+        reason=reason,
+        message=message[:4000],
+        runbook=ref,
+        finished_at=fmt(now),
+        conditions=[Condition(type="Succeeded", status="False", reason=reason,
+                              message=message[:4000], last_transition_time=fmt(now))],
+        history=[HistoryEntry(time=fmt(now), event="ExecutionFailed", message=message[:512])],
+    )

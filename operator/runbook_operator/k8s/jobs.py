@@ -1,0 +1,199 @@
+"""Step Jobs: the manifest the operator creates, and what it reads back.
+
+Parameters reach the container only as environment variables (``PARAM_<NAME>``
+and ``RUNBOOK_PARAMS``), never substituted into a command; secret parameters
+come from a Secret owned by the execution, so they appear in no Job spec.
+Pods run non-root with every capability dropped and seccomp RuntimeDefault
+unless the step says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from runbook_operator.api.common import API_VERSION, parse_duration
+from runbook_operator.api.runbook import RunbookSpec, Step
+from runbook_operator.engine.params import env_name, env_value
+from runbook_operator.engine.planner import ObservedJob
+from runbook_operator.engine.timeutil import parse
+
+LABEL_EXECUTION = "runbooks.dev/execution"
+LABEL_RUNBOOK = "runbooks.dev/runbook"
+LABEL_STEP = "runbooks.dev/step"
+LABEL_ATTEMPT = "runbooks.dev/attempt"
+ANNOTATION_ATTEMPT = "runbooks.dev/attempt"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "runbook-operator"}
+
+NON_ROOT_UID = 65532
+
+DEFAULT_CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "runAsUser": NON_ROOT_UID,
+    "runAsGroup": NON_ROOT_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a step's Job needs to know about its execution."""
+
+    execution: str
+    namespace: str
+    uid: str
+    runbook: str
+    spec: RunbookSpec
+    params: Mapping[str, Any]
+    secret_params: frozenset[str]
+    secret_name: str | None
+    outputs: Mapping[str, Mapping[str, Any] | None]
+    ttl_seconds: int
+
+
+def owner_reference(ctx: JobContext) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "RunbookExecution",
+        "name": ctx.execution,
+        "uid": ctx.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def step_env(ctx: JobContext, step: Step) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = []
+    public = {k: v for k, v in ctx.params.items() if k not in ctx.secret_params}
+    for name, value in sorted(ctx.params.items()):
+        if name in ctx.secret_params:
+            if ctx.secret_name is not None:
+                env.append({"name": env_name(name), "valueFrom": {"secretKeyRef": {
+                    "name": ctx.secret_name, "key": name}}})
+        else:
+            env.append({"name": env_name(name), "value": env_value(value)})
+    env.append({"name": "RUNBOOK_PARAMS", "value": json.dumps(public, separators=(",", ":"))})
+    for dep in step.depends_on:
+        outputs = ctx.outputs.get(dep) or {}
+        env.append({"name": f"STEP_{dep.upper().replace('-', '_')}_OUTPUTS",
+                    "value": json.dumps(outputs, separators=(",", ":"))})
+    env.append({"name": "RUNBOOK_EXECUTION", "value": ctx.execution})
+    env.append({"name": "RUNBOOK_STEP", "value": step.name})
+    env += [e.to_k8s() for e in step.env]
+    return env
+
+
+def build_job(ctx: JobContext, step: Step, attempt: int, name: str) -> dict[str, Any]:
+    """The Job manifest of one attempt of one step."""
+    labels = {
+        **MANAGED_BY,
+        LABEL_EXECUTION: ctx.execution,
+        LABEL_RUNBOOK: ctx.runbook,
+        LABEL_STEP: step.name,
+        LABEL_ATTEMPT: str(attempt),
+    }
+    pod_labels = dict(step.pod_metadata.labels) if step.pod_metadata else {}
+    pod_labels.update(labels)
+    annotations = dict(step.pod_metadata.annotations) if step.pod_metadata else {}
+    annotations[ANNOTATION_ATTEMPT] = str(attempt)
+    container: dict[str, Any] = {
+        "name": "step",
+        "image": step.image,
+        "env": step_env(ctx, step),
+        "securityContext": step.security_context or DEFAULT_CONTAINER_SECURITY,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if step.command is not None:
+        container["command"] = step.command
+    if step.args is not None:
+        container["args"] = step.args
+    if step.working_dir:
+        container["workingDir"] = step.working_dir
+    if step.resources:
+        container["resources"] = step.resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}
+        if step.security_context else
+        {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+    if ctx.spec.service_account_name:
+        pod_spec["serviceAccountName"] = ctx.spec.service_account_name
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        "ttlSecondsAfterFinished": ctx.ttl_seconds,
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": annotations},
+            "spec": pod_spec,
+        },
+    }
+    if step.timeout:
+        seconds = parse_duration(step.timeout).total_seconds()
+        job_spec["activeDeadlineSeconds"] = max(1, int(seconds))
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": ctx.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(ctx)],
+        },
+        "spec": job_spec,
+    }
+
+
+def observe_job(job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> ObservedJob | None:
+    """What the planner needs of a Job and its pod; None for a Job that is not a step's."""
+    meta = job.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    step = labels.get(LABEL_STEP)
+    try:
+        attempt = int(labels.get(LABEL_ATTEMPT, ""))
+    except ValueError:
+        return None
+    if not step:
+        return None
+    status = job.get("status") or {}
+    state = "Active"
+    reason = message = None
+    finished = None
+    for cond in status.get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Complete":
+            state = "Succeeded"
+            finished = parse(cond.get("lastTransitionTime"))
+        elif cond.get("type") == "Failed":
+            state = "Failed"
+            reason, message = cond.get("reason"), cond.get("message")
+            finished = parse(cond.get("lastTransitionTime"))
+    if state == "Succeeded":
+        finished = parse(status.get("completionTime")) or finished
+    exit_code = term_message = None
+    terminated = False
+    if pod is not None:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated")
+            if cs.get("name") == "step" and term:
+                terminated = True
+                exit_code = term.get("exitCode")
+                term_message = term.get("message")
+    return ObservedJob(
+        name=meta.get("name", ""),
+        step=step,
+        attempt=attempt,
+        state=state,  # type: ignore[arg-type]
+        reason=reason,
+        message=message,
+        started_at=parse(status.get("startTime")),
+        finished_at=finished,
+        exit_code=exit_code,
+        termination_message=term_message,
+        pod_terminated=terminated,
+    )
