@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import kopf
 import kubernetes
 
 from runbook_operator.api.common import GROUP, VERSION
 from runbook_operator.controllers import runbooks
+from runbook_operator.controllers.executions import PLURAL, ExecutionReconciler
+from runbook_operator.controllers.store import Key, Store
+from runbook_operator.controllers.workqueue import WorkQueue
 from runbook_operator.k8s.client import Clients, load_config, make_clients
+from runbook_operator.k8s.events import EventPoster
+from runbook_operator.k8s.jobs import LABEL_EXECUTION
 from runbook_operator.settings import OperatorSettings
 
 log = logging.getLogger("runbook_operator")
@@ -40,39 +46,108 @@ def check_cluster(settings: OperatorSettings) -> kubernetes.client.Configuration
     return configuration
 
 
-def register(registry: kopf.OperatorRegistry, clients: Clients) -> None:
-    """Attach the handlers to a kopf registry."""
+class Operator:
+    """The pieces one operator process shares: clients, store, queue, reconcilers."""
 
-    @kopf.on.startup(registry=registry)
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.peering.standalone = True
-        settings.posting.level = logging.WARNING
-        settings.watching.server_timeout = 300
-        settings.persistence.finalizer = f"{GROUP}/finalizer"
+    def __init__(self, clients: Clients, settings: OperatorSettings) -> None:
+        self.clients = clients
+        self.settings = settings
+        self.store = Store()
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.events = EventPoster(clients)
+        self.executions = ExecutionReconciler(clients, self.store, self.events,
+                                              job_ttl_seconds=settings.job_ttl_seconds)
+        self.failures: dict[Key, int] = {}
 
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_kubeconfig(**kwargs) or kopf.login_with_service_account(**kwargs)
-
-    @kopf.on.event(GROUP, VERSION, runbooks.PLURAL, registry=registry)
-    def runbook_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+    async def handle(self, key: Key) -> None:
+        """One pass over one execution, in a thread (the kubernetes client blocks)."""
+        try:
+            outcome = await asyncio.to_thread(self.executions.reconcile, key)
+        except Exception:
+            count = self.failures.get(key, 0) + 1
+            self.failures[key] = count
+            delay = min(60.0, 0.5 * 2 ** (count - 1))
+            log.exception("reconcile of %s/%s failed (attempt %d); again in %.1fs",
+                          *key, count, delay)
+            self.queue.add_after(key, delay)
             return
-        runbooks.reconcile(clients, dict(body))
+        self.failures.pop(key, None)
+        if outcome.again:
+            self.queue.add(key)
+        elif outcome.wake_at is not None:
+            delay = (outcome.wake_at - datetime.now(UTC)).total_seconds()
+            self.queue.add_after(key, delay + 0.01)
+
+    def register(self, registry: kopf.OperatorRegistry) -> None:
+        """Attach the handlers to a kopf registry."""
+        clients, store, queue = self.clients, self.store, self.queue
+
+        @kopf.on.startup(registry=registry)
+        def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+            settings.peering.standalone = True
+            settings.posting.level = logging.WARNING
+            settings.watching.server_timeout = 300
+            settings.batching.batch_window = 0.01
+            settings.persistence.finalizer = f"{GROUP}/finalizer"
+
+        @kopf.on.login(registry=registry)
+        def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+            return kopf.login_with_kubeconfig(**kwargs) or \
+                kopf.login_with_service_account(**kwargs)
+
+        @kopf.on.event(GROUP, VERSION, runbooks.PLURAL, registry=registry)
+        def runbook_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
+            body = _body(event)
+            deleted = type == "DELETED"
+            store.put_runbook(body, deleted)
+            if not deleted and not body.get("metadata", {}).get("deletionTimestamp"):
+                runbooks.reconcile(clients, body)
+
+        @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+        async def execution_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
+            key = store.put_execution(_body(event), deleted=type == "DELETED")
+            if type == "DELETED":
+                queue.forget(key)
+            else:
+                queue.add(key)
+
+        @kopf.on.event("batch", "v1", "jobs", labels={LABEL_EXECUTION: kopf.PRESENT},
+                       registry=registry)
+        async def job_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
+            key = store.put_job(_body(event), deleted=type == "DELETED")
+            if key is not None and key in store.executions:
+                queue.add(key)
+
+        @kopf.on.event("", "v1", "pods", labels={LABEL_EXECUTION: kopf.PRESENT},
+                       registry=registry)
+        async def pod_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
+            key = store.put_pod(_body(event), deleted=type == "DELETED")
+            if key is not None and key in store.executions:
+                queue.add(key)
+
+
+def _body(event: kopf.RawEvent) -> dict[str, Any]:
+    """The object of a raw watch event: a fresh dict per event, safe to keep."""
+    return cast(dict[str, Any], event["object"])
 
 
 async def serve(settings: OperatorSettings, configuration: kubernetes.client.Configuration,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, workers: int = 4) -> None:
     """Run the operator until ``stop`` is set (or forever)."""
-    clients = make_clients(configuration)
+    operator = Operator(make_clients(configuration), settings)
     registry = kopf.OperatorRegistry()
-    register(registry, clients)
-    await kopf.operator(
-        registry=registry,
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        liveness_endpoint=f"http://{settings.health_address}:{settings.health_port}/healthz",
-        stop_flag=stop,
-    )
-
-
+    operator.register(registry)
+    tasks = [asyncio.create_task(operator.queue.work(operator.handle), name=f"worker-{i}")
+             for i in range(workers)]
+    try:
+        await kopf.operator(
+            registry=registry,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            liveness_endpoint=f"http://{settings.health_address}:{settings.health_port}/healthz",
+            stop_flag=stop,
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        operator.events.close()

@@ -45,20 +45,25 @@ def retrying(func: Callable[P, T]) -> Callable[P, T]:
 
 @dataclass
 class Clients:
-    """The API groups the operator uses, sharing one connection pool."""
+    """The API groups the operator uses, sharing one connection pool.
+
+    Typed as ``Any`` on purpose: the operator passes and receives plain dicts
+    (manifests as the API spells them), which the client's model stubs do not
+    describe.
+    """
 
     api_client: kubernetes.client.ApiClient
 
     @functools.cached_property
-    def custom(self) -> kubernetes.client.CustomObjectsApi:
+    def custom(self) -> Any:
         return kubernetes.client.CustomObjectsApi(self.api_client)
 
     @functools.cached_property
-    def batch(self) -> kubernetes.client.BatchV1Api:
+    def batch(self) -> Any:
         return kubernetes.client.BatchV1Api(self.api_client)
 
     @functools.cached_property
-    def core(self) -> kubernetes.client.CoreV1Api:
+    def core(self) -> Any:
         return kubernetes.client.CoreV1Api(self.api_client)
 
 

@@ -55,12 +55,13 @@ class JobContext:
     ttl_seconds: int
 
 
-def owner_reference(ctx: JobContext) -> dict[str, Any]:
+def owner_reference(execution: str, uid: str) -> dict[str, Any]:
+    """The controller reference that makes the garbage collector delete with the execution."""
     return {
         "apiVersion": API_VERSION,
         "kind": "RunbookExecution",
-        "name": ctx.execution,
-        "uid": ctx.uid,
+        "name": execution,
+        "uid": uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }
@@ -142,7 +143,7 @@ def build_job(ctx: JobContext, step: Step, attempt: int, name: str) -> dict[str,
             "name": name,
             "namespace": ctx.namespace,
             "labels": labels,
-            "ownerReferences": [owner_reference(ctx)],
+            "ownerReferences": [owner_reference(ctx.execution, ctx.uid)],
         },
         "spec": job_spec,
     }

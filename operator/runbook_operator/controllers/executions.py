@@ -1,0 +1,334 @@
+"""RunbookExecution reconciler: observe, plan, act.
+
+Each pass reads the execution, its Jobs and pods from the store, asks the engine
+for a plan and carries it out in a safe order: Jobs are created before the status
+that mentions them is written, so a crash in between leaves a Job the next pass
+adopts rather than a step that runs twice. The status is written as a merge
+patch of what changed, guarded by the resourceVersion it was planned from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from runbook_operator.api.common import GROUP, VERSION
+from runbook_operator.api.execution import (
+    FINISHED_EXECUTION_PHASES,
+    RunbookExecution,
+    RunbookExecutionStatus,
+)
+from runbook_operator.api.runbook import RunbookSpec
+from runbook_operator.controllers.store import Key, Store
+from runbook_operator.engine import merge
+from runbook_operator.engine.params import env_value, resolve_params, secret_names
+from runbook_operator.engine.planner import (
+    CreateJob,
+    DeleteJob,
+    Event,
+    Observation,
+    ObservedJob,
+    Plan,
+    plan,
+)
+from runbook_operator.engine.start import start_execution
+from runbook_operator.engine.timeutil import fmt, parse
+from runbook_operator.k8s.client import Clients, retrying
+from runbook_operator.k8s.events import EventPoster
+from runbook_operator.k8s.jobs import (
+    MANAGED_BY,
+    JobContext,
+    build_job,
+    observe_job,
+    owner_reference,
+)
+
+log = logging.getLogger("runbook_operator.executions")
+
+PLURAL = "runbookexecutions"
+
+
+@dataclass
+class Outcome:
+    """What a pass wants from the loop: to run again now, or at a time."""
+
+    again: bool = False
+    wake_at: datetime | None = None
+
+
+class ExecutionReconciler:
+    def __init__(self, clients: Clients, store: Store, events: EventPoster,
+                 job_ttl_seconds: int = 3600,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.clients = clients
+        self.store = store
+        self.events = events
+        self.job_ttl_seconds = job_ttl_seconds
+        self.clock = clock
+
+    # -- entry point ---------------------------------------------------------------
+
+    def reconcile(self, key: Key) -> Outcome:
+        body = self.store.executions.get(key)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return Outcome()
+        try:
+            execution = RunbookExecution.from_k8s(body)
+        except ValidationError as exc:
+            # The schema should have stopped this; never crash on a bad object.
+            log.warning("execution %s/%s is not valid: %s", *key, exc)
+            return Outcome()
+        status = execution.status or RunbookExecutionStatus()
+        if status.phase in FINISHED_EXECUTION_PHASES:
+            self.store.forget_children(key)
+            return Outcome()
+        if status.runbook_spec is None:
+            return self.start(body, execution)
+        return self.advance(body, execution, status)
+
+    # -- start -----------------------------------------------------------------------
+
+    def start(self, body: dict[str, Any], execution: RunbookExecution) -> Outcome:
+        namespace = execution.metadata.namespace or ""
+        runbook = self.get_runbook(namespace, execution.spec.runbook_ref.name)
+        status = start_execution(execution.spec, runbook, namespace, self.clock())
+        status.observed_generation = execution.metadata.generation
+        if not self.write_status(body, status):
+            return Outcome(again=True)
+        if status.phase == "Failed":
+            self.events.post(body, status.reason or "Failed", status.message or "", warning=True)
+            return Outcome()
+        self.events.post(body, "ExecutionStarted",
+                         f"runbook {execution.spec.runbook_ref.name} started")
+        return Outcome(again=True)
+
+    @retrying
+    def get_runbook(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A direct read: the watch may not have delivered a just-created Runbook yet."""
+        try:
+            result: dict[str, Any] = self.clients.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "runbooks", name)
+            return result
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    # -- advance ---------------------------------------------------------------------
+
+    def advance(self, body: dict[str, Any], execution: RunbookExecution,
+                status: RunbookExecutionStatus) -> Outcome:
+        key = (execution.metadata.namespace or "", execution.metadata.name)
+        spec = RunbookSpec.model_validate(status.runbook_spec)
+        params, _ = resolve_params(spec.params, execution.spec.params)
+        observation = Observation(
+            name=execution.metadata.name,
+            namespace=key[0],
+            uid=execution.metadata.uid or "",
+            spec=spec,
+            params=params,
+            status=status,
+            jobs=self.observed_jobs(key, execution.metadata.uid),
+            now=self.clock(),
+            cancel=execution.spec.cancel,
+            approvals=execution.spec.approvals,
+            runbook=execution.spec.runbook_ref.name,
+        )
+        result = plan(observation)
+        self.carry_out(body, execution, spec, params, result)
+        if not self.write_status(body, result.status):
+            return Outcome(again=True)
+        for event in result.events:
+            self.events.post(body, event.reason, event.message, event.warning)
+        if result.status.phase in FINISHED_EXECUTION_PHASES:
+            self.store.forget_children(key)
+            self.apply_retention(key[0], execution.spec.runbook_ref.name)
+        return Outcome(wake_at=result.wake_at)
+
+    def observed_jobs(self, key: Key, uid: str | None) -> dict[str, ObservedJob]:
+        jobs: dict[str, ObservedJob] = {}
+        pods = self.store.pods.get(key, {})
+        for name, job in self.store.jobs.get(key, {}).items():
+            owners = (job.get("metadata") or {}).get("ownerReferences") or []
+            if uid and not any(o.get("uid") == uid for o in owners):
+                continue  # a Job of an earlier execution with the same name
+            observed = observe_job(job, pods.get(name))
+            if observed is not None:
+                jobs[name] = observed
+        return jobs
+
+    def carry_out(self, body: dict[str, Any], execution: RunbookExecution, spec: RunbookSpec,
+                  params: dict[str, Any], result: Plan) -> None:
+        creates = [a for a in result.actions if isinstance(a, CreateJob)]
+        namespace = execution.metadata.namespace or ""
+        secrets = secret_names(spec.params) & {k for k, v in params.items() if v is not None}
+        secret_name = f"{execution.metadata.name}-params" if secrets else None
+        if creates and secret_name:
+            self.ensure_params_secret(execution, secret_name,
+                                      {k: params[k] for k in secrets})
+        ctx = JobContext(
+            execution=execution.metadata.name, namespace=namespace,
+            uid=execution.metadata.uid or "", runbook=execution.spec.runbook_ref.name,
+            spec=spec, params=params, secret_params=frozenset(secrets),
+            secret_name=secret_name,
+            outputs={n: s.outputs for n, s in result.status.steps.items()},
+            ttl_seconds=self.job_ttl_seconds,
+        )
+        steps = {s.name: s for s in spec.all_steps()}
+        for action in result.actions:
+            if isinstance(action, CreateJob):
+                manifest = build_job(ctx, steps[action.step], action.attempt, action.name)
+                problem = self.create_job(namespace, manifest, execution.metadata.uid or "")
+                if problem is not None:
+                    st = result.status.steps[action.step]
+                    st.phase, st.reason, st.message = "Failed", "JobCreateFailed", problem[:1024]
+                    st.finished_at = fmt(self.clock())
+                    result.events.append(_warning("JobCreateFailed",
+                                                  f"step {action.step}: {problem}"))
+            elif isinstance(action, DeleteJob):
+                self.delete_job(namespace, action.name)
+
+    @retrying
+    def create_job(self, namespace: str, manifest: dict[str, Any], owner_uid: str) -> str | None:
+        """Create a Job; a 409 is read back and accepted only if this execution owns it.
+
+        Returns None on success, or why the Job cannot exist.
+        """
+        try:
+            self.clients.batch.create_namespaced_job(namespace, manifest)
+            return None
+        except ApiException as exc:
+            if exc.status == 409:
+                name = manifest["metadata"]["name"]
+                existing = self.clients.batch.read_namespaced_job(name, namespace)
+                owners = (existing.metadata and existing.metadata.owner_references) or []
+                if any(o.uid == owner_uid for o in owners):
+                    return None
+                return f"a Job named {name} exists and belongs to something else"
+            if exc.status in (400, 403, 404, 422):
+                return f"the apiserver refused the Job ({exc.status}): {_api_message(exc)}"
+            raise
+
+    @retrying
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.clients.batch.delete_namespaced_job(name, namespace,
+                                                     propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    @retrying
+    def ensure_params_secret(self, execution: RunbookExecution, name: str,
+                             values: dict[str, Any]) -> None:
+        """Secret parameters live in a Secret owned by the execution, not in Job specs."""
+        owner = owner_reference(execution.metadata.name, execution.metadata.uid or "")
+        body = {
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": execution.metadata.namespace,
+                         "labels": dict(MANAGED_BY), "ownerReferences": [owner]},
+            "stringData": {k: env_value(v) for k, v in values.items()},
+        }
+        try:
+            self.clients.core.create_namespaced_secret(execution.metadata.namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    # -- status ----------------------------------------------------------------------
+
+    def write_status(self, body: dict[str, Any], status: RunbookExecutionStatus) -> bool:
+        """Merge-patch what changed. False when the object moved on (409): plan again."""
+        old = body.get("status") or {}
+        new = status.to_k8s()
+        patch = merge.diff(old, new)
+        if not patch:
+            return True
+        meta = body["metadata"]
+        payload = {"metadata": {"resourceVersion": meta.get("resourceVersion")},
+                   "status": patch}
+        try:
+            updated = self._patch(meta["namespace"], meta["name"], payload)
+        except ApiException as exc:
+            if exc.status == 409:
+                self.refresh(meta["namespace"], meta["name"])
+                return False
+            if exc.status == 404:
+                return True
+            raise
+        self.store.put_execution(updated)
+        return True
+
+    @retrying
+    def _patch(self, namespace: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.clients.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, payload)
+        return result
+
+    @retrying
+    def refresh(self, namespace: str, name: str) -> None:
+        try:
+            fresh = self.clients.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        self.store.put_execution(fresh)
+
+    # -- retention -------------------------------------------------------------------
+
+    def apply_retention(self, namespace: str, runbook: str) -> None:
+        """Delete the oldest finished executions beyond the Runbook's history limits."""
+        rb = self.store.runbooks.get((namespace, runbook))
+        history = ((rb or {}).get("spec") or {}).get("history") or {}
+        limits = {"Succeeded": history.get("successfulLimit"),
+                  "Failed": history.get("failedLimit"),
+                  "Cancelled": history.get("failedLimit")}
+        if all(v is None for v in limits.values()):
+            return
+        finished: dict[str, list[tuple[str, str]]] = {"Succeeded": [], "Failed": []}
+        for (ns, name), body in list(self.store.executions.items()):
+            if ns != namespace or (body.get("spec") or {}).get("runbookRef", {}).get("name") \
+                    != runbook:
+                continue
+            st = body.get("status") or {}
+            phase = st.get("phase")
+            if phase in limits:
+                group = "Succeeded" if phase == "Succeeded" else "Failed"
+                finished[group].append((st.get("finishedAt") or "", name))
+        for group, items in finished.items():
+            limit = limits[group]
+            if limit is None or len(items) <= limit:
+                continue
+            items.sort(key=lambda item: parse(item[0]) or datetime.min.replace(tzinfo=UTC))
+            for _, name in items[: len(items) - limit]:
+                self.delete_execution(namespace, name)
+
+    @retrying
+    def delete_execution(self, namespace: str, name: str) -> None:
+        try:
+            self.clients.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background")
+            log.info("retention: deleted execution %s/%s", namespace, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def _warning(reason: str, message: str) -> Event:
+    return Event(reason, message, warning=True)
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message", exc.reason))
+    except ValueError:
+        return str(exc.reason)

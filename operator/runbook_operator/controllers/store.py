@@ -1,0 +1,90 @@
+"""What the operator has seen: executions, runbooks, and step Jobs and pods by execution.
+
+Filled from kopf's watch events (no polling LISTs) and from the objects the
+operator's own writes return, whichever is newer, so a pass never plans from a
+status older than one this process wrote itself.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from runbook_operator.k8s.jobs import LABEL_EXECUTION
+
+Key = tuple[str, str]
+Body = dict[str, Any]
+
+
+def key_of(body: Body) -> Key:
+    meta = body.get("metadata") or {}
+    return meta.get("namespace", ""), meta.get("name", "")
+
+
+def _version(body: Body | None) -> int:
+    try:
+        return int(((body or {}).get("metadata") or {}).get("resourceVersion", "0"))
+    except ValueError:
+        return 0
+
+
+class Store:
+    def __init__(self) -> None:
+        self.executions: dict[Key, Body] = {}
+        self.runbooks: dict[Key, Body] = {}
+        self.jobs: dict[Key, dict[str, Body]] = defaultdict(dict)
+        self.pods: dict[Key, dict[str, Body]] = defaultdict(dict)
+        """Pods by execution, then by the name of their Job."""
+
+    def put_execution(self, body: Body, deleted: bool = False) -> Key:
+        key = key_of(body)
+        if deleted:
+            self.executions.pop(key, None)
+            self.jobs.pop(key, None)
+            self.pods.pop(key, None)
+        elif _version(body) >= _version(self.executions.get(key)):
+            self.executions[key] = body
+        return key
+
+    def put_runbook(self, body: Body, deleted: bool = False) -> Key:
+        key = key_of(body)
+        if deleted:
+            self.runbooks.pop(key, None)
+        else:
+            self.runbooks[key] = body
+        return key
+
+    @staticmethod
+    def owner_key(body: Body) -> Key | None:
+        meta = body.get("metadata") or {}
+        execution = (meta.get("labels") or {}).get(LABEL_EXECUTION)
+        return (meta.get("namespace", ""), execution) if execution else None
+
+    def put_job(self, body: Body, deleted: bool = False) -> Key | None:
+        key = self.owner_key(body)
+        if key is None:
+            return None
+        name = body["metadata"]["name"]
+        if deleted:
+            self.jobs[key].pop(name, None)
+        elif _version(body) >= _version(self.jobs[key].get(name)):
+            self.jobs[key][name] = body
+        return key
+
+    def put_pod(self, body: Body, deleted: bool = False) -> Key | None:
+        key = self.owner_key(body)
+        meta = body.get("metadata") or {}
+        job = (meta.get("labels") or {}).get("job-name") or \
+            (meta.get("labels") or {}).get("batch.kubernetes.io/job-name")
+        if key is None or not job:
+            return None
+        # A deleted pod is kept: its last state may hold the exit code and message the
+        # planner still needs (the Job controller deletes pods of timed-out Jobs).
+        if not deleted or job not in self.pods[key]:
+            self.pods[key][job] = body
+        return key
+
+    def forget_children(self, key: Key) -> None:
+        """Drop the Jobs and pods of a finished execution: nothing will read them again."""
+        self.jobs.pop(key, None)
+        self.pods.pop(key, None)
