@@ -207,8 +207,10 @@ def _check_steps(spec: RunbookSpec) -> list[Problem]:
             if problem:
                 problems.append(problem)
             else:
-                # A DAG step can only read steps that are guaranteed to have finished.
-                visible = dag_names if in_finally else upstream.get(step.name, set())
+                # A DAG step can only read steps that are guaranteed to have finished
+                # (unknowable with a cycle, which is reported on its own).
+                visible = dag_names if in_finally or not upstream else \
+                    upstream.get(step.name, set())
                 for ref in sorted(referenced_steps(step.when)):
                     if ref not in visible:
                         what = "is not a step" if ref not in names else \
