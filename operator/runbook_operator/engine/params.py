@@ -51,7 +51,7 @@ def check_value(param: Param, value: Any, *, check_enum: bool = True) -> None:
     if param.pattern is not None and isinstance(value, str):
         try:
             matched = re.fullmatch(param.pattern, value) is not None
-        except re.error:
+        except (re.error, OverflowError, RecursionError):
             matched = False
         if not matched:
             raise ParamError(f"parameter {param.name!r}: {_short(value)} does not match "

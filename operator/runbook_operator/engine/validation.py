@@ -91,7 +91,7 @@ def _check_params(params: list[Param]) -> list[Problem]:
         if param.pattern is not None:
             try:
                 re.compile(param.pattern)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:
                 problems.append(Problem("InvalidDefault", f"parameter {param.name!r}: pattern "
                                         f"{param.pattern!r} is not a regular expression: {exc}"))
                 continue
