@@ -1,0 +1,113 @@
+"""Fixtures for tests against a real local control plane (hack/cluster.py).
+
+- `cluster` (session): a LocalCluster. With KUBECONFIG_RBO set, that already-running
+  cluster is used as is; if the local cluster is already up (`python hack/cluster.py
+  up`), it is reused and left running; otherwise it is started for the session and
+  stopped at the end.
+- `k8s_api` (session): a kubernetes.client.ApiClient for the cluster.
+- `namespace` (function): a fresh namespace, deleted afterwards.
+
+Every test under tests/integration is marked `integration`. When one fails, the
+report gets the tail of each control-plane component's log.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT / "hack"))
+
+from cluster import LocalCluster  # noqa: E402
+
+INTEGRATION_DIR = Path(__file__).resolve().parent
+_active_cluster: LocalCluster | None = None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    # Attach component logs to failures: a failing integration test is often a
+    # control-plane problem (kwok stage, controller), not a test problem.
+    if report.failed and _active_cluster is not None:
+        tails = _active_cluster.log_tails(25)
+        text = [f"logs dir: {_active_cluster.logs_dir}"]
+        text += [f"--- {name}.log (last 25 lines)\n{tail}" for name, tail in tails.items()]
+        report.sections.append(("control-plane logs", "\n".join(text)))
+    return report
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    global _active_cluster
+    external = os.environ.get("KUBECONFIG_RBO")
+    owned = False
+    if external:
+        # Only used, never started or stopped. If it is a hack/cluster.py state dir,
+        # its logs/ sit beside the kubeconfig and failure reports include them.
+        c = LocalCluster(state_dir=Path(external).resolve().parent)
+        c.kubeconfig = Path(external)
+    else:
+        c = LocalCluster()
+        # A cluster a developer already started is reused and left running.
+        if not c.is_up():
+            c.up()
+            owned = True
+    _active_cluster = c
+    try:
+        yield c
+    finally:
+        _active_cluster = None
+        if owned:
+            c.down()
+
+
+@pytest.fixture(scope="session")
+def k8s_api(cluster: LocalCluster) -> Iterator[client.ApiClient]:
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture
+def namespace(k8s_api: client.ApiClient) -> Iterator[str]:
+    core = client.CoreV1Api(k8s_api)
+    name = f"rbo-test-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    # Pods are rejected until the ServiceAccount controller creates `default`.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            core.read_namespaced_service_account("default", name)
+            break
+        except ApiException as e:
+            if e.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    try:
+        yield name
+    finally:
+        try:
+            core.delete_namespace(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
