@@ -201,7 +201,10 @@ def _problems(doc: dict[str, Any]) -> list[Problem]:
         return [Problem("InvalidSpec", "the Runbook has no spec")]
     if not isinstance(spec, dict):
         return [Problem("InvalidSpec", f"spec must be a mapping, not {type(spec).__name__}")]
-    return validate_spec(spec)
+    try:
+        return validate_spec(spec)
+    except Exception as exc:  # a validator bug must not hide the other files' results
+        return [Problem("ValidatorError", f"the validator failed: {type(exc).__name__}: {exc}")]
 
 
 def _yaml_message(exc: yaml.YAMLError) -> str:
