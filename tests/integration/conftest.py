@@ -17,7 +17,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -111,3 +111,58 @@ def namespace(k8s_api: client.ApiClient) -> Iterator[str]:
         except ApiException as e:
             if e.status != 404:
                 raise
+
+
+# -- the operator under test ---------------------------------------------------------
+
+sys.path.insert(0, str(INTEGRATION_DIR))
+
+from kube import Kube  # noqa: E402
+from operator_process import OperatorProcess  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: LocalCluster) -> None:
+    """Install the generated CRDs and wait until they are established."""
+    out = cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+    assert out.returncode == 0, out.stderr
+    out = cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                          "crd/runbooks.runbooks.dev", "crd/runbookexecutions.runbooks.dev",
+                          "crd/circuitpolicies.runbooks.dev")
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: LocalCluster, crds: None,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """One operator process for the session (tests may kill and restart it)."""
+    proc = OperatorProcess(cluster.kubeconfig, tmp_path_factory.mktemp("operator"))
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def kube(k8s_api: client.ApiClient, namespace: str, operator: OperatorProcess,
+         request: pytest.FixtureRequest) -> Iterator[Kube]:
+    yield Kube(k8s_api, namespace)
+    if operator.proc is None or operator.proc.poll() is not None:
+        operator.start()  # a test that killed it must not take the rest down with it
+
+
+@pytest.fixture
+def kubectl(cluster: LocalCluster) -> Callable[..., str]:
+    def run(*args: str) -> str:
+        out = cluster.kubectl(*args)
+        assert out.returncode == 0, out.stderr
+        return str(out.stdout)
+    return run
+
+
+def pytest_exception_interact(node: pytest.Item, call: pytest.CallInfo[None],
+                              report: pytest.TestReport) -> None:
+    proc = getattr(node, "funcargs", {}).get("operator") if hasattr(node, "funcargs") else None
+    if isinstance(proc, OperatorProcess):
+        report.sections.append(("operator log", f"{proc.log_path}\n{proc.tail(60)}"))

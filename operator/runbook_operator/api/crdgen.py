@@ -123,6 +123,10 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
                 out[key] = _convert(value, defs)
         elif key == "description":
             out[key] = " ".join(str(value).split())
+        elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+            # JSON Schema's numeric form; OpenAPI v3.0 (CRDs) wants a bound plus a flag.
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
         else:
             out[key] = value
     free_form = "properties" not in out and "additionalProperties" not in out

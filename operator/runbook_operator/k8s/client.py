@@ -22,6 +22,7 @@ from runbook_operator.api.common import GROUP, VERSION
 P = ParamSpec("P")
 T = TypeVar("T")
 
+FIELD_MANAGER = "runbook-operator"
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
@@ -82,7 +83,10 @@ def load_config(kubeconfig: str | None = None) -> kubernetes.client.Configuratio
 
 def make_clients(configuration: kubernetes.client.Configuration, pool: int = 16) -> Clients:
     configuration.connection_pool_maxsize = pool
-    return Clients(kubernetes.client.ApiClient(configuration))
+    api_client = kubernetes.client.ApiClient(configuration)
+    # The field manager name in managedFields: shows what the operator wrote.
+    api_client.user_agent = FIELD_MANAGER
+    return Clients(api_client)
 
 
 @retrying

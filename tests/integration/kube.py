@@ -1,0 +1,181 @@
+"""Small helpers for integration tests: create runbooks and executions, wait, watch Jobs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+GROUP, VERSION = "runbooks.dev", "v1alpha1"
+T = TypeVar("T")
+
+OUTCOME = "kwok.runbooks.dev/"
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90.0,
+             interval: float = 0.25) -> T:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Kube:
+    def __init__(self, api_client: kubernetes.client.ApiClient, namespace: str):
+        self.api = api_client
+        self.ns = namespace
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        self.batch = kubernetes.client.BatchV1Api(api_client)
+        self.core = kubernetes.client.CoreV1Api(api_client)
+
+    # objects
+    def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, plural, body)
+
+    def get(self, plural: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch(self, plural: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name,
+                                                          body)
+
+    def runbook(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.create("runbooks", {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Runbook",
+                                        "metadata": {"name": name}, "spec": spec})
+
+    def ready_runbook(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        self.runbook(name, spec)
+        return wait_for(f"runbook {name} Ready", lambda: self._ready(name), timeout=60)
+
+    def _ready(self, name: str) -> dict[str, Any] | None:
+        rb = self.get("runbooks", name)
+        for c in ((rb or {}).get("status") or {}).get("conditions", []):
+            if c["type"] == "Ready" and c["status"] == "True":
+                return rb
+        return None
+
+    def execute(self, name: str, runbook: str, params: dict[str, Any] | None = None,
+                **spec: Any) -> dict[str, Any]:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RunbookExecution",
+                "metadata": {"name": name},
+                "spec": {"runbookRef": {"name": runbook}, "params": params or {}, **spec}}
+        return self.create("runbookexecutions", body)
+
+    def execution(self, name: str) -> dict[str, Any]:
+        body = self.get("runbookexecutions", name)
+        assert body is not None, f"execution {name} not found"
+        return body
+
+    def wait_phase(self, name: str, *phases: str, timeout: float = 90.0) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            body = self.get("runbookexecutions", name)
+            phase = ((body or {}).get("status") or {}).get("phase")
+            return body if phase in phases else None
+        return wait_for(f"execution {name} in {phases}", probe, timeout=timeout)
+
+    def wait_finished(self, name: str, timeout: float = 120.0) -> dict[str, Any]:
+        return self.wait_phase(name, "Succeeded", "Failed", "Cancelled", timeout=timeout)
+
+    def jobs(self, execution: str) -> list[Any]:
+        return self.batch.list_namespaced_job(
+            self.ns, label_selector=f"runbooks.dev/execution={execution}").items
+
+    def events(self, name: str) -> list[Any]:
+        return self.core.list_namespaced_event(
+            self.ns, field_selector=f"involvedObject.name={name}").items
+
+
+def step(name: str, *, after: list[str] | None = None, exit_code: int | None = None,
+         message: str | None = None, duration: str | None = None,
+         per_attempt: dict[int, int] | None = None, image: str = "busybox:1.37",
+         **extra: Any) -> dict[str, Any]:
+    """A run step whose kwok outcome is scripted through pod annotations."""
+    annotations: dict[str, str] = {}
+    if exit_code is not None:
+        annotations[OUTCOME + "exit-code"] = str(exit_code)
+    if message is not None:
+        annotations[OUTCOME + "message"] = message
+    if duration is not None:
+        annotations[OUTCOME + "duration"] = duration
+    for attempt, code in (per_attempt or {}).items():
+        annotations[f"{OUTCOME}exit-code-{attempt}"] = str(code)
+    body: dict[str, Any] = {"name": name, "image": image, "command": ["sh", "-c", "true"],
+                            **extra}
+    if after:
+        body["dependsOn"] = after
+    if annotations:
+        body["podMetadata"] = {"annotations": annotations}
+    return body
+
+
+@dataclass
+class JobWatch:
+    """Watches a namespace's Jobs in a thread and tracks how many are active at once."""
+
+    api: kubernetes.client.ApiClient
+    namespace: str
+    active: set[str] = field(default_factory=set)
+    created: dict[str, datetime] = field(default_factory=dict)
+    finished: dict[str, datetime] = field(default_factory=dict)
+    max_active: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _ready: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> JobWatch:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        batch = kubernetes.client.BatchV1Api(self.api)
+        rv = batch.list_namespaced_job(self.namespace).metadata.resource_version
+        self._ready.set()
+        while not self._stop.is_set():
+            w = kubernetes.watch.Watch()
+            try:
+                for ev in w.stream(batch.list_namespaced_job, self.namespace,
+                                   resource_version=rv, timeout_seconds=5):
+                    job = ev["object"]
+                    rv = job.metadata.resource_version
+                    self._observe(ev["type"], job)
+                    if self._stop.is_set():
+                        break
+            except ApiException:
+                rv = batch.list_namespaced_job(self.namespace).metadata.resource_version
+
+    def _observe(self, kind: str, job: Any) -> None:
+        name = job.metadata.name
+        done = any(c.type in ("Complete", "Failed") and c.status == "True"
+                   for c in (job.status.conditions or []))
+        if name not in self.created:
+            self.created[name] = job.metadata.creation_timestamp
+        if kind == "DELETED" or done:
+            self.active.discard(name)
+            if done and name not in self.finished:
+                cond = next(c for c in job.status.conditions
+                            if c.type in ("Complete", "Failed") and c.status == "True")
+                self.finished[name] = cond.last_transition_time
+        elif name not in self.finished:
+            self.active.add(name)
+        self.max_active = max(self.max_active, len(self.active))
