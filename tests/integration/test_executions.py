@@ -320,6 +320,9 @@ def test_retention_deletes_oldest_finished(kube: Kube) -> None:
 @pytest.mark.parametrize("example", ["system-health-check", "smoke-test"])
 def test_example_runbooks_run_end_to_end(kube: Kube, example: str) -> None:
     doc = yaml.safe_load((REPO / "examples" / f"{example}.yaml").read_text())
+    account = doc["spec"].get("serviceAccountName")
+    if account:  # the examples run as a dedicated, least-privileged account
+        kube.core.create_namespaced_service_account(kube.ns, {"metadata": {"name": account}})
     kube.ready_runbook(example, doc["spec"])
     kube.execute(f"{example}-1", example)
     body = kube.wait_finished(f"{example}-1", timeout=180)
