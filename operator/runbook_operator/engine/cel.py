@@ -16,8 +16,13 @@ import cel
 # The names an expression may use: parameters, earlier steps, the execution.
 ROOT_VARIABLES = frozenset({"params", "steps", "execution"})
 
+# Scanned left to right: a string literal is consumed whole (so "steps.x" inside one
+# is not a reference); `steps.name(` is a macro call such as steps.exists(...), and
+# `params.steps.x` is a field of something else.
 _STEP_REFERENCE = re.compile(
-    r"""\bsteps\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*(?:"([^"]*)"|'([^']*)')\s*\])"""
+    r"""(?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')"""
+    r"""|(?<![.\w])steps\s*(?:\.\s*(?P<dot>[A-Za-z_][A-Za-z0-9_]*)(?![\w(]|\s*\()"""
+    r"""|\[\s*(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)')\s*\])"""
 )
 
 
@@ -53,4 +58,9 @@ def evaluate_bool(source: str, variables: dict[str, Any]) -> bool:
 
 def referenced_steps(source: str) -> set[str]:
     """Step names an expression reads through ``steps.x`` or ``steps["x"]``."""
-    return {a or b or c for a, b, c in _STEP_REFERENCE.findall(source)}
+    found = set()
+    for match in _STEP_REFERENCE.finditer(source):
+        name = match.group("dot") or match.group("dq") or match.group("sq")
+        if name:
+            found.add(name)
+    return found

@@ -56,7 +56,11 @@ def check_value(param: Param, value: Any, *, check_enum: bool = True) -> None:
         if not matched:
             raise ParamError(f"parameter {param.name!r}: {_short(value)} does not match "
                              f"pattern {param.pattern!r}")
-    if len(json.dumps(value)) > MAX_PARAM_BYTES:
+    try:
+        size = len(json.dumps(value))
+    except (ValueError, RecursionError):  # e.g. an integer of thousands of digits
+        size = MAX_PARAM_BYTES + 1
+    if size > MAX_PARAM_BYTES:
         raise ParamError(f"parameter {param.name!r}: value is larger than {MAX_PARAM_BYTES} bytes")
 
 

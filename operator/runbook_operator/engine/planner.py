@@ -42,6 +42,9 @@ POD_GRACE = timedelta(seconds=5)
 
 MAX_MESSAGE = 1024
 
+MAX_TOTAL_OUTPUTS = 128 * 1024
+"""Bytes of step outputs one execution's status may hold (etcd takes 1.5 MiB per object)."""
+
 JobState = Literal["Active", "Succeeded", "Failed"]
 
 
@@ -137,6 +140,7 @@ class _Pass:
         for step in obs.spec.all_steps():
             self.status.steps.setdefault(step.name, StepStatus())
         self._variables: dict[str, Any] | None = None
+        self._outputs_used: int | None = None
         self.running_jobs = sum(
             1 for s in obs.spec.all_steps()
             if s.type == "run" and self.st(s.name).phase == "Running"
@@ -197,23 +201,43 @@ class _Pass:
         st = self.st(step.name)
         st.exit_code = job.exit_code if job.exit_code is not None else 0
         outputs, warning = parse_outputs(job.termination_message)
-        st.outputs = outputs or None
+        warning = self.keep_outputs(st, outputs) or warning
         st.finished_at = fmt(job.finished_at or self.now)
         self.transition(step.name, "Succeeded", "Completed",
                         warning or f"attempt {st.attempts} succeeded")
+
+    def keep_outputs(self, st: StepStatus, outputs: dict[str, Any]) -> str | None:
+        """Record outputs unless the execution's outputs budget is spent; say so if it is."""
+        if self._outputs_used is None:
+            self._outputs_used = sum(_json_size(s.outputs) for s in self.status.steps.values()
+                                     if s.outputs)
+        if st.outputs:
+            self._outputs_used -= _json_size(st.outputs)
+        st.outputs = None
+        if not outputs:
+            return None
+        size = _json_size(outputs)
+        if self._outputs_used + size > MAX_TOTAL_OUTPUTS:
+            return (f"outputs dropped: the execution's outputs already use "
+                    f"{self._outputs_used} of {MAX_TOTAL_OUTPUTS} bytes")
+        st.outputs = outputs
+        self._outputs_used += size
+        return None
 
     def attempt_failed(self, step: Step, job: ObservedJob) -> None:
         st = self.st(step.name)
         timed_out = job.reason == "DeadlineExceeded"
         st.exit_code = job.exit_code
         outputs, _ = parse_outputs(job.termination_message)
-        st.outputs = outputs or None
+        self.keep_outputs(st, outputs)
         detail = _clip(job.termination_message or job.message or "")
         failed_at = job.finished_at or self.now
         reason = job.reason or "Failed"
         what = f"attempt {st.attempts} failed ({reason}"
         what += f", exit code {job.exit_code})" if job.exit_code is not None else ")"
-        stopping = self.stop_reason() in ("Cancelled", "Timeout")
+        # A cancel or timeout stops DAG retries; finally steps keep their retry policy.
+        stopping = step.name not in self.finally_names and \
+            self.stop_reason() in ("Cancelled", "Timeout")
         if not stopping and backoff.should_retry(step.retry, st.attempts, job.exit_code, timed_out):
             assert step.retry is not None
             at = backoff.next_attempt_at(step.retry, st.attempts, failed_at,
@@ -279,7 +303,7 @@ class _Pass:
         deadline = self.deadline()
         if deadline is not None and self.now >= deadline and not self.dag_finished():
             return "Timeout"
-        if deadline is not None:
+        if deadline is not None and self.now < deadline:
             self.wake(deadline)
         if self.failed_dag_step() is not None:
             return "StepFailed"
@@ -549,6 +573,10 @@ def _topological(steps: list[Step]) -> list[Step]:
     seen = set(order)
     order += [i for i in range(len(steps)) if i not in seen]
     return [steps[i] for i in order]
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")))
 
 
 def _clip(text: str, limit: int = MAX_MESSAGE) -> str:

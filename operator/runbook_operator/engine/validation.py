@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from runbook_operator.api.common import parse_duration
 from runbook_operator.api.runbook import Param, RunbookSpec, Step
 from runbook_operator.engine.cel import (
     ROOT_VARIABLES,
@@ -56,6 +57,30 @@ def validate_spec(raw: Mapping[str, Any] | RunbookSpec) -> list[Problem]:
     problems += _check_params(spec.params)
     problems += _check_dependencies(spec)
     problems += _check_steps(spec)
+    problems += _check_durations(spec)
+    return problems
+
+
+def _check_durations(spec: RunbookSpec) -> list[Problem]:
+    """Durations the schema's pattern accepts but arithmetic cannot hold (e.g. 10**20h)."""
+    fields: list[tuple[str | None, str, str | None]] = [(None, "timeout", spec.timeout)]
+    for step in spec.all_steps():
+        fields.append((step.name, "timeout", step.timeout))
+        if step.retry:
+            fields += [(step.name, "retry.backoff.initial", step.retry.backoff.initial),
+                       (step.name, "retry.backoff.max", step.retry.backoff.max)]
+        if step.approval:
+            fields.append((step.name, "approval.timeout", step.approval.timeout))
+        if step.wait:
+            fields.append((step.name, "wait.duration", step.wait.duration))
+    problems = []
+    for step_name, field, value in fields:
+        if value is None:
+            continue
+        try:
+            parse_duration(value)
+        except ValueError as exc:
+            problems.append(Problem("InvalidSpec", f"{field}: {exc}", step_name))
     return problems
 
 

@@ -10,8 +10,8 @@ Cases:
   `params.severity in ['SEV1','SEV2']`, `has(...)` guarding missing outputs,
   `steps["clear-cache"]`, list `.exists(...)`;
 - referenced_steps finds `steps.a`, `steps["b-c"]`, `steps['d']`, with spaces, not
-  names that merely contain "steps"; known false positives (string literals,
-  `params.steps.x`, `steps.exists(...)`) are strict xfails.
+  names that merely contain "steps", nor inside string literals, as fields of
+  something else (`params.steps.x`) or as macro calls (`steps.exists(...)`).
 """
 
 from __future__ import annotations
@@ -126,8 +126,6 @@ def test_referenced_steps(source: str, expected: set[str]) -> None:
     assert referenced_steps(source) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="referenced_steps is a regex over the source text: it "
-                   "also matches inside string literals, field names and macro calls")
 @pytest.mark.parametrize("source", [
     "params.note == 'steps.fake'",
     "params.steps.x == 1",
