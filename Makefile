@@ -1,11 +1,56 @@
+# Runbook Operator: the two commands a newcomer needs are `make demo` and `make test`.
 PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
 
-.PHONY: cluster-up cluster-down
+.PHONY: venv controlplane lint unit integration test demo demo-down crds cluster-up cluster-down bench
 
-# Local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok);
-# see hack/README.md. Builds the binaries into ~/.cache/runbook-operator on first use.
-cluster-up:
-	$(PYTHON) hack/cluster.py up
+venv: $(VENV)/.installed
 
-cluster-down:
-	$(PYTHON) hack/cluster.py down
+# The project's own virtualenv, with the package (editable) and the dev tools.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# etcd, kube-apiserver, controller-manager, scheduler, kubectl and kwok, built once
+# from the Go module proxy into ~/.cache/runbook-operator (a no-op when cached).
+controlplane:
+	bash hack/build-controlplane.sh >/dev/null
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests hack bench
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(PY) -m pytest tests/unit -q
+
+integration: venv controlplane
+	$(PY) -m pytest tests/integration -q
+
+# The test command: lint, type checks, unit and property tests, then integration
+# tests against a real local control plane that the test session starts and stops.
+test: venv controlplane lint
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+crds: venv
+	$(VENV)/bin/runbook-operator crds
+
+# Bring up the local cluster, install the CRDs, run the operator and an example
+# runbook to completion; leaves everything running (stop with `make demo-down`).
+demo: venv controlplane
+	PYTHON=$(PY) bash hack/demo.sh up
+
+demo-down: venv
+	PYTHON=$(PY) bash hack/demo.sh down
+
+bench: venv controlplane
+	$(PY) bench/engine.py
+
+# Local control plane only (see hack/README.md).
+cluster-up: venv
+	$(PY) hack/cluster.py up
+
+cluster-down: venv
+	$(PY) hack/cluster.py down
