@@ -118,7 +118,8 @@ def namespace(k8s_api: client.ApiClient) -> Iterator[str]:
 sys.path.insert(0, str(INTEGRATION_DIR))
 
 from kube import Kube  # noqa: E402
-from operator_process import OperatorProcess  # noqa: E402
+
+from operator_process import OperatorProcess  # noqa: E402  (hack/, on the path above)
 
 
 @pytest.fixture(scope="session")

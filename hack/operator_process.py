@@ -1,4 +1,4 @@
-"""The operator as a real process against the local control plane, for integration tests.
+"""The operator as a real process against a cluster, for integration tests and benchmarks.
 
 A subprocess (not an in-process task) so tests can SIGKILL it at any moment and
 start a new one, exactly as a crashed pod would be replaced.
