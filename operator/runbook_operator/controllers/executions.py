@@ -72,6 +72,7 @@ class ExecutionReconciler:
         self.events = events
         self.job_ttl_seconds = job_ttl_seconds
         self.clock = clock
+        self._specs: dict[str, RunbookSpec] = {}
 
     # -- entry point ---------------------------------------------------------------
 
@@ -126,7 +127,7 @@ class ExecutionReconciler:
     def advance(self, body: dict[str, Any], execution: RunbookExecution,
                 status: RunbookExecutionStatus) -> Outcome:
         key = (execution.metadata.namespace or "", execution.metadata.name)
-        spec = RunbookSpec.model_validate(status.runbook_spec)
+        spec = self.frozen_spec(execution.metadata.uid or "", status)
         params, _ = resolve_params(spec.params, execution.spec.params)
         observation = Observation(
             name=execution.metadata.name,
@@ -149,8 +150,19 @@ class ExecutionReconciler:
             self.events.post(body, event.reason, event.message, event.warning)
         if result.status.phase in FINISHED_EXECUTION_PHASES:
             self.store.forget_children(key)
+            self._specs.pop(execution.metadata.uid or "", None)
             self.apply_retention(key[0], execution.spec.runbook_ref.name)
         return Outcome(wake_at=result.wake_at)
+
+    def frozen_spec(self, uid: str, status: RunbookExecutionStatus) -> RunbookSpec:
+        """The execution's frozen runbook spec, parsed once per execution (it never changes)."""
+        spec = self._specs.get(uid)
+        if spec is None:
+            spec = RunbookSpec.model_validate(status.runbook_spec)
+            if len(self._specs) > 10000:
+                self._specs.clear()
+            self._specs[uid] = spec
+        return spec
 
     def observed_jobs(self, key: Key, uid: str | None) -> dict[str, ObservedJob]:
         jobs: dict[str, ObservedJob] = {}

@@ -21,7 +21,7 @@ from runbook_operator.controllers.store import Key, Store
 from runbook_operator.controllers.workqueue import WorkQueue
 from runbook_operator.k8s.client import Clients, load_config, make_clients
 from runbook_operator.k8s.events import EventPoster
-from runbook_operator.k8s.jobs import LABEL_EXECUTION
+from runbook_operator.k8s.jobs import LABEL_EXECUTION, job_finished, pod_terminated
 from runbook_operator.settings import OperatorSettings
 
 log = logging.getLogger("runbook_operator")
@@ -114,15 +114,19 @@ class Operator:
         @kopf.on.event("batch", "v1", "jobs", labels={LABEL_EXECUTION: kopf.PRESENT},
                        registry=registry)
         async def job_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
-            key = store.put_job(_body(event), deleted=type == "DELETED")
-            if key is not None and key in store.executions:
+            body = _body(event)
+            key = store.put_job(body, deleted=type == "DELETED")
+            # Only an ending or a vanishing Job changes a plan; the rest is noise.
+            if key is not None and key in store.executions and \
+                    (type == "DELETED" or job_finished(body)):
                 queue.add(key)
 
         @kopf.on.event("", "v1", "pods", labels={LABEL_EXECUTION: kopf.PRESENT},
                        registry=registry)
         async def pod_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
-            key = store.put_pod(_body(event), deleted=type == "DELETED")
-            if key is not None and key in store.executions:
+            body = _body(event)
+            key = store.put_pod(body, deleted=type == "DELETED")
+            if key is not None and key in store.executions and pod_terminated(body):
                 queue.add(key)
 
 

@@ -149,6 +149,18 @@ def build_job(ctx: JobContext, step: Step, attempt: int, name: str) -> dict[str,
     }
 
 
+def job_finished(job: Mapping[str, Any]) -> bool:
+    """Whether a Job has its Complete or Failed condition."""
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+               for c in (job.get("status") or {}).get("conditions") or [])
+
+
+def pod_terminated(pod: Mapping[str, Any]) -> bool:
+    """Whether a step pod's container has terminated (exit code and message known)."""
+    return any(cs.get("name") == "step" and (cs.get("state") or {}).get("terminated")
+               for cs in (pod.get("status") or {}).get("containerStatuses") or [])
+
+
 def observe_job(job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> ObservedJob | None:
     """What the planner needs of a Job and its pod; None for a Job that is not a step's."""
     meta = job.get("metadata") or {}
