@@ -89,6 +89,9 @@ class Operator:
             settings.watching.server_timeout = 300
             settings.batching.batch_window = 0.01
             settings.persistence.finalizer = f"{GROUP}/finalizer"
+            # One line per handled watch event is noise at our event rates; failures
+            # are still logged at ERROR.
+            logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
         @kopf.on.login(registry=registry)
         def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -1,0 +1,97 @@
+"""The operator runs with nothing but the chart's ClusterRole.
+
+Cases: an operator authenticated as a ServiceAccount bound to
+charts/runbook-operator/files/rbac-rules.yaml (and nothing else) validates a
+Runbook and runs an execution with a secret parameter, retention and a cancel to
+the end; the role grants no read of Secrets and no write of Runbook specs.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+from kube import Kube, step, wait_for
+
+from operator_process import OperatorProcess
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+RULES = REPO / "charts" / "runbook-operator" / "files" / "rbac-rules.yaml"
+
+
+def token_kubeconfig(admin_kubeconfig: Path, api: Any, namespace: str, account: str,
+                     out: Path) -> Path:
+    core = kubernetes.client.CoreV1Api(api)
+    token = core.create_namespaced_service_account_token(
+        account, namespace, {"spec": {"expirationSeconds": 3600}}).status.token
+    admin = yaml.safe_load(admin_kubeconfig.read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    ca = cluster.get("certificate-authority-data") or base64.b64encode(
+        Path(cluster["certificate-authority"]).read_bytes()).decode()
+    out.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "local", "cluster": {"server": cluster["server"],
+                                                   "certificate-authority-data": ca}}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": account}}],
+    }))
+    return out
+
+
+def test_operator_runs_with_only_the_chart_role(kube: Kube, k8s_api: Any, cluster: Any,
+                                                operator: OperatorProcess,
+                                                tmp_path: Path) -> None:
+    rbac = kubernetes.client.RbacAuthorizationV1Api(k8s_api)
+    role = f"rbo-test-{kube.ns}"
+    rbac.create_cluster_role({"metadata": {"name": role},
+                              "rules": yaml.safe_load(RULES.read_text())})
+    kube.core.create_namespaced_service_account(kube.ns, {"metadata": {"name": "operator"}})
+    rbac.create_cluster_role_binding({
+        "metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": kube.ns}]})
+    kubeconfig = token_kubeconfig(cluster.kubeconfig, k8s_api, kube.ns, "operator",
+                                  tmp_path / "kubeconfig")
+    limited = OperatorProcess(kubeconfig, tmp_path / "logs")
+    operator.stop()  # one operator at a time: the session's one is restarted afterwards
+    try:
+        limited.start()
+        kube.ready_runbook("scoped", {
+            "params": [{"name": "token", "secret": True, "required": True}],
+            "history": {"successfulLimit": 1},
+            "steps": [step("a"), step("b", after=["a"])]})
+        kube.execute("scoped-1", "scoped", {"token": "canary-9f3a"})
+        assert kube.wait_finished("scoped-1")["status"]["phase"] == "Succeeded"
+        kube.execute("scoped-2", "scoped", {"token": "canary-9f3a"})
+        assert kube.wait_finished("scoped-2")["status"]["phase"] == "Succeeded"
+        wait_for("retention as the limited role",
+                 lambda: kube.get("runbookexecutions", "scoped-1") is None)
+        kube.ready_runbook("long", {"steps": [step("wait", duration="10m")]})
+        kube.execute("long-1", "long")
+        wait_for("a Job", lambda: kube.jobs("long-1"))
+        kube.patch("runbookexecutions", "long-1", {"spec": {"cancel": True}})
+        assert kube.wait_finished("long-1")["status"]["phase"] == "Cancelled"
+        log = limited.log_path.read_text()
+        assert "403" not in log and "Forbidden" not in log, limited.tail(80)
+    finally:
+        limited.stop()
+        rbac.delete_cluster_role_binding(role)
+        rbac.delete_cluster_role(role)
+        operator.start()
+
+
+def test_role_grants_no_secret_reads_or_spec_writes() -> None:
+    rules = yaml.safe_load(RULES.read_text())
+    for rule in rules:
+        if "secrets" in rule["resources"]:
+            assert set(rule["verbs"]) == {"create"}
+        for resource in rule["resources"]:
+            if resource in ("runbooks", "circuitpolicies", "runbookexecutions"):
+                assert not {"create", "update", "patch"} & set(rule["verbs"]), rule
