@@ -8,6 +8,9 @@ applied. ``kubectl runbook validate`` runs the very validator the operator uses
 CI job catches the mistake before Argo CD or Flux applies it. No cluster needed.
 
     kubectl runbook validate -f FILE|DIR [-f FILE|DIR ...]
+    kubectl runbook run RUNBOOK [-p NAME=VALUE ...] [--watch]   (cluster_commands)
+    kubectl runbook approve|reject EXECUTION STEP [-m COMMENT]
+    kubectl runbook cancel EXECUTION
 
 Output: one line per problem, ``FILE: runbook NAME: step STEP: REASON: message``
 (``FILE: InvalidYAML: line L, column C: ...`` for a file that is not YAML), then
@@ -27,6 +30,7 @@ from typing import Any, TextIO
 import yaml
 
 from runbook_operator.api.common import GROUP
+from runbook_operator.cli.cluster_commands import add_commands
 from runbook_operator.engine.validation import Problem, validate_spec
 
 EXIT_OK = 0
@@ -104,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("-q", "--quiet", action="store_true",
                           help="print problems only, no summary line")
     validate.set_defaults(handler=cmd_validate)
+    add_commands(sub)
     return parser
 
 
