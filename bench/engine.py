@@ -293,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executions", type=int, default=100)
     parser.add_argument("--branches", type=int, default=4)
     parser.add_argument("--kubeconfig", help="a running cluster (default: start the local one)")
+    parser.add_argument("--no-events", action="store_true",
+                        help="run the operator with --no-events (to price Kubernetes Events)")
     args = parser.parse_args(argv)
 
     cluster = None
@@ -306,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "crd", "--all")
     api = kubernetes.config.new_client_from_config(config_file=kubeconfig)
-    op = OperatorProcess(Path(kubeconfig), Path("/tmp/rbo-bench-operator"))
+    op = OperatorProcess(Path(kubeconfig), Path("/tmp/rbo-bench-operator"),
+                         ["--no-events"] if args.no_events else [])
     op.start()
     steps_per = args.branches + 2
     try:
@@ -317,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
 
     total_steps = args.executions * steps_per
     print(f"# engine benchmark: {args.executions} executions x {steps_per} steps "
-          f"(start -> {args.branches} branches -> join), all created at once")
+          f"(start -> {args.branches} branches -> join), all created at once"
+          + (", operator --no-events" if args.no_events else ""))
     print(f"# machine: {os.cpu_count()} cores, {platform.python_implementation()} "
           f"{platform.python_version()}, local control plane with kwok (pods finish at once)")
     for label, r in (("operator", engine), ("floor", floor)):

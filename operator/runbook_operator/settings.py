@@ -21,5 +21,7 @@ class OperatorSettings:
     """``json`` (one object per line) or ``console`` (for humans at a terminal)."""
     log_level: str = "INFO"
     """Root log level."""
+    events: bool = True
+    """Post a Kubernetes Event per transition (the status history is kept either way)."""
     job_ttl_seconds: int = 3600
     """``ttlSecondsAfterFinished`` of step Jobs: finished pods do not pile up."""

@@ -54,7 +54,7 @@ class Operator:
         self.settings = settings
         self.store = Store()
         self.queue: WorkQueue[Key] = WorkQueue()
-        self.events = EventPoster(clients)
+        self.events = EventPoster(clients, enabled=settings.events)
         self.executions = ExecutionReconciler(clients, self.store, self.events,
                                               job_ttl_seconds=settings.job_ttl_seconds)
         self.failures: dict[Key, int] = {}

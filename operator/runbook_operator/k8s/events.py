@@ -21,8 +21,12 @@ log = logging.getLogger("runbook_operator.events")
 
 
 class EventPoster:
-    def __init__(self, clients: Clients, component: str = "runbook-operator") -> None:
+    """Posts Events from a background thread; ``enabled=False`` posts none."""
+
+    def __init__(self, clients: Clients, component: str = "runbook-operator",
+                 enabled: bool = True) -> None:
         self.clients = clients
+        self.enabled = enabled
         self.component = component
         self.instance = socket.gethostname()
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=10000)
@@ -30,6 +34,8 @@ class EventPoster:
         self._thread.start()
 
     def post(self, obj: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
+        if not self.enabled:
+            return
         meta = obj.get("metadata") or {}
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
