@@ -288,11 +288,39 @@ def run_operator(api: kubernetes.client.ApiClient, op: OperatorProcess, n: int,
             "requests": delta, "cpu": cpu1 - cpu0, "rss": rss}
 
 
+def preload_finished(api: kubernetes.client.ApiClient, n: int) -> float:
+    """Run ``n`` one-step executions to the end, so the operator holds them while measured."""
+    ns = make_namespace(api, "bench-history")
+    custom = kubernetes.client.CustomObjectsApi(api)
+    custom.create_namespaced_custom_object(GROUP, VERSION, ns, "runbooks", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Runbook", "metadata": {"name": "one"},
+        "spec": {"steps": [{"name": "only", "image": "busybox:1.37", "command": ["true"]}]}})
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    for i in range(n):
+        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "runbookexecutions", {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "RunbookExecution",
+            "metadata": {"name": f"old-{i}"}, "spec": {"runbookRef": {"name": "one"}}})
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline:
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, ns,
+                                                     "runbookexecutions")["items"]
+        done = sum(1 for i in items
+                   if (i.get("status") or {}).get("phase") in ("Succeeded", "Failed"))
+        if done >= n:
+            break
+        time.sleep(2.0)
+    return time.monotonic() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--executions", type=int, default=100)
     parser.add_argument("--branches", type=int, default=4)
     parser.add_argument("--kubeconfig", help="a running cluster (default: start the local one)")
+    parser.add_argument("--finished", type=int, default=0,
+                        help="first run this many one-step executions to the end (RSS with "
+                             "history)")
     parser.add_argument("--no-events", action="store_true",
                         help="run the operator with --no-events (to price Kubernetes Events)")
     args = parser.parse_args(argv)
@@ -312,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                          ["--no-events"] if args.no_events else [])
     op.start()
     steps_per = args.branches + 2
+    preload = preload_finished(api, args.finished) if args.finished else 0.0
     try:
         engine = run_operator(api, op, args.executions, args.branches)
     finally:
@@ -331,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{per_min:.0f} executions/min; transition latency {percentiles(r['latencies'])}")
     ratio = engine["per_min"] / floor["per_min"] if floor["per_min"] else 0.0
     print(f"throughput vs floor: {ratio:.2f}x")
+    if args.finished:
+        print(f"with {args.finished} finished executions held by the operator "
+              f"(run to the end first, in {preload:.0f} s)")
     print(f"operator CPU {engine['cpu']:.1f} s ({engine['cpu'] / total_steps * 1000:.1f} ms/step), "
           f"peak RSS {engine['rss'] / 2**20:.0f} MiB")
     print("apiserver requests per step during the operator phase (all clients):")
