@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal, TextIO
 
@@ -179,7 +179,7 @@ def _plain(value: Any, depth: int = 0) -> Any:
         return value
     if depth > 32:
         return repr(value)
-    if isinstance(value, Mapping | MutableMapping):
+    if isinstance(value, Mapping):
         return {str(k) if not isinstance(k, str) else k: _plain(v, depth + 1)
                 for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):

@@ -1,0 +1,1 @@
+"""Tests of runbook_operator.observability and deploy/monitoring."""
