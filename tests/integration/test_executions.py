@@ -329,3 +329,20 @@ def test_example_runbooks_run_end_to_end(kube: Kube, example: str) -> None:
     body = kube.wait_finished(f"{example}-1", timeout=180)
     assert body["status"]["phase"] == "Succeeded", body["status"]
     assert all(s["phase"] in ("Succeeded", "Skipped") for s in steps_of(body).values())
+
+
+def test_job_deleted_behind_the_operators_back_fails_the_attempt(kube: Kube) -> None:
+    retry = {"limit": 1, "backoff": {"initial": "1s", "jitter": 0}}
+    kube.ready_runbook("vanish", {"steps": [
+        step("long", per_attempt={1: 0}, duration="10m", retry=retry)]})
+    kube.execute("vanish-1", "vanish")
+    wait_for("the first Job", lambda: kube.jobs("vanish-1"))
+    kube.batch.delete_namespaced_job("vanish-1-long-1", kube.ns,
+                                     propagation_policy="Background")
+    # The attempt fails as JobDeleted and the retry policy applies: attempt 2 starts.
+    body = wait_for("a second attempt", lambda: (
+        b := kube.execution("vanish-1"))["status"]["steps"]["long"]["attempts"] == 2 and b,
+        timeout=90)
+    history = [h for h in body["status"]["history"] if h.get("step") == "long"]
+    assert any(h["event"] == "StepRetrying" and "JobDeleted" in h["message"]
+               for h in history), history

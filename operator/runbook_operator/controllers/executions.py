@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -53,6 +54,8 @@ from runbook_operator.k8s.jobs import (
 log = logging.getLogger("runbook_operator.executions")
 
 PLURAL = "runbookexecutions"
+JOB_LOST_GRACE = 10.0
+"""Seconds a Job may be missing from the watch cache before a direct read checks it."""
 
 
 @dataclass
@@ -73,6 +76,8 @@ class ExecutionReconciler:
         self.job_ttl_seconds = job_ttl_seconds
         self.clock = clock
         self._specs: dict[str, RunbookSpec] = {}
+        self._job_seen: dict[str, float] = {}
+        """When this process created, or last found by a direct read, a Job (monotonic)."""
 
     # -- entry point ---------------------------------------------------------------
 
@@ -129,6 +134,8 @@ class ExecutionReconciler:
         key = (execution.metadata.namespace or "", execution.metadata.name)
         spec = self.frozen_spec(execution.metadata.uid or "", status)
         params, _ = resolve_params(spec.params, execution.spec.params)
+        jobs = self.observed_jobs(key, execution.metadata.uid)
+        lost, recheck_in = self.lost_jobs(key[0], status, jobs)
         observation = Observation(
             name=execution.metadata.name,
             namespace=key[0],
@@ -136,7 +143,8 @@ class ExecutionReconciler:
             spec=spec,
             params=params,
             status=status,
-            jobs=self.observed_jobs(key, execution.metadata.uid),
+            jobs=jobs,
+            lost_jobs=lost,
             now=self.clock(),
             cancel=execution.spec.cancel,
             approvals=execution.spec.approvals,
@@ -152,7 +160,11 @@ class ExecutionReconciler:
             self.store.forget_children(key)
             self._specs.pop(execution.metadata.uid or "", None)
             self.apply_retention(key[0], execution.spec.runbook_ref.name)
-        return Outcome(wake_at=result.wake_at)
+        wake_at = result.wake_at
+        if recheck_in is not None:  # a missing Job to look for again
+            recheck = self.clock() + timedelta(seconds=recheck_in + 0.1)
+            wake_at = min(wake_at, recheck) if wake_at else recheck
+        return Outcome(wake_at=wake_at)
 
     def frozen_spec(self, uid: str, status: RunbookExecutionStatus) -> RunbookSpec:
         """The execution's frozen runbook spec, parsed once per execution (it never changes)."""
@@ -163,6 +175,44 @@ class ExecutionReconciler:
                 self._specs.clear()
             self._specs[uid] = spec
         return spec
+
+    def lost_jobs(self, namespace: str, status: RunbookExecutionStatus,
+                  observed: dict[str, ObservedJob]) -> tuple[frozenset[str], float | None]:
+        """Jobs of running steps confirmed gone by a direct read, and when to look again.
+
+        A Job missing from the watch cache may only be late; it counts as lost only
+        after a grace period and a 404 from the apiserver, so cache lag can never
+        make a step run twice.
+        """
+        lost = set()
+        recheck_in: float | None = None
+        now = time.monotonic()
+        for st in status.steps.values():
+            name = st.job
+            if st.phase != "Running" or not name or name in observed:
+                continue
+            since_seen = now - self._job_seen.get(name, float("-inf"))
+            if since_seen < JOB_LOST_GRACE:
+                recheck_in = min(recheck_in or JOB_LOST_GRACE, JOB_LOST_GRACE - since_seen)
+                continue
+            if self.job_exists(namespace, name):
+                self._job_seen[name] = now
+                recheck_in = min(recheck_in or JOB_LOST_GRACE, JOB_LOST_GRACE)
+            else:
+                lost.add(name)
+        if len(self._job_seen) > 100_000:
+            self._job_seen.clear()
+        return frozenset(lost), recheck_in
+
+    @retrying
+    def job_exists(self, namespace: str, name: str) -> bool:
+        try:
+            self.clients.batch.read_namespaced_job(name, namespace)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
 
     def observed_jobs(self, key: Key, uid: str | None) -> dict[str, ObservedJob]:
         jobs: dict[str, ObservedJob] = {}
@@ -213,6 +263,7 @@ class ExecutionReconciler:
 
         Returns None on success, or why the Job cannot exist.
         """
+        self._job_seen[manifest["metadata"]["name"]] = time.monotonic()
         try:
             self.clients.batch.create_namespaced_job(namespace, manifest)
             return None

@@ -52,7 +52,8 @@ def evaluate_bool(source: str, variables: dict[str, Any]) -> bool:
     """Evaluate a condition; a non-boolean result is an error, not a truthiness guess."""
     result = evaluate(source, variables)
     if not isinstance(result, bool):
-        raise CelError(f"{source!r} gave {type(result).__name__} {result!r}, not a bool")
+        # The type only: the value may be a secret parameter.
+        raise CelError(f"{source!r} gave a {type(result).__name__}, not a bool")
     return result
 
 

@@ -82,6 +82,8 @@ class Observation:
     cancel: bool = False
     approvals: Sequence[ApprovalDecision] = ()
     runbook: str = ""
+    lost_jobs: frozenset[str] = frozenset()
+    """Jobs of running steps confirmed gone from the cluster (deleted before they finished)."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,11 @@ class _Pass:
             if step.type != "run" or st.phase != "Running" or st.job is None:
                 continue
             job = self.obs.jobs.get(st.job)
+            if job is None and st.job in self.obs.lost_jobs:
+                job = ObservedJob(name=st.job, step=step.name, attempt=st.attempts,
+                                  state="Failed", reason="JobDeleted",
+                                  message="the Job was deleted before it finished",
+                                  finished_at=self.now, pod_terminated=True)
             if job is None or job.state == "Active":
                 continue
             if not job.pod_terminated and job.finished_at is not None:
@@ -203,8 +210,10 @@ class _Pass:
         outputs, warning = parse_outputs(job.termination_message)
         warning = self.keep_outputs(st, outputs) or warning
         st.finished_at = fmt(job.finished_at or self.now)
-        self.transition(step.name, "Succeeded", "Completed",
+        self.transition(step.name, "Succeeded", None,
                         warning or f"attempt {st.attempts} succeeded")
+        if not warning:
+            st.message = None  # the history says it; 500 steps' status stays small
 
     def keep_outputs(self, st: StepStatus, outputs: dict[str, Any]) -> str | None:
         """Record outputs unless the execution's outputs budget is spent; say so if it is."""
@@ -383,8 +392,8 @@ class _Pass:
                     go = evaluate_bool(step.when, self.variables())
                 except CelError as exc:
                     st.finished_at = fmt(self.now)
-                    self.transition(step.name, "Failed", "ExpressionError", _clip(str(exc)),
-                                    warning=True)
+                    self.transition(step.name, "Failed", "ExpressionError",
+                                    _clip(self.hide_secrets(str(exc))), warning=True)
                     if dag:
                         stop = self.stop_reason()
                     continue
@@ -506,6 +515,17 @@ class _Pass:
                               message=_clip(message, 4000), last_transition_time=fmt(self.now))
         self.status.conditions = [c for c in self.status.conditions if c.type != "Succeeded"]
         self.status.conditions.append(condition)
+
+    def hide_secrets(self, text: str) -> str:
+        """Replace the values of secret parameters (as text and as JSON) in ``text``."""
+        for param in self.obs.spec.params:
+            value = self.obs.params.get(param.name)
+            if not param.secret or value is None:
+                continue
+            for form in {str(value), json.dumps(value)}:
+                if len(form) >= 3:
+                    text = text.replace(form, "[REDACTED]")
+        return text
 
     def wake(self, at: datetime) -> None:
         if self.plan.wake_at is None or at < self.plan.wake_at:

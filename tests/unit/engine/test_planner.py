@@ -43,13 +43,14 @@ Cases:
 - names: deterministic, <= 63 characters, distinct per attempt, DNS-label shaped;
 - merge: apply(old, diff(old, new)) == new, removed keys become null.
 
-Bugs still open are marked ``xfail(strict=True)`` with the reason starting "BUG:".
+A Job confirmed gone (lost_jobs) fails its attempt as JobDeleted.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -661,10 +662,6 @@ def test_finally_step_is_retried_after_cancel_or_timeout(stop: str) -> None:
     assert status.phase == ("Cancelled" if stop == "cancel" else "Failed")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a when that evaluates a secret parameter writes "
-                   "its value into the step message, status.message, history and Events: "
-                   "cel.evaluate_bool echoes a non-bool result with repr() and CEL runtime "
-                   "errors quote their input; planner.schedule stores str(CelError) as is")
 @pytest.mark.parametrize("when", ["params.token",
                                   "duration(params.token) > duration('1s')"])
 def test_expression_error_never_shows_a_secret_param(when: str) -> None:
@@ -679,18 +676,20 @@ def test_expression_error_never_shows_a_secret_param(when: str) -> None:
     assert secret not in json.dumps(status.to_k8s())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a Running step whose Job vanished (kubectl delete, "
-                   "TTL after an operator outage) stays Running forever: observe_jobs() skips "
-                   "a step whose Job is not observed, so the execution never finishes")
 def test_step_whose_job_vanished_does_not_run_forever() -> None:
+    # The shell confirms with a GET that a Job is gone (never trusting cache lag alone)
+    # and reports it in Observation.lost_jobs; the attempt then fails as JobDeleted.
     sim = sim_of([{"name": "a"}, {"name": "b", "dependsOn": ["a"]}])
     sim.script("a", Outcome.hang())
     sim.step()
     sim.advance(10)
     del sim.jobs["ex-a-1"]  # deleted behind the operator's back
     sim.step()
-    sim.step(T0 + timedelta(hours=1))
-    assert sim.status.steps["a"].phase != "Running"
+    assert sim.status.steps["a"].phase == "Running", "a missing Job alone proves nothing"
+    result = plan(replace(sim.observation(), lost_jobs=frozenset({"ex-a-1"})))
+    st = result.status.steps["a"]
+    assert (st.phase, st.reason) == ("Failed", "JobDeleted")
+    assert result.status.steps["b"].phase == "Skipped"
 
 
 # -- start_execution ------------------------------------------------------------------------

@@ -1,0 +1,205 @@
+"""The bulkhead of a CircuitPolicy: who of the waiting guarded steps runs next.
+
+A policy's ``bulkhead.maxConcurrent`` bounds the guarded steps running at once
+across all executions; the others wait, at most ``maxWait``. The queue is a
+value: ``request``, ``release`` and ``expire`` return a new one. It is fair and
+deterministic: the most severe incident first (SEV1 before SEV4, no severity
+last), then first come first served, ties broken by ticket id. Because the order
+depends only on (severity, enqueued_at, id), ``rebuild`` gets the same queue back
+from what a restarted operator observes (which steps run, which wait and since
+when), with no state of its own to persist.
+
+A slot freed by ``release`` or ``expire`` goes at once to the head of the queue;
+the tickets so granted are returned so that the caller can wake their
+executions, which then see ``Run`` when they ``request`` again (requests are
+idempotent). Times are kept at millisecond precision, as in status.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+Phase = Literal["running", "waiting"]
+Verdict = Literal["Run", "Wait"]
+
+LOWEST = 1_000_000
+"""The rank of a ticket without a (recognisable) severity: after every SEVn."""
+
+_SEVERITY = re.compile(r"\s*sev\s*-?\s*([0-9]{1,3})\s*", re.IGNORECASE)
+
+
+def severity_rank(severity: str | None) -> int:
+    """``SEV1`` -> 1 ... ``SEV4`` -> 4 (lower runs first); None or unknown -> ``LOWEST``."""
+    if severity is None:
+        return LOWEST
+    match = _SEVERITY.fullmatch(severity)
+    return int(match.group(1)) if match else LOWEST
+
+
+def _ms(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    elif moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A guarded step attempt asking for a slot, e.g. ``<namespace>/<execution>/<step>/<n>``."""
+
+    id: str
+    severity: str | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    ticket: Ticket
+    enqueued_at: datetime
+
+    @property
+    def order(self) -> tuple[int, datetime, str]:
+        return severity_rank(self.ticket.severity), self.enqueued_at, self.ticket.id
+
+
+def _sorted(entries: Iterable[Entry]) -> tuple[Entry, ...]:
+    return tuple(sorted(entries, key=lambda e: e.order))
+
+
+@dataclass(frozen=True)
+class BulkheadQueue:
+    """The running and waiting guarded steps of one policy.
+
+    Invariant after every operation: nobody waits while a slot is free.
+    ``running`` may exceed ``max_concurrent`` only when the limit was lowered
+    (or observed so) and nothing new starts until it is back under.
+    """
+
+    max_concurrent: int
+    running: tuple[Entry, ...] = ()
+    """Holders of a slot, in queue order."""
+    waiting: tuple[Entry, ...] = ()
+    """The queue; the head is granted the next free slot."""
+
+    def _find(self, ticket_id: str) -> tuple[Phase | None, Entry | None]:
+        for entry in self.running:
+            if entry.ticket.id == ticket_id:
+                return "running", entry
+        for entry in self.waiting:
+            if entry.ticket.id == ticket_id:
+                return "waiting", entry
+        return None, None
+
+    def _fill(self) -> tuple[BulkheadQueue, list[Ticket]]:
+        free = self.max_concurrent - len(self.running)
+        if free <= 0 or not self.waiting:
+            return self, []
+        granted = self.waiting[:free]
+        queue = replace(self, running=_sorted((*self.running, *granted)),
+                        waiting=self.waiting[free:])
+        return queue, [e.ticket for e in granted]
+
+    def request(self, ticket: Ticket, now: datetime) -> tuple[BulkheadQueue, Verdict]:
+        """Ask for a slot at ``now``: Run (a slot is held) or Wait (queued, in order).
+
+        Asking again is harmless and keeps the original place in the queue.
+        """
+        phase, _ = self._find(ticket.id)
+        if phase == "running":
+            return self, "Run"
+        queue = self
+        if phase is None:
+            entry = Entry(ticket, _ms(now))
+            queue = replace(self, waiting=_sorted((*self.waiting, entry)))
+        queue, _ = queue._fill()
+        running, _ = queue._find(ticket.id)
+        return queue, "Run" if running == "running" else "Wait"
+
+    def release(self, ticket: Ticket | str) -> tuple[BulkheadQueue, list[Ticket]]:
+        """The step finished (or gave up waiting): free its slot or place.
+
+        Returns the tickets granted the freed slot.
+        """
+        ticket_id = ticket if isinstance(ticket, str) else ticket.id
+        queue = replace(
+            self,
+            running=tuple(e for e in self.running if e.ticket.id != ticket_id),
+            waiting=tuple(e for e in self.waiting if e.ticket.id != ticket_id),
+        )
+        return queue._fill()
+
+    def expire(self, now: datetime,
+               max_wait: timedelta | None) -> tuple[BulkheadQueue, list[Ticket]]:
+        """Drop the tickets that have waited ``max_wait`` or longer at ``now``.
+
+        Returns the new queue and the expired tickets in queue order. Running
+        tickets are never touched; should a slot be free, the head of what is
+        left gets it (``running`` before and after tell whom).
+        """
+        if max_wait is None:
+            return self, []
+        deadline = _ms(now) - max_wait
+        expired = [e for e in self.waiting if e.enqueued_at <= deadline]
+        if not expired:
+            return self, []
+        queue = replace(self, waiting=tuple(e for e in self.waiting if e.enqueued_at > deadline))
+        queue, _ = queue._fill()
+        return queue, [e.ticket for e in expired]
+
+    def next_expiry(self, max_wait: timedelta | None) -> datetime | None:
+        """When ``expire`` next drops a ticket: the earliest enqueue time plus ``max_wait``."""
+        if max_wait is None or not self.waiting:
+            return None
+        return min(e.enqueued_at for e in self.waiting) + max_wait
+
+    def with_limit(self, max_concurrent: int) -> tuple[BulkheadQueue, list[Ticket]]:
+        """The queue under a new ``maxConcurrent``; a raise grants slots at once."""
+        return replace(self, max_concurrent=max_concurrent)._fill()
+
+    def position(self, ticket: Ticket | str) -> int | None:
+        """1-based place in the queue of a waiting ticket, for messages; None otherwise."""
+        ticket_id = ticket if isinstance(ticket, str) else ticket.id
+        for i, entry in enumerate(self.waiting, start=1):
+            if entry.ticket.id == ticket_id:
+                return i
+        return None
+
+    def is_running(self, ticket: Ticket | str) -> bool:
+        ticket_id = ticket if isinstance(ticket, str) else ticket.id
+        return any(e.ticket.id == ticket_id for e in self.running)
+
+    def observed(self) -> list[tuple[str, Phase, datetime, str | None]]:
+        """The queue as ``rebuild`` takes it (what status and Jobs show)."""
+        rows: list[tuple[str, Phase, datetime, str | None]] = []
+        rows += [(e.ticket.id, "running", e.enqueued_at, e.ticket.severity) for e in self.running]
+        rows += [(e.ticket.id, "waiting", e.enqueued_at, e.ticket.severity) for e in self.waiting]
+        return rows
+
+
+def rebuild(max_concurrent: int,
+            observed: Iterable[tuple[str, Phase, datetime, str | None]]) -> BulkheadQueue:
+    """The queue from observed state: ``(ticket id, phase, enqueued_at, severity)`` rows.
+
+    Input order does not matter. A ticket seen as both running and waiting is
+    running; a ticket seen twice keeps its earliest enqueue time. Waiting tickets
+    fill free slots in queue order, as they would have had the operator not
+    restarted (a slot granted but not yet used shows up as waiting and is granted
+    again). Returns the same queue whatever order the rows come in.
+    """
+    running: dict[str, Entry] = {}
+    waiting: dict[str, Entry] = {}
+    for ticket_id, phase, enqueued_at, severity in observed:
+        entry = Entry(Ticket(ticket_id, severity), _ms(enqueued_at))
+        target = running if phase == "running" else waiting
+        known = target.get(ticket_id)
+        if known is None or (entry.enqueued_at, entry.order) < (known.enqueued_at, known.order):
+            target[ticket_id] = entry
+    for ticket_id in running:
+        waiting.pop(ticket_id, None)
+    queue = BulkheadQueue(max_concurrent, _sorted(running.values()), _sorted(waiting.values()))
+    queue, _ = queue._fill()
+    return queue
