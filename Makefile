@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv controlplane lint unit integration test demo demo-down crds cluster-up cluster-down bench
+.PHONY: venv controlplane tools lint unit integration test demo demo-down crds cluster-up cluster-down bench
 
 venv: $(VENV)/.installed
 
@@ -19,6 +19,11 @@ $(VENV)/.installed: pyproject.toml
 controlplane:
 	bash hack/build-controlplane.sh >/dev/null
 
+# promtool (rule checks and rule unit tests) and helm (chart lint), same cache.
+tools:
+	bash hack/build-promtool.sh >/dev/null
+	bash hack/build-helm.sh >/dev/null
+
 lint: venv
 	$(VENV)/bin/ruff check operator tests hack bench
 	$(VENV)/bin/mypy
@@ -31,7 +36,7 @@ integration: venv controlplane
 
 # The test command: lint, type checks, unit and property tests, then integration
 # tests against a real local control plane that the test session starts and stops.
-test: venv controlplane lint
+test: venv controlplane tools lint
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 crds: venv

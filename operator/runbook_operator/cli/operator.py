@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import sys
 from pathlib import Path
 
@@ -48,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_operator(settings: OperatorSettings) -> int:
     from runbook_operator.controllers.main import ClusterUnreachable, check_cluster, serve
+    from runbook_operator.observability.logs import configure_logging
 
-    logging.basicConfig(level=settings.log_level, stream=sys.stdout)
+    configure_logging(settings.log_format, settings.log_level)  # type: ignore[arg-type]
     try:
         configuration = check_cluster(settings)
     except ClusterUnreachable as exc:

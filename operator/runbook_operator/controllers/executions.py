@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from runbook_operator.api.common import GROUP, VERSION
 from runbook_operator.api.execution import (
     FINISHED_EXECUTION_PHASES,
+    FINISHED_STEP_PHASES,
     RunbookExecution,
     RunbookExecutionStatus,
 )
@@ -50,6 +51,7 @@ from runbook_operator.k8s.jobs import (
     observe_job,
     owner_reference,
 )
+from runbook_operator.observability.metrics import Metrics
 
 log = logging.getLogger("runbook_operator.executions")
 
@@ -69,8 +71,10 @@ class Outcome:
 class ExecutionReconciler:
     def __init__(self, clients: Clients, store: Store, events: EventPoster,
                  job_ttl_seconds: int = 3600,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 metrics: Metrics | None = None) -> None:
         self.clients = clients
+        self.metrics = metrics or Metrics()
         self.store = store
         self.events = events
         self.job_ttl_seconds = job_ttl_seconds
@@ -109,6 +113,8 @@ class ExecutionReconciler:
         if not self.write_status(body, status):
             return Outcome(again=True)
         if status.phase == "Failed":
+            self.metrics.execution_finished(namespace, execution.spec.runbook_ref.name,
+                                            "Failed", 0.0)
             self.events.post(body, status.reason or "Failed", status.message or "", warning=True)
             return Outcome()
         self.events.post(body, "ExecutionStarted",
@@ -154,6 +160,8 @@ class ExecutionReconciler:
         self.carry_out(body, execution, spec, params, result)
         if not self.write_status(body, result.status):
             return Outcome(again=True)
+        self.record_metrics(key[0], execution.spec.runbook_ref.name, spec, status, result,
+                            observation.now)
         for event in result.events:
             self.events.post(body, event.reason, event.message, event.warning)
         if result.status.phase in FINISHED_EXECUTION_PHASES:
@@ -165,6 +173,31 @@ class ExecutionReconciler:
             recheck = self.clock() + timedelta(seconds=recheck_in + 0.1)
             wake_at = min(wake_at, recheck) if wake_at else recheck
         return Outcome(wake_at=wake_at)
+
+    def record_metrics(self, namespace: str, runbook: str, spec: RunbookSpec,
+                       before: RunbookExecutionStatus, result: Plan, now: datetime) -> None:
+        """Count what this pass changed (once: a transition is only new in one pass)."""
+        after = result.status
+        for name, st in after.steps.items():
+            old = before.steps.get(name)
+            if st.phase in FINISHED_STEP_PHASES and (old is None or old.phase != st.phase):
+                self.metrics.step_finished(namespace, runbook, name, st.phase,
+                                           _seconds(st.started_at, st.finished_at))
+        steps = {s.name: s for s in spec.all_steps()}
+        for action in result.actions:
+            if not isinstance(action, CreateJob):
+                continue
+            if action.attempt > 1:
+                self.metrics.step_retried(namespace, runbook, action.step)
+                continue
+            deps = [after.steps[d].finished_at for d in steps[action.step].depends_on
+                    if d in after.steps]
+            ready_at = max((t for t in (parse(d) for d in deps) if t), default=None)
+            if ready_at is not None:
+                self.metrics.step_transition((now - ready_at).total_seconds())
+        if after.phase in FINISHED_EXECUTION_PHASES and before.phase != after.phase:
+            self.metrics.execution_finished(namespace, runbook, after.phase,
+                                            _seconds(after.started_at, after.finished_at))
 
     def frozen_spec(self, uid: str, status: RunbookExecutionStatus) -> RunbookSpec:
         """The execution's frozen runbook spec, parsed once per execution (it never changes)."""
@@ -384,6 +417,11 @@ class ExecutionReconciler:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    a, b = parse(start), parse(end)
+    return (b - a).total_seconds() if a and b else None
 
 
 def _warning(reason: str, message: str) -> Event:

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import kopf
 import kubernetes
+from aiohttp import web
 
 from runbook_operator.api.common import GROUP, VERSION
 from runbook_operator.controllers import runbooks
@@ -22,6 +23,8 @@ from runbook_operator.controllers.workqueue import WorkQueue
 from runbook_operator.k8s.client import Clients, load_config, make_clients
 from runbook_operator.k8s.events import EventPoster
 from runbook_operator.k8s.jobs import LABEL_EXECUTION, job_finished, pod_terminated
+from runbook_operator.observability.logs import log_context
+from runbook_operator.observability.metrics import Metrics, metrics_handler
 from runbook_operator.settings import OperatorSettings
 
 log = logging.getLogger("runbook_operator")
@@ -55,14 +58,19 @@ class Operator:
         self.store = Store()
         self.queue: WorkQueue[Key] = WorkQueue()
         self.events = EventPoster(clients, enabled=settings.events)
+        self.metrics = Metrics()
         self.executions = ExecutionReconciler(clients, self.store, self.events,
-                                              job_ttl_seconds=settings.job_ttl_seconds)
+                                              job_ttl_seconds=settings.job_ttl_seconds,
+                                              metrics=self.metrics)
         self.failures: dict[Key, int] = {}
 
     async def handle(self, key: Key) -> None:
         """One pass over one execution, in a thread (the kubernetes client blocks)."""
         try:
-            outcome = await asyncio.to_thread(self.executions.reconcile, key)
+            # to_thread copies the context: the log fields bound here reach the thread.
+            with self.metrics.time_reconcile("RunbookExecution"), \
+                    log_context(namespace=key[0], execution=key[1]):
+                outcome = await asyncio.to_thread(self.executions.reconcile, key)
         except Exception:
             count = self.failures.get(key, 0) + 1
             self.failures[key] = count
@@ -138,23 +146,50 @@ def _body(event: kopf.RawEvent) -> dict[str, Any]:
     return cast(dict[str, Any], event["object"])
 
 
+async def refresh_gauges(operator: Operator, every: float = 15.0) -> None:
+    """Gauges come from what is stored, not from counting: right after any restart."""
+    while True:
+        await asyncio.sleep(every)
+        operator.metrics.rebuild_from(list(operator.store.executions.values()), [])
+
+
+async def start_http(operator: Operator, settings: OperatorSettings,
+                     kopf_task: asyncio.Task[None]) -> web.AppRunner:
+    """``/healthz`` and ``/metrics`` on one port, in the operator's event loop."""
+    async def healthz(_: web.Request) -> web.Response:
+        if kopf_task.done():
+            return web.json_response({"status": "kopf stopped"}, status=503)
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_handler(operator.metrics))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.health_address, settings.health_port).start()
+    return runner
+
+
 async def serve(settings: OperatorSettings, configuration: kubernetes.client.Configuration,
                 stop: asyncio.Event | None = None, workers: int = 4) -> None:
     """Run the operator until ``stop`` is set (or forever)."""
     operator = Operator(make_clients(configuration), settings)
     registry = kopf.OperatorRegistry()
     operator.register(registry)
+    kopf_task = asyncio.create_task(kopf.operator(
+        registry=registry,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        stop_flag=stop,
+    ), name="kopf")
     tasks = [asyncio.create_task(operator.queue.work(operator.handle), name=f"worker-{i}")
              for i in range(workers)]
+    tasks.append(asyncio.create_task(refresh_gauges(operator), name="gauges"))
+    runner = await start_http(operator, settings, kopf_task)
     try:
-        await kopf.operator(
-            registry=registry,
-            clusterwide=not settings.namespaces,
-            namespaces=settings.namespaces,
-            liveness_endpoint=f"http://{settings.health_address}:{settings.health_port}/healthz",
-            stop_flag=stop,
-        )
+        await kopf_task
     finally:
         for task in tasks:
             task.cancel()
+        await runner.cleanup()
         operator.events.close()

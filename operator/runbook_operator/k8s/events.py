@@ -16,6 +16,7 @@ from typing import Any
 
 from runbook_operator.api.common import API_VERSION
 from runbook_operator.k8s.client import Clients
+from runbook_operator.observability.redact import redact_text
 
 log = logging.getLogger("runbook_operator.events")
 
@@ -48,7 +49,7 @@ class EventPoster:
                                "name": meta.get("name"), "namespace": meta.get("namespace"),
                                "uid": meta.get("uid")},
             "reason": reason[:128],
-            "message": message[:1024],
+            "message": redact_text(message)[:1024],
             "type": "Warning" if warning else "Normal",
             "firstTimestamp": now,
             "lastTimestamp": now,
