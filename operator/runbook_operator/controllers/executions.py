@@ -51,9 +51,11 @@ from runbook_operator.k8s.jobs import (
     observe_job,
     owner_reference,
 )
+from runbook_operator.observability.logs import get_logger
 from runbook_operator.observability.metrics import Metrics
 
 log = logging.getLogger("runbook_operator.executions")
+audit = get_logger("runbook_operator.audit")
 
 PLURAL = "runbookexecutions"
 JOB_LOST_GRACE = 10.0
@@ -164,6 +166,9 @@ class ExecutionReconciler:
                             observation.now)
         for event in result.events:
             self.events.post(body, event.reason, event.message, event.warning)
+            # The audit trail as logs too (redacted by the logging pipeline).
+            (audit.warning if event.warning else audit.info)(
+                event.reason, runbook=execution.spec.runbook_ref.name, message=event.message)
         if result.status.phase in FINISHED_EXECUTION_PHASES:
             self.store.forget_children(key)
             self._specs.pop(execution.metadata.uid or "", None)

@@ -146,11 +146,12 @@ def _body(event: kopf.RawEvent) -> dict[str, Any]:
     return cast(dict[str, Any], event["object"])
 
 
-async def refresh_gauges(operator: Operator, every: float = 15.0) -> None:
+async def refresh_gauges(operator: Operator, every: float = 5.0) -> None:
     """Gauges come from what is stored, not from counting: right after any restart."""
+    await asyncio.sleep(1.0)
     while True:
-        await asyncio.sleep(every)
         operator.metrics.rebuild_from(list(operator.store.executions.values()), [])
+        await asyncio.sleep(every)
 
 
 async def start_http(operator: Operator, settings: OperatorSettings,

@@ -124,7 +124,54 @@ def plan(obs: Observation) -> Plan:
     if status.phase in ("Succeeded", "Failed", "Cancelled", "Pending", "Queued"):
         return result
     _Pass(obs, result).run()
+    forms = secret_forms(obs)
+    if forms:
+        _scrub_plan(result, forms)
     return result
+
+
+def secret_forms(obs: Observation) -> list[str]:
+    """The values of secret parameters as they may appear in text (longest first)."""
+    forms: set[str] = set()
+    for param in obs.spec.params:
+        value = obs.params.get(param.name)
+        if param.secret and value is not None:
+            forms |= {f for f in (str(value), json.dumps(value)) if len(f) >= 3}
+    return sorted(forms, key=len, reverse=True)
+
+
+def scrub(text: str, forms: Sequence[str]) -> str:
+    for form in forms:
+        text = text.replace(form, "[REDACTED]")
+    return text
+
+
+def _scrub_value(value: Any, forms: Sequence[str]) -> Any:
+    if isinstance(value, str):
+        return scrub(value, forms)
+    if isinstance(value, dict):
+        return {k: _scrub_value(v, forms) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_value(v, forms) for v in value]
+    return value
+
+
+def _scrub_plan(result: Plan, forms: Sequence[str]) -> None:
+    """A container can echo a secret into its termination message: none of it is kept."""
+    status = result.status
+    for st in status.steps.values():
+        if st.message:
+            st.message = scrub(st.message, forms)
+        if st.outputs:
+            st.outputs = _scrub_value(st.outputs, forms)
+    if status.message:
+        status.message = scrub(status.message, forms)
+    for entry in status.history:
+        if entry.message:
+            entry.message = scrub(entry.message, forms)
+    for condition in status.conditions:
+        condition.message = scrub(condition.message, forms)
+    result.events = [Event(e.reason, scrub(e.message, forms), e.warning) for e in result.events]
 
 
 class _Pass:
@@ -393,7 +440,7 @@ class _Pass:
                 except CelError as exc:
                     st.finished_at = fmt(self.now)
                     self.transition(step.name, "Failed", "ExpressionError",
-                                    _clip(self.hide_secrets(str(exc))), warning=True)
+                                    _clip(str(exc)), warning=True)
                     if dag:
                         stop = self.stop_reason()
                     continue
@@ -515,17 +562,6 @@ class _Pass:
                               message=_clip(message, 4000), last_transition_time=fmt(self.now))
         self.status.conditions = [c for c in self.status.conditions if c.type != "Succeeded"]
         self.status.conditions.append(condition)
-
-    def hide_secrets(self, text: str) -> str:
-        """Replace the values of secret parameters (as text and as JSON) in ``text``."""
-        for param in self.obs.spec.params:
-            value = self.obs.params.get(param.name)
-            if not param.secret or value is None:
-                continue
-            for form in {str(value), json.dumps(value)}:
-                if len(form) >= 3:
-                    text = text.replace(form, "[REDACTED]")
-        return text
 
     def wake(self, at: datetime) -> None:
         if self.plan.wake_at is None or at < self.plan.wake_at:

@@ -1,0 +1,114 @@
+"""Metrics, logs and redaction of the operator process during real executions.
+
+Cases: `/metrics` after a success, a failure and a retry holds the exact counter
+values per namespace and runbook; the active-executions gauge is right again
+after an operator restart; every line the operator logs is JSON, and the audit
+lines carry the correlation fields; a canary secret parameter appears in no log
+line, Event, status or Job spec.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Any
+
+import pytest
+from kube import Kube, step, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+from operator_process import OperatorProcess
+
+pytestmark = pytest.mark.integration
+
+
+def scrape(operator: OperatorProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(samples: dict[Any, float], name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def test_metrics_count_executions_steps_and_retries(kube: Kube,
+                                                    operator: OperatorProcess) -> None:
+    retry = {"limit": 1, "backoff": {"initial": "1s", "jitter": 0}}
+    kube.ready_runbook("ok", {"steps": [step("a"), step("b", after=["a"])]})
+    kube.ready_runbook("bad", {"steps": [step("x", exit_code=3)]})
+    kube.ready_runbook("flaky", {"steps": [step("f", per_attempt={1: 1}, exit_code=0,
+                                                retry=retry)]})
+    for name, runbook in (("ok-1", "ok"), ("ok-2", "ok"), ("bad-1", "bad"),
+                          ("flaky-1", "flaky")):
+        kube.execute(name, runbook)
+    for name in ("ok-1", "ok-2", "bad-1", "flaky-1"):
+        kube.wait_finished(name)
+    ns = kube.ns
+    m = scrape(operator)
+    assert value(m, "runbook_executions_total", namespace=ns, runbook="ok",
+                 phase="Succeeded") == 2
+    assert value(m, "runbook_executions_total", namespace=ns, runbook="bad",
+                 phase="Failed") == 1
+    assert value(m, "runbook_steps_total", namespace=ns, runbook="ok", step="b",
+                 phase="Succeeded") == 2
+    assert value(m, "runbook_steps_total", namespace=ns, runbook="bad", step="x",
+                 phase="Failed") == 1
+    assert value(m, "runbook_step_retries_total", namespace=ns, runbook="flaky",
+                 step="f") == 1
+    assert value(m, "runbook_execution_duration_seconds_count", namespace=ns, runbook="ok",
+                 phase="Succeeded") == 2
+    assert (value(m, "runbook_step_transition_latency_seconds_count") or 0) >= 2
+
+
+def test_active_gauge_is_rebuilt_after_restart(kube: Kube, operator: OperatorProcess) -> None:
+    kube.ready_runbook("slow", {"steps": [step("wait", duration="10m")]})
+    kube.execute("slow-1", "slow")
+    kube.execute("slow-2", "slow")
+    kube.wait_phase("slow-1", "Running")
+    kube.wait_phase("slow-2", "Running")
+    operator.restart()
+    wait_for("the active gauge after a restart", lambda: value(
+        scrape(operator), "runbook_executions_active", namespace=kube.ns, runbook="slow") == 2,
+        timeout=30)
+    kube.patch("runbookexecutions", "slow-1", {"spec": {"cancel": True}})
+    kube.wait_finished("slow-1")
+    wait_for("the gauge to drop", lambda: value(
+        scrape(operator), "runbook_executions_active", namespace=kube.ns, runbook="slow") == 1,
+        timeout=30)
+
+
+def test_logs_are_json_with_correlation_and_no_canary(kube: Kube,
+                                                      operator: OperatorProcess) -> None:
+    canary = "canary-7d1e-secret-value"
+    kube.ready_runbook("canary", {
+        "params": [{"name": "api_token", "secret": True},
+                   {"name": "note", "type": "string"}],
+        "steps": [step("use", exit_code=4, message=f"failed with {canary}?"),
+                  step("report", after=["use"], when="params.api_token == 1")],
+        "finally": [step("cleanup")]})
+    kube.execute("canary-1", "canary", {"api_token": canary, "note": "hello"})
+    body = kube.wait_finished("canary-1")
+    assert body["status"]["phase"] == "Failed"
+    wait_for("Events", lambda: any(e.reason == "ExecutionFailed"
+                                   for e in kube.events("canary-1")))
+    lines = operator.log_path.read_text().splitlines()
+    assert lines
+    records = [json.loads(line) for line in lines]  # every line is JSON
+    assert all({"timestamp", "level", "logger", "event"} <= r.keys() for r in records)
+    audit = [r for r in records if r.get("logger") == "runbook_operator.audit"
+             and r.get("execution") == "canary-1"]
+    assert audit and all(r["namespace"] == kube.ns and r["runbook"] == "canary" for r in audit)
+    assert any(r["event"] == "ExecutionFailed" for r in audit)
+    # The secret reaches no log line, Event, status or container spec. (The kwok
+    # annotation that makes the container "print" it is test scaffolding in the
+    # runbook, so the frozen runbookSpec and the pod annotations are left out.)
+    assert canary not in "\n".join(lines)
+    status = {k: v for k, v in body["status"].items() if k != "runbookSpec"}
+    assert canary not in json.dumps(status)
+    assert "[REDACTED]" in body["status"]["steps"]["use"]["message"]
+    assert all(canary not in (e.message or "") for e in kube.events("canary-1"))
+    for job in kube.jobs("canary-1"):
+        container = job.spec.template.spec.containers[0]
+        assert canary not in json.dumps(container.to_dict(), default=str)
