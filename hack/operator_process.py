@@ -25,8 +25,10 @@ def free_port() -> int:
 class OperatorProcess:
     """Start, kill and restart ``runbook-operator run``; its output goes to a log file."""
 
-    def __init__(self, kubeconfig: Path, log_dir: Path, extra_args: list[str] | None = None):
+    def __init__(self, kubeconfig: Path, log_dir: Path, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None):
         self.kubeconfig = kubeconfig
+        self.env = env or {}
         self.log_dir = log_dir
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
@@ -41,7 +43,8 @@ class OperatorProcess:
         self.starts += 1
         self.log_dir.mkdir(parents=True, exist_ok=True)
         out = self.log_path.open("wb")
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1",
+                   **self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "runbook_operator.cli.operator", "run",
              "--kubeconfig", str(self.kubeconfig), "--health-port", str(self.port),

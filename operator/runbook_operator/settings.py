@@ -23,5 +23,7 @@ class OperatorSettings:
     """Root log level."""
     events: bool = True
     """Post a Kubernetes Event per transition (the status history is kept either way)."""
+    workers: int = 8
+    """Executions reconciled at once (threads: each pass waits on the apiserver)."""
     job_ttl_seconds: int = 3600
     """``ttlSecondsAfterFinished`` of step Jobs: finished pods do not pile up."""

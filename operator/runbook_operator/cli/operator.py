@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--health-port", type=int, default=8080, help="port of /healthz")
     run.add_argument("--log-format", choices=["json", "console"], default="json")
     run.add_argument("--log-level", default="INFO")
+    run.add_argument("--workers", type=int, default=8,
+                     help="executions reconciled at once (default 8)")
     run.add_argument("--no-events", action="store_true",
                      help="post no Kubernetes Events (each execution's status history stays)")
     crds = sub.add_parser("crds", help="write the CRD YAML generated from the API models")
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = OperatorSettings(
         namespaces=args.namespace, kubeconfig=args.kubeconfig, health_port=args.health_port,
         log_format=args.log_format, log_level=args.log_level, events=not args.no_events,
+        workers=args.workers,
     )
     return run_operator(settings)
 

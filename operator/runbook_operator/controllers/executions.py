@@ -53,6 +53,11 @@ from runbook_operator.k8s.jobs import (
 )
 from runbook_operator.observability.logs import get_logger
 from runbook_operator.observability.metrics import Metrics
+from runbook_operator.observability.tracing import (
+    ExecutionInfo,
+    ExecutionTracer,
+    approval_event,
+)
 
 log = logging.getLogger("runbook_operator.executions")
 audit = get_logger("runbook_operator.audit")
@@ -74,9 +79,10 @@ class ExecutionReconciler:
     def __init__(self, clients: Clients, store: Store, events: EventPoster,
                  job_ttl_seconds: int = 3600,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, tracer: ExecutionTracer | None = None) -> None:
         self.clients = clients
         self.metrics = metrics or Metrics()
+        self.tracer = tracer or ExecutionTracer()
         self.store = store
         self.events = events
         self.job_ttl_seconds = job_ttl_seconds
@@ -112,11 +118,17 @@ class ExecutionReconciler:
         runbook = self.get_runbook(namespace, execution.spec.runbook_ref.name)
         status = start_execution(execution.spec, runbook, namespace, self.clock())
         status.observed_generation = execution.metadata.generation
+        status.trace_id = self.tracer.trace_id(execution.metadata.uid or "",
+                                               execution.metadata.annotations)
         if not self.write_status(body, status):
             return Outcome(again=True)
         if status.phase == "Failed":
             self.metrics.execution_finished(namespace, execution.spec.runbook_ref.name,
                                             "Failed", 0.0)
+            self.tracer.execution_span(ExecutionInfo.from_body(body), phase="Failed",
+                                       started_at=status.finished_at,
+                                       finished_at=status.finished_at, reason=status.reason,
+                                       message=status.message)
             self.events.post(body, status.reason or "Failed", status.message or "", warning=True)
             return Outcome()
         self.events.post(body, "ExecutionStarted",
@@ -140,6 +152,9 @@ class ExecutionReconciler:
     def advance(self, body: dict[str, Any], execution: RunbookExecution,
                 status: RunbookExecutionStatus) -> Outcome:
         key = (execution.metadata.namespace or "", execution.metadata.name)
+        if (execution.metadata.uid or "") not in self._specs and len(status.history) > 1:
+            # First look at a run already under way: a restart, noted on its trace.
+            self.tracer.note_restart(execution.metadata.uid or "", fmt(self.clock()))
         spec = self.frozen_spec(execution.metadata.uid or "", status)
         params, _ = resolve_params(spec.params, execution.spec.params)
         jobs = self.observed_jobs(key, execution.metadata.uid)
@@ -164,6 +179,7 @@ class ExecutionReconciler:
             return Outcome(again=True)
         self.record_metrics(key[0], execution.spec.runbook_ref.name, spec, status, result,
                             observation.now)
+        self.record_spans(body, execution, status, result.status)
         for event in result.events:
             self.events.post(body, event.reason, event.message, event.warning)
             # The audit trail as logs too (redacted by the logging pipeline).
@@ -203,6 +219,38 @@ class ExecutionReconciler:
         if after.phase in FINISHED_EXECUTION_PHASES and before.phase != after.phase:
             self.metrics.execution_finished(namespace, runbook, after.phase,
                                             _seconds(after.started_at, after.finished_at))
+
+    def record_spans(self, body: dict[str, Any], execution: RunbookExecution,
+                     before: RunbookExecutionStatus, after: RunbookExecutionStatus) -> None:
+        """One span per finished attempt and one for the execution, from the status alone."""
+        if not self.tracer.enabled:
+            return
+        info = ExecutionInfo.from_body(body)
+        for name, st in after.steps.items():
+            old = before.steps.get(name)
+            if old is None or (old.phase == st.phase and old.attempts == st.attempts):
+                continue
+            ended = st.phase in ("Succeeded", "Failed", "Retrying") or st.attempts > old.attempts
+            if not ended or old.phase not in ("Running", "WaitingForApproval"):
+                continue
+            events = []
+            if old.phase == "WaitingForApproval":
+                decision = next((a for a in reversed(execution.spec.approvals)
+                                 if a.step == name), None)
+                if decision is not None:
+                    events.append(approval_event(st.finished_at, decision.decision,
+                                                 decision.by, decision.comment))
+            same_attempt = st.attempts == old.attempts
+            self.tracer.step_span(
+                info, name, old.attempts, phase=st.phase if same_attempt else "Retrying",
+                started_at=_attempt_start(before, name, old.attempts) or old.started_at,
+                finished_at=(st.finished_at if same_attempt else None) or fmt(self.clock()),
+                job=old.job, exit_code=st.exit_code, reason=st.reason, message=st.message,
+                next_attempt_at=st.next_attempt_at, events=events)
+        if after.phase in FINISHED_EXECUTION_PHASES and before.phase != after.phase:
+            self.tracer.execution_span(info, phase=after.phase, started_at=after.started_at,
+                                       finished_at=after.finished_at, reason=after.reason,
+                                       message=after.message)
 
     def frozen_spec(self, uid: str, status: RunbookExecutionStatus) -> RunbookSpec:
         """The execution's frozen runbook spec, parsed once per execution (it never changes)."""
@@ -284,7 +332,11 @@ class ExecutionReconciler:
         steps = {s.name: s for s in spec.all_steps()}
         for action in result.actions:
             if isinstance(action, CreateJob):
-                manifest = build_job(ctx, steps[action.step], action.attempt, action.name)
+                traceparent = self.tracer.traceparent(
+                    execution.metadata.uid or "", execution.metadata.annotations,
+                    action.step, action.attempt)
+                manifest = build_job(ctx, steps[action.step], action.attempt, action.name,
+                                     traceparent)
                 problem = self.create_job(namespace, manifest, execution.metadata.uid or "")
                 if problem is not None:
                     st = result.status.steps[action.step]
@@ -359,6 +411,9 @@ class ExecutionReconciler:
             updated = self._patch(meta["namespace"], meta["name"], payload)
         except ApiException as exc:
             if exc.status == 409:
+                log.info("status of %s/%s changed since it was read (resourceVersion %s); "
+                         "re-reading", meta["namespace"], meta["name"],
+                         meta.get("resourceVersion"))
                 self.refresh(meta["namespace"], meta["name"])
                 return False
             if exc.status == 404:
@@ -422,6 +477,16 @@ class ExecutionReconciler:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def _attempt_start(status: RunbookExecutionStatus, step: str, attempt: int) -> str | None:
+    """When attempt ``attempt`` of ``step`` started, from the history (if still held)."""
+    marker = f"attempt {attempt}:"
+    for entry in reversed(status.history):
+        if entry.step == step and entry.event == "StepRunning" and \
+                (entry.message or "").startswith(marker):
+            return entry.time
+    return None
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -25,6 +26,7 @@ from runbook_operator.k8s.events import EventPoster
 from runbook_operator.k8s.jobs import LABEL_EXECUTION, job_finished, pod_terminated
 from runbook_operator.observability.logs import log_context
 from runbook_operator.observability.metrics import Metrics, metrics_handler
+from runbook_operator.observability.tracing import configure_tracing
 from runbook_operator.settings import OperatorSettings
 
 log = logging.getLogger("runbook_operator")
@@ -59,9 +61,10 @@ class Operator:
         self.queue: WorkQueue[Key] = WorkQueue()
         self.events = EventPoster(clients, enabled=settings.events)
         self.metrics = Metrics()
+        self.tracer = configure_tracing()
         self.executions = ExecutionReconciler(clients, self.store, self.events,
                                               job_ttl_seconds=settings.job_ttl_seconds,
-                                              metrics=self.metrics)
+                                              metrics=self.metrics, tracer=self.tracer)
         self.failures: dict[Key, int] = {}
 
     async def handle(self, key: Key) -> None:
@@ -172,9 +175,13 @@ async def start_http(operator: Operator, settings: OperatorSettings,
 
 
 async def serve(settings: OperatorSettings, configuration: kubernetes.client.Configuration,
-                stop: asyncio.Event | None = None, workers: int = 4) -> None:
+                stop: asyncio.Event | None = None) -> None:
     """Run the operator until ``stop`` is set (or forever)."""
-    operator = Operator(make_clients(configuration), settings)
+    # Reconciles and kopf's sync handlers run in threads; the default pool has only
+    # cpu+4 of them, fewer than the workers on a small node.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=settings.workers + 4, thread_name_prefix="reconcile"))
+    operator = Operator(make_clients(configuration, pool=settings.workers + 4), settings)
     registry = kopf.OperatorRegistry()
     operator.register(registry)
     kopf_task = asyncio.create_task(kopf.operator(
@@ -184,7 +191,7 @@ async def serve(settings: OperatorSettings, configuration: kubernetes.client.Con
         stop_flag=stop,
     ), name="kopf")
     tasks = [asyncio.create_task(operator.queue.work(operator.handle), name=f"worker-{i}")
-             for i in range(workers)]
+             for i in range(settings.workers)]
     tasks.append(asyncio.create_task(refresh_gauges(operator), name="gauges"))
     runner = await start_http(operator, settings, kopf_task)
     try:
@@ -194,3 +201,4 @@ async def serve(settings: OperatorSettings, configuration: kubernetes.client.Con
             task.cancel()
         await runner.cleanup()
         operator.events.close()
+        await asyncio.to_thread(operator.tracer.shutdown)

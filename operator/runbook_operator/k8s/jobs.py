@@ -67,7 +67,8 @@ def owner_reference(execution: str, uid: str) -> dict[str, Any]:
     }
 
 
-def step_env(ctx: JobContext, step: Step) -> list[dict[str, Any]]:
+def step_env(ctx: JobContext, step: Step, traceparent: str | None = None
+             ) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = []
     public = {k: v for k, v in ctx.params.items() if k not in ctx.secret_params}
     for name, value in sorted(ctx.params.items()):
@@ -84,11 +85,14 @@ def step_env(ctx: JobContext, step: Step) -> list[dict[str, Any]]:
                     "value": json.dumps(outputs, separators=(",", ":"))})
     env.append({"name": "RUNBOOK_EXECUTION", "value": ctx.execution})
     env.append({"name": "RUNBOOK_STEP", "value": step.name})
+    if traceparent:  # the OpenTelemetry environment carrier: tools continue the trace
+        env.append({"name": "TRACEPARENT", "value": traceparent})
     env += [e.to_k8s() for e in step.env]
     return env
 
 
-def build_job(ctx: JobContext, step: Step, attempt: int, name: str) -> dict[str, Any]:
+def build_job(ctx: JobContext, step: Step, attempt: int, name: str,
+              traceparent: str | None = None) -> dict[str, Any]:
     """The Job manifest of one attempt of one step."""
     labels = {
         **MANAGED_BY,
@@ -104,7 +108,7 @@ def build_job(ctx: JobContext, step: Step, attempt: int, name: str) -> dict[str,
     container: dict[str, Any] = {
         "name": "step",
         "image": step.image,
-        "env": step_env(ctx, step),
+        "env": step_env(ctx, step, traceparent),
         "securityContext": step.security_context or DEFAULT_CONTAINER_SECURITY,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
