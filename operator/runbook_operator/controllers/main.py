@@ -99,15 +99,19 @@ class Operator:
             settings.posting.level = logging.WARNING
             settings.watching.server_timeout = 300
             settings.batching.batch_window = 0.01
+            # Server-side filtering: the cluster's other Jobs and pods never reach us.
+            settings.watching.label_selectors["batch", "jobs"] = LABEL_EXECUTION
+            settings.watching.label_selectors["v1", "pods"] = LABEL_EXECUTION
             settings.persistence.finalizer = f"{GROUP}/finalizer"
             # One line per handled watch event is noise at our event rates; failures
             # are still logged at ERROR.
             logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
         @kopf.on.login(registry=registry)
-        def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-            return kopf.login_with_kubeconfig(**kwargs) or \
-                kopf.login_with_service_account(**kwargs)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            # kopf's watches use exactly the credentials our own client uses
+            # (--kubeconfig, $KUBECONFIG or the pod's service account).
+            return connection_info(clients.api_client.configuration)
 
         @kopf.on.event(GROUP, VERSION, runbooks.PLURAL, registry=registry)
         def runbook_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
@@ -142,6 +146,23 @@ class Operator:
             key = store.put_pod(body, deleted=type == "DELETED")
             if key is not None and key in store.executions and pod_terminated(body):
                 queue.add(key)
+
+
+def connection_info(config: kubernetes.client.Configuration) -> kopf.ConnectionInfo:
+    """kopf's view of a kubernetes client configuration."""
+    token = (config.api_key or {}).get("authorization") or (config.api_key or {}).get(
+        "BearerToken")
+    if token and token.lower().startswith("bearer "):
+        token = token[7:]
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+        scheme="Bearer" if token else None,
+        token=token or None,
+    )
 
 
 def _body(event: kopf.RawEvent) -> dict[str, Any]:

@@ -21,6 +21,32 @@ def key_of(body: Body) -> Key:
     return meta.get("namespace", ""), meta.get("name", "")
 
 
+def slim_job(job: Body) -> Body:
+    """The parts of a Job the planner reads: a few hundred bytes instead of kilobytes."""
+    meta = job.get("metadata") or {}
+    status = job.get("status") or {}
+    return {
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                          "labels", "ownerReferences") if k in meta},
+        "status": {k: status[k] for k in ("conditions", "startTime", "completionTime")
+                   if k in status},
+    }
+
+
+def slim_pod(pod: Body) -> Body:
+    """The parts of a step pod the planner reads: its phase and the step's termination."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    return {
+        "metadata": {k: meta[k] for k in ("name", "uid") if k in meta},
+        "status": {"phase": status.get("phase"),
+                   "containerStatuses": [
+                       {"name": cs.get("name"), "state": cs.get("state")}
+                       for cs in status.get("containerStatuses") or []
+                       if cs.get("name") == "step"]},
+    }
+
+
 def _version(body: Body | None) -> int:
     try:
         return int(((body or {}).get("metadata") or {}).get("resourceVersion", "0"))
@@ -60,15 +86,21 @@ class Store:
         execution = (meta.get("labels") or {}).get(LABEL_EXECUTION)
         return (meta.get("namespace", ""), execution) if execution else None
 
+    def finished(self, key: Key) -> bool:
+        phase = ((self.executions.get(key) or {}).get("status") or {}).get("phase")
+        return phase in ("Succeeded", "Failed", "Cancelled")
+
     def put_job(self, body: Body, deleted: bool = False) -> Key | None:
         key = self.owner_key(body)
         if key is None:
             return None
         name = body["metadata"]["name"]
         if deleted:
-            self.jobs[key].pop(name, None)
+            self.jobs.get(key, {}).pop(name, None)
+        elif self.finished(key):
+            pass  # nothing reads the Jobs of a finished execution again
         elif _version(body) >= _version(self.jobs[key].get(name)):
-            self.jobs[key][name] = body
+            self.jobs[key][name] = slim_job(body)
         return key
 
     def put_pod(self, body: Body, deleted: bool = False) -> Key | None:
@@ -78,10 +110,12 @@ class Store:
             (meta.get("labels") or {}).get("batch.kubernetes.io/job-name")
         if key is None or not job:
             return None
+        if self.finished(key):
+            return key
         # A deleted pod is kept: its last state may hold the exit code and message the
         # planner still needs (the Job controller deletes pods of timed-out Jobs).
         if not deleted or job not in self.pods[key]:
-            self.pods[key][job] = body
+            self.pods[key][job] = slim_pod(body)
         return key
 
     def forget_children(self, key: Key) -> None:
