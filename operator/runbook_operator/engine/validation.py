@@ -55,8 +55,10 @@ def validate_spec(raw: Mapping[str, Any] | RunbookSpec) -> list[Problem]:
     problems: list[Problem] = []
     problems += _check_names(spec)
     problems += _check_params(spec.params)
-    problems += _check_dependencies(spec)
-    problems += _check_steps(spec)
+    dependency_problems = _check_dependencies(spec)
+    problems += dependency_problems
+    has_cycle = any(p.reason == "DependencyCycle" for p in dependency_problems)
+    problems += _check_steps(spec, has_cycle)
     problems += _check_durations(spec)
     return problems
 
@@ -217,12 +219,11 @@ def ancestors(spec: RunbookSpec) -> dict[str, set[str]]:
     return result
 
 
-def _check_steps(spec: RunbookSpec) -> list[Problem]:
+def _check_steps(spec: RunbookSpec, has_cycle: bool) -> list[Problem]:
     problems = []
     names = {s.name for s in spec.all_steps()}
     dag_names = {s.name for s in spec.steps}
-    upstream = ancestors(spec) if not any(p.reason == "DependencyCycle"
-                                          for p in _check_dependencies(spec)) else {}
+    upstream = {} if has_cycle else ancestors(spec)
     finally_ids = {id(s) for s in spec.finally_}
     for step in spec.all_steps():
         in_finally = id(step) in finally_ids
