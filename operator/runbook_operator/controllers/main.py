@@ -21,7 +21,7 @@ from runbook_operator.controllers import runbooks
 from runbook_operator.controllers.executions import PLURAL, ExecutionReconciler
 from runbook_operator.controllers.store import Key, Store
 from runbook_operator.controllers.workqueue import WorkQueue
-from runbook_operator.k8s.client import Clients, load_config, make_clients
+from runbook_operator.k8s.client import Clients, load_config, make_clients, observe_api_errors
 from runbook_operator.k8s.events import EventPoster
 from runbook_operator.k8s.jobs import LABEL_EXECUTION, job_finished, pod_terminated
 from runbook_operator.observability.logs import log_context
@@ -61,6 +61,7 @@ class Operator:
         self.queue: WorkQueue[Key] = WorkQueue()
         self.events = EventPoster(clients, enabled=settings.events)
         self.metrics = Metrics()
+        observe_api_errors(self.metrics.api_error)
         self.tracer = configure_tracing()
         self.executions = ExecutionReconciler(clients, self.store, self.events,
                                               job_ttl_seconds=settings.job_ttl_seconds,

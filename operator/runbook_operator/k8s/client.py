@@ -33,14 +33,37 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
 
 
+_error_observers: list[Callable[[int], None]] = []
+
+
+def observe_api_errors(callback: Callable[[int], None]) -> None:
+    """Call ``callback(status)`` for every error response the operator's calls get."""
+    _error_observers.append(callback)
+
+
+def _observed(func: Callable[P, T]) -> Callable[P, T]:
+    @functools.wraps(func)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return func(*args, **kwargs)
+        except ApiException as exc:
+            for observer in _error_observers:
+                observer(int(exc.status or 0))
+            raise
+    return call
+
+
 def retrying(func: Callable[P, T]) -> Callable[P, T]:
-    """Retry ``func`` on transient errors (5 attempts, jittered exponential wait)."""
+    """Retry ``func`` on transient errors (5 attempts, jittered exponential wait).
+
+    Every error response, retried or not, is reported to the API-error observers.
+    """
     wrapped = retry(
         retry=retry_if_exception(is_transient),
         stop=stop_after_attempt(5),
-        wait=wait_exponential_jitter(initial=0.1, max=3.0),
+        wait=wait_exponential_jitter(multiplier=0.1, max=3.0, jitter=0.1),
         reraise=True,
-    )(func)
+    )(_observed(func))
     return functools.wraps(func)(wrapped)
 
 

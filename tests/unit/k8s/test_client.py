@@ -1,0 +1,74 @@
+"""The API-call wrapper: which errors are retried, and that every error is reported.
+
+Cases: a 409 is raised at once (not retried) and reported; a 503 is retried until
+it succeeds, each failure reported; connection errors count as transient, 4xx do
+not. Also the kubectl plugin's conversion of `-p NAME=VALUE` to declared types.
+"""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from runbook_operator.cli.cluster_commands import CommandError, convert
+from runbook_operator.k8s import client
+
+
+def test_conflict_is_not_retried_and_is_reported() -> None:
+    seen: list[int] = []
+    client.observe_api_errors(seen.append)
+    calls = []
+
+    @client.retrying
+    def create() -> None:
+        calls.append(1)
+        raise ApiException(status=409, reason="Conflict")
+
+    with pytest.raises(ApiException):
+        create()
+    assert len(calls) == 1
+    assert seen[-1] == 409
+
+
+def test_unavailable_is_retried_until_it_works() -> None:
+    seen: list[int] = []
+    client.observe_api_errors(seen.append)
+    calls = []
+
+    @client.retrying
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ApiException(status=503, reason="Unavailable")
+        return "ok"
+
+    assert flaky() == "ok"
+    assert len(calls) == 3
+    assert seen[-2:] == [503, 503]
+
+
+@pytest.mark.parametrize(("exc", "transient"), [
+    (ApiException(status=500), True), (ApiException(status=429), True),
+    (ApiException(status=404), False), (ApiException(status=422), False),
+    (ConnectionResetError(), True), (ValueError(), False),
+])
+def test_is_transient(exc: BaseException, transient: bool) -> None:
+    assert client.is_transient(exc) is transient
+
+
+@pytest.mark.parametrize(("declared", "text", "value"), [
+    ({"type": "integer"}, "3", 3), ({"type": "number"}, "0.5", 0.5),
+    ({"type": "boolean"}, "yes", True), ({"type": "boolean"}, "False", False),
+    ({"type": "array"}, '["a", 1]', ["a", 1]), ({"type": "string"}, "007", "007"),
+    (None, "007", "007"),
+])
+def test_convert_to_declared_type(declared: dict[str, str] | None, text: str,
+                                  value: object) -> None:
+    assert convert(declared, "p", text) == value
+
+
+@pytest.mark.parametrize(("kind", "text"), [("integer", "three"), ("boolean", "maybe"),
+                                            ("object", "{nope")])
+def test_convert_refuses_wrong_types(kind: str, text: str) -> None:
+    with pytest.raises(CommandError, match=f"is {kind}"):
+        convert({"type": kind}, "p", text)
