@@ -1,7 +1,8 @@
 """The operator process: kopf embedded in our own asyncio loop, with its handlers.
 
-One process serves kopf and ``/healthz`` (later ``/metrics`` and the receivers)
-in one event loop.
+One process serves kopf's watches, the work queue's workers, and ``/healthz`` and
+``/metrics`` (later the Alertmanager receiver) in one event loop; reconciles run
+in worker threads because the kubernetes client blocks.
 """
 
 from __future__ import annotations
