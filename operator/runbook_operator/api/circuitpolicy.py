@@ -64,6 +64,8 @@ class CircuitStatus(ApiModel):
     next_attempt_at: str | None = None
     last_transition_time: str | None = None
     transitions: int = 0
+    window: str | None = Field(default=None, max_length=65536)
+    """The calls in the sliding window, encoded: the circuit's memory across restarts."""
 
 
 class CircuitPolicyStatus(ApiModel):

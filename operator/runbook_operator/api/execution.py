@@ -84,6 +84,11 @@ class StepStatus(ApiModel):
     outputs: JSONObject | None = None
     next_attempt_at: str | None = None
     """When the next retry may start: persisted so a restart neither skips nor shortens the wait."""
+    circuit: str | None = None
+    """``policy/key`` of the circuit guarding the current attempt."""
+    circuit_trial: bool | None = None
+    """The current attempt holds a HalfOpen trial permit."""
+    circuit_admitted_at: str | None = None
 
 
 class HistoryEntry(ApiModel):

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from runbook_operator.api.execution import (
     RunbookExecutionStatus,
 )
 from runbook_operator.api.runbook import RunbookSpec
+from runbook_operator.controllers.circuits import CircuitRegistry
 from runbook_operator.controllers.store import Key, Store
 from runbook_operator.engine import merge
 from runbook_operator.engine.params import env_value, resolve_params, secret_names
@@ -79,8 +80,10 @@ class ExecutionReconciler:
     def __init__(self, clients: Clients, store: Store, events: EventPoster,
                  job_ttl_seconds: int = 3600,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 metrics: Metrics | None = None, tracer: ExecutionTracer | None = None) -> None:
+                 metrics: Metrics | None = None, tracer: ExecutionTracer | None = None,
+                 circuits: CircuitRegistry | None = None) -> None:
         self.clients = clients
+        self.circuits = circuits or CircuitRegistry()
         self.metrics = metrics or Metrics()
         self.tracer = tracer or ExecutionTracer()
         self.store = store
@@ -173,7 +176,11 @@ class ExecutionReconciler:
             approvals=execution.spec.approvals,
             runbook=execution.spec.runbook_ref.name,
         )
-        result = plan(observation)
+        guarded = sorted({s.circuit.policy for s in spec.all_steps() if s.circuit})
+        if guarded:
+            result = self.plan_with_circuits(key[0], guarded, observation)
+        else:
+            result = plan(observation)
         self.carry_out(body, execution, spec, params, result)
         if not self.write_status(body, result.status):
             return Outcome(again=True)
@@ -194,6 +201,41 @@ class ExecutionReconciler:
             recheck = self.clock() + timedelta(seconds=recheck_in + 0.1)
             wake_at = min(wake_at, recheck) if wake_at else recheck
         return Outcome(wake_at=wake_at)
+
+    def plan_with_circuits(self, namespace: str, policies: list[str],
+                           observation: Observation) -> Plan:
+        """Plan while holding the circuits: a HalfOpen permit goes to one execution only."""
+        for name in policies:
+            if (namespace, name) not in self.circuits.policies:
+                body = self.get_policy(namespace, name)
+                if body is not None:
+                    self.circuits.observe_policy(body)
+        with self.circuits.lock:
+            observation = replace(
+                observation, policies=self.circuits.specs(namespace, policies),
+                circuits=self.circuits.circuits(namespace, policies))
+            result = plan(observation)
+            self.circuits.update(namespace, result.circuits)
+        for policy, key, transition in result.transitions:
+            self.metrics.circuit_transition(namespace, policy, key, transition.from_,
+                                            transition.to)
+            body = self.circuits.policies.get((namespace, policy))
+            if body is not None:
+                self.events.post(body, "Circuit" + transition.to,
+                                 f"circuit {key}: {transition.from_} -> {transition.to}: "
+                                 f"{transition.reason}", warning=transition.to == "Open")
+        return result
+
+    @retrying
+    def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self.clients.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "circuitpolicies", name)
+            return result
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def record_metrics(self, namespace: str, runbook: str, spec: RunbookSpec,
                        before: RunbookExecutionStatus, result: Plan, now: datetime) -> None:

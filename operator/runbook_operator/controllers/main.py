@@ -18,7 +18,8 @@ import kubernetes
 from aiohttp import web
 
 from runbook_operator.api.common import GROUP, VERSION
-from runbook_operator.controllers import runbooks
+from runbook_operator.controllers import circuits, runbooks
+from runbook_operator.controllers.circuits import CircuitRegistry
 from runbook_operator.controllers.executions import PLURAL, ExecutionReconciler
 from runbook_operator.controllers.store import Key, Store
 from runbook_operator.controllers.workqueue import WorkQueue
@@ -64,9 +65,11 @@ class Operator:
         self.metrics = Metrics()
         observe_api_errors(self.metrics.api_error)
         self.tracer = configure_tracing()
+        self.circuits = CircuitRegistry()
         self.executions = ExecutionReconciler(clients, self.store, self.events,
                                               job_ttl_seconds=settings.job_ttl_seconds,
-                                              metrics=self.metrics, tracer=self.tracer)
+                                              metrics=self.metrics, tracer=self.tracer,
+                                              circuits=self.circuits)
         self.failures: dict[Key, int] = {}
 
     async def handle(self, key: Key) -> None:
@@ -123,6 +126,10 @@ class Operator:
             if not deleted and not body.get("metadata", {}).get("deletionTimestamp"):
                 runbooks.reconcile(clients, body)
 
+        @kopf.on.event(GROUP, VERSION, circuits.PLURAL, registry=registry)
+        async def policy_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
+            self.circuits.observe_policy(_body(event), deleted=type == "DELETED")
+
         @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
         async def execution_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
             key = store.put_execution(_body(event), deleted=type == "DELETED")
@@ -176,8 +183,23 @@ async def refresh_gauges(operator: Operator, every: float = 5.0) -> None:
     """Gauges come from what is stored, not from counting: right after any restart."""
     await asyncio.sleep(1.0)
     while True:
-        operator.metrics.rebuild_from(list(operator.store.executions.values()), [])
+        operator.metrics.rebuild_from(list(operator.store.executions.values()),
+                                      list(operator.circuits.policies.values()))
         await asyncio.sleep(every)
+
+
+async def flush_circuits(operator: Operator, every: float = 1.0) -> None:
+    """Circuit states to CircuitPolicy status, batched: at most one write per policy a second."""
+    while True:
+        await asyncio.sleep(every)
+        for (namespace, name), status in operator.circuits.take_dirty():
+            try:
+                await asyncio.to_thread(circuits.write_status, operator.clients, namespace,
+                                        name, status)
+            except Exception as exc:  # written again with the next change
+                log.warning("could not write status of CircuitPolicy %s/%s: %s",
+                            namespace, name, exc)
+                operator.circuits.dirty.add((namespace, name))
 
 
 async def start_http(operator: Operator, settings: OperatorSettings,
@@ -216,6 +238,7 @@ async def serve(settings: OperatorSettings, configuration: kubernetes.client.Con
     tasks = [asyncio.create_task(operator.queue.work(operator.handle), name=f"worker-{i}")
              for i in range(settings.workers)]
     tasks.append(asyncio.create_task(refresh_gauges(operator), name="gauges"))
+    tasks.append(asyncio.create_task(flush_circuits(operator), name="circuits"))
     runner = await start_http(operator, settings, kopf_task)
     try:
         await kopf_task

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from runbook_operator.api.circuitpolicy import CircuitPolicySpec
 from runbook_operator.api.common import Condition, parse_duration
 from runbook_operator.api.execution import (
     FINISHED_STEP_PHASES,
@@ -32,8 +33,9 @@ from runbook_operator.api.execution import (
     StepStatus,
 )
 from runbook_operator.api.runbook import RunbookSpec, Step
-from runbook_operator.engine import backoff
-from runbook_operator.engine.cel import CelError, evaluate_bool
+from runbook_operator.engine import backoff, circuit
+from runbook_operator.engine.cel import CelError, evaluate, evaluate_bool
+from runbook_operator.engine.circuit import CircuitState, Transition
 from runbook_operator.engine.names import job_name
 from runbook_operator.engine.timeutil import fmt, parse
 
@@ -84,6 +86,10 @@ class Observation:
     runbook: str = ""
     lost_jobs: frozenset[str] = frozenset()
     """Jobs of running steps confirmed gone from the cluster (deleted before they finished)."""
+    policies: Mapping[str, CircuitPolicySpec] = field(default_factory=dict)
+    """The CircuitPolicies the guarded steps name (absent: the policy does not exist)."""
+    circuits: Mapping[tuple[str, str], CircuitState] = field(default_factory=dict)
+    """Current state of each circuit, by (policy, key); absent means a fresh circuit."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,10 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     wake_at: datetime | None = None
     """When to plan again even if nothing is observed (retries, waits, timeouts)."""
+    circuits: dict[tuple[str, str], CircuitState] = field(default_factory=dict)
+    """Circuits this pass changed (admitted or recorded a call), by (policy, key)."""
+    transitions: list[tuple[str, str, Transition]] = field(default_factory=list)
+    """Circuit transitions this pass caused: (policy, key, transition)."""
 
 
 def plan(obs: Observation) -> Plan:
@@ -189,6 +199,10 @@ class _Pass:
         for step in obs.spec.all_steps():
             self.status.steps.setdefault(step.name, StepStatus())
         self._variables: dict[str, Any] | None = None
+        self.fallback_of = {s.circuit.fallback: s.name for s in obs.spec.all_steps()
+                            if s.circuit and s.circuit.on_open == "Fallback"
+                            and s.circuit.fallback}
+        """Fallback step -> the guarded step it stands in for."""
         self._outputs_used: int | None = None
         self.running_jobs = sum(
             1 for s in obs.spec.all_steps()
@@ -246,6 +260,7 @@ class _Pass:
                     self.wake(grace_end)
                     continue
             self.running_jobs -= 1
+            self.record_call(step, st, job, failed=job.state != "Succeeded")
             if job.state == "Succeeded":
                 self.attempt_succeeded(step, job)
             else:
@@ -391,6 +406,7 @@ class _Pass:
             if st.phase == "Running" and step.type == "run" and st.job:
                 self.plan.actions.append(DeleteJob(st.job))
                 self.running_jobs -= 1
+                self.release_permit(st)
             if st.phase in ("Running", "WaitingForApproval", "Retrying"):
                 st.next_attempt_at = None
                 st.finished_at = fmt(self.now)
@@ -424,6 +440,15 @@ class _Pass:
             st = self.st(step.name)
             if st.phase != "Pending":
                 continue
+            guarded = self.fallback_of.get(step.name)
+            if guarded is not None:
+                g = self.st(guarded)
+                if g.phase not in FINISHED_STEP_PHASES:
+                    continue  # a fallback waits for the step it may stand in for
+                if not (g.phase == "Skipped" and g.reason == "CircuitOpen"):
+                    self.transition(step.name, "Skipped", "FallbackNotNeeded",
+                                    f"{guarded} ran; its fallback is not needed")
+                    continue
             deps = [self.st(d) for d in step.depends_on if d in self.status.steps]
             if any(d.phase not in FINISHED_STEP_PHASES for d in deps):
                 continue
@@ -476,6 +501,8 @@ class _Pass:
 
     def start_job(self, step: Step, attempt: int) -> None:
         st = self.st(step.name)
+        if step.circuit is not None and not self.admit(step, st):
+            return
         name = job_name(self.obs.name, step.name, attempt)
         st.attempts = attempt
         st.job = name
@@ -486,6 +513,99 @@ class _Pass:
         self.plan.actions.append(CreateJob(step.name, attempt, name))
         self.running_jobs += 1
         self.transition(step.name, "Running", "JobCreated", f"attempt {attempt}: Job {name}")
+
+    # -- circuits ---------------------------------------------------------------
+
+    def circuit_of(self, step: Step) -> tuple[str, str] | None:
+        """(policy, key) of a guarded step; None after failing the step on a bad key."""
+        assert step.circuit is not None
+        key = "default"
+        if step.circuit.key:
+            try:
+                key = str(evaluate(step.circuit.key, self.variables()))
+            except CelError as exc:
+                self.st(step.name).finished_at = fmt(self.now)
+                self.transition(step.name, "Failed", "ExpressionError",
+                                _clip(f"circuit.key: {exc}"), warning=True)
+                return None
+        return step.circuit.policy, key
+
+    def admit(self, step: Step, st: StepStatus) -> bool:
+        """Ask the step's circuit; on a rejection, act as ``onOpen`` says. True: run it."""
+        assert step.circuit is not None
+        ident = self.circuit_of(step)
+        if ident is None:
+            return False
+        policy = self.obs.policies.get(ident[0])
+        if policy is None:
+            st.finished_at = fmt(self.now)
+            self.transition(step.name, "Failed", "CircuitPolicyNotFound",
+                            f"CircuitPolicy {ident[0]!r} does not exist", warning=True)
+            return False
+        state = self.circuit_state(ident)
+        state, decision = circuit.admit(state, policy, self.now, key=ident[1])
+        self.set_circuit(ident, state, list(decision.transitions))
+        if decision.allowed:
+            st.circuit = f"{ident[0]}/{ident[1]}"
+            st.circuit_trial = decision.trial or None
+            st.circuit_admitted_at = fmt(self.now)
+            return True
+        reason = f"{ident[0]}: {decision.reason}"
+        on_open = step.circuit.on_open
+        if on_open == "Wait":
+            wake = circuit.next_wakeup(state, policy)
+            self.wake(wake or self.now + timedelta(seconds=5))
+            if st.reason != "CircuitOpen":
+                st.reason, st.message = "CircuitOpen", _clip(f"waiting: {reason}")
+                self.record("StepWaiting", step.name, st.message)
+            return False
+        st.finished_at = fmt(self.now)
+        if on_open == "Fail":
+            self.transition(step.name, "Failed", "CircuitOpen", reason, warning=True)
+        elif on_open == "Skip":
+            self.transition(step.name, "Skipped", "CircuitOpen", reason)
+        else:
+            self.transition(step.name, "Skipped", "CircuitOpen",
+                            f"{reason}; fallback {step.circuit.fallback} runs instead")
+        return False
+
+    def release_permit(self, st: StepStatus) -> None:
+        """A stopped attempt gives back its HalfOpen trial permit: it proved nothing."""
+        if st.circuit_trial and st.circuit and "/" in st.circuit:
+            policy, key = st.circuit.split("/", 1)
+            state = circuit.release(self.circuit_state((policy, key)),
+                                    parse(st.circuit_admitted_at))
+            self.plan.circuits[(policy, key)] = state
+            st.circuit_trial = None
+
+    def circuit_state(self, ident: tuple[str, str]) -> CircuitState:
+        return self.plan.circuits.get(ident) or self.obs.circuits.get(ident) or CircuitState()
+
+    def set_circuit(self, ident: tuple[str, str], state: CircuitState,
+                    transitions: list[Transition]) -> None:
+        self.plan.circuits[ident] = state
+        for t in transitions:
+            self.plan.transitions.append((ident[0], ident[1], t))
+            self.event("Circuit" + t.to, f"circuit {ident[0]}/{ident[1]}: {t.from_} -> "
+                       f"{t.to}: {t.reason}", warning=t.to == "Open")
+
+    def record_call(self, step: Step, st: StepStatus, job: ObservedJob, failed: bool) -> None:
+        """A guarded attempt finished: one call for its circuit."""
+        if step.circuit is None or not st.circuit or "/" not in st.circuit:
+            return
+        policy_name, key = st.circuit.split("/", 1)
+        policy = self.obs.policies.get(policy_name)
+        if policy is None:
+            return
+        ident = (policy_name, key)
+        started = job.started_at or parse(st.circuit_admitted_at) or self.now
+        ended = job.finished_at or self.now
+        call = circuit.classify(policy, at=ended, failed=failed, exit_code=job.exit_code,
+                                timed_out=job.reason == "DeadlineExceeded",
+                                duration=ended - started, trial=bool(st.circuit_trial),
+                                admitted_at=parse(st.circuit_admitted_at))
+        state, transitions = circuit.record(self.circuit_state(ident), policy, call, self.now)
+        self.set_circuit(ident, state, transitions)
 
     # -- finishing --------------------------------------------------------------
 

@@ -1,0 +1,136 @@
+"""Circuit breakers on the real control plane, calls failing and succeeding through kwok.
+
+Cases (issue 4): failures open the circuit and the next guarded step creates no
+Job and fails fast with CircuitOpen; with onOpen Fallback the fallback step runs
+and the execution succeeds; two keys of one policy are independent; the state is
+in the policy's status and survives an operator SIGKILL (same nextAttemptAt),
+then half-opens on time and a successful trial closes it; ForcedOpen rejects
+without any call and Disabled never opens.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from kube import Kube, step, wait_for
+
+from operator_process import OperatorProcess
+
+pytestmark = pytest.mark.integration
+
+
+def policy(kube: Kube, name: str, **spec: Any) -> None:
+    body = {"slidingWindow": {"type": "Count", "size": 4}, "minimumCalls": 2,
+            "failureRateThreshold": 50, "openDuration": "1h", **spec}
+    kube.create("circuitpolicies", {"apiVersion": "runbooks.dev/v1alpha1",
+                                    "kind": "CircuitPolicy", "metadata": {"name": name},
+                                    "spec": body})
+
+
+def circuits(kube: Kube, name: str) -> dict[str, dict[str, Any]]:
+    body = kube.get("circuitpolicies", name) or {}
+    return {c["key"]: c for c in (body.get("status") or {}).get("circuits", [])}
+
+
+def run(kube: Kube, name: str, runbook: str, params: dict[str, Any] | None = None
+        ) -> dict[str, Any]:
+    kube.execute(name, runbook, params)
+    return kube.wait_finished(name)
+
+
+def guarded(name: str, exit_code: int, on_open: str = "Fail", key: str | None = None,
+            **extra: Any) -> dict[str, Any]:
+    ref: dict[str, Any] = {"policy": "ai", "onOpen": on_open}
+    if key:
+        ref["key"] = key
+    return step(name, exit_code=exit_code, circuit=ref, **extra)
+
+
+def test_failures_open_the_circuit_then_calls_fail_fast(kube: Kube) -> None:
+    policy(kube, "ai")
+    kube.ready_runbook("bad", {"steps": [guarded("call", 1)]})
+    for i in range(2):
+        assert run(kube, f"bad-{i}", "bad")["status"]["phase"] == "Failed"
+    wait_for("the circuit to be Open in the policy status",
+             lambda: circuits(kube, "ai").get("default", {}).get("state") == "Open")
+    assert (kube.get("circuitpolicies", "ai") or {})["status"]["openCircuits"] == 1
+    body = run(kube, "bad-2", "bad")
+    st = body["status"]["steps"]["call"]
+    assert (st["phase"], st["reason"]) == ("Failed", "CircuitOpen")
+    assert kube.jobs("bad-2") == [], "an open circuit must create no Job"
+
+    kube.ready_runbook("fallback", {"steps": [
+        step("primary", circuit={"policy": "ai", "onOpen": "Fallback", "fallback": "backup"}),
+        step("backup")]})
+    body = run(kube, "fallback-1", "fallback")
+    steps = body["status"]["steps"]
+    assert body["status"]["phase"] == "Succeeded", body["status"]
+    assert (steps["primary"]["phase"], steps["primary"]["reason"]) == ("Skipped", "CircuitOpen")
+    assert steps["backup"]["phase"] == "Succeeded"
+    assert {j.metadata.name for j in kube.jobs("fallback-1")} == {"fallback-1-backup-1"}
+
+
+def test_keys_are_independent(kube: Kube) -> None:
+    policy(kube, "ai")
+    kube.ready_runbook("provider", {
+        "params": [{"name": "provider", "enum": ["openai", "anthropic"], "default": "openai"}],
+        "steps": [step("call", circuit={"policy": "ai", "key": "params.provider"})]})
+    # A second runbook whose call fails, sharing the policy and the key expression.
+    kube.ready_runbook("provider-bad", {
+        "params": [{"name": "provider", "enum": ["openai", "anthropic"], "default": "openai"}],
+        "steps": [guarded("call", 1, key="params.provider")]})
+    for i in range(2):
+        run(kube, f"openai-{i}", "provider-bad", {"provider": "openai"})
+    wait_for("openai Open", lambda: circuits(kube, "ai").get("openai", {}).get("state") == "Open")
+    body = run(kube, "anthropic-1", "provider", {"provider": "anthropic"})
+    assert body["status"]["phase"] == "Succeeded"
+    wait_for("anthropic recorded", lambda: "anthropic" in circuits(kube, "ai"))
+    state = circuits(kube, "ai")
+    assert state["openai"]["state"] == "Open" and state["anthropic"]["state"] == "Closed"
+
+
+def test_open_circuit_survives_a_restart_then_half_opens(kube: Kube,
+                                                         operator: OperatorProcess) -> None:
+    policy(kube, "ai", openDuration="8s")
+    kube.ready_runbook("bad", {"steps": [guarded("call", 1)]})
+    kube.ready_runbook("good", {"steps": [guarded("call", 0)]})
+    for i in range(2):
+        run(kube, f"bad-{i}", "bad")
+    before = wait_for("Open", lambda: (c := circuits(kube, "ai").get("default")) and
+                      c["state"] == "Open" and c)
+    operator.kill()
+    time.sleep(1.0)
+    operator.start()
+    body = run(kube, "during", "good")  # still Open after the restart: rejected
+    assert body["status"]["steps"]["call"]["reason"] == "CircuitOpen"
+    after = circuits(kube, "ai")["default"]
+    assert after["state"] == "Open" and after["nextAttemptAt"] == before["nextAttemptAt"]
+    wait_for("openDuration to pass", lambda: time.time() > _epoch(before["nextAttemptAt"]),
+             timeout=30)
+    body = run(kube, "trial", "good")  # HalfOpen: one trial call, it succeeds
+    assert body["status"]["phase"] == "Succeeded"
+    assert [j.metadata.name for j in kube.jobs("trial")] == ["trial-call-1"]
+    wait_for("Closed after the trial",
+             lambda: circuits(kube, "ai")["default"]["state"] == "Closed")
+
+
+def test_forced_open_and_disabled_modes(kube: Kube) -> None:
+    policy(kube, "ai", mode="ForcedOpen")
+    kube.ready_runbook("good", {"steps": [guarded("call", 0)]})
+    body = run(kube, "forced", "good")
+    assert body["status"]["steps"]["call"]["reason"] == "CircuitOpen"
+    assert kube.jobs("forced") == []
+    kube.patch("circuitpolicies", "ai", {"spec": {"mode": "Disabled"}})
+    time.sleep(1.0)
+    kube.ready_runbook("bad", {"steps": [guarded("call", 1)]})
+    for i in range(3):
+        assert run(kube, f"bad-{i}", "bad")["status"]["steps"]["call"]["reason"] != \
+            "CircuitOpen"
+    assert circuits(kube, "ai").get("default", {}).get("state", "Closed") == "Closed"
+
+
+def _epoch(text: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
