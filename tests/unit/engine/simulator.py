@@ -170,6 +170,8 @@ class Simulator:
             params=dict(self.params), status=self.status if status is None else status,
             jobs=dict(self.jobs if jobs is None else jobs), now=self.now, cancel=self.cancel,
             approvals=tuple(self.approvals), runbook=self.runbook,
+            policies=dict(getattr(self, "policies", {})),
+            circuits=dict(getattr(self, "circuits", {})),
         )
 
     # -- time ----------------------------------------------------------------------------
@@ -275,6 +277,8 @@ class Simulator:
         if persist:
             self.status = result.status
             self.wake_at = result.wake_at
+        # Circuits are shared state outside the execution: kept even if its status is lost.
+        self.circuits = {**getattr(self, "circuits", {}), **result.circuits}
         return result
 
     @property
