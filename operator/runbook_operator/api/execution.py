@@ -121,6 +121,10 @@ class RunbookExecutionStatus(ApiModel):
     history_dropped: int = 0
     """How many of the oldest history entries were dropped to keep the status bounded."""
     trace_id: str | None = Field(default=None, alias="traceID")
+    concurrency_key: str | None = None
+    """The runbook's ``concurrency.key`` for this execution; peers share it."""
+    cancel_requested: str | None = None
+    """Why the operator cancels this run (e.g. replaced by a newer one; policy Replace)."""
 
 
 class RunbookExecution(ApiModel):

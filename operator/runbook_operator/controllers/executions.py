@@ -11,26 +11,32 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from runbook_operator.api.common import GROUP, VERSION
+from runbook_operator.api.common import GROUP, VERSION, Condition
 from runbook_operator.api.execution import (
     FINISHED_EXECUTION_PHASES,
     FINISHED_STEP_PHASES,
+    HistoryEntry,
     RunbookExecution,
     RunbookExecutionStatus,
+    RunbookRefStatus,
 )
 from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.controllers.circuits import CircuitRegistry
 from runbook_operator.controllers.store import Key, Store
 from runbook_operator.engine import merge
+from runbook_operator.engine.cel import CelError
+from runbook_operator.engine.cel import evaluate as cel_evaluate
+from runbook_operator.engine.concurrency import Peer, decide
 from runbook_operator.engine.params import env_value, resolve_params, secret_names
 from runbook_operator.engine.planner import (
     CreateJob,
@@ -41,7 +47,7 @@ from runbook_operator.engine.planner import (
     Plan,
     plan,
 )
-from runbook_operator.engine.start import start_execution
+from runbook_operator.engine.start import failed_status, start_execution
 from runbook_operator.engine.timeutil import fmt, parse
 from runbook_operator.k8s.client import Clients, retrying
 from runbook_operator.k8s.events import EventPoster
@@ -74,6 +80,8 @@ class Outcome:
 
     again: bool = False
     wake_at: datetime | None = None
+    others: list[Key] = field(default_factory=list)
+    """Other executions to look at now (queued ones, when a slot frees)."""
 
 
 class ExecutionReconciler:
@@ -91,6 +99,7 @@ class ExecutionReconciler:
         self.job_ttl_seconds = job_ttl_seconds
         self.clock = clock
         self._specs: dict[str, RunbookSpec] = {}
+        self._start_lock = threading.Lock()
         self._job_seen: dict[str, float] = {}
         """When this process created, or last found by a direct read, a Job (monotonic)."""
 
@@ -123,7 +132,16 @@ class ExecutionReconciler:
         status.observed_generation = execution.metadata.generation
         status.trace_id = self.tracer.trace_id(execution.metadata.uid or "",
                                                execution.metadata.annotations)
-        if not self.write_status(body, status):
+        spec = RunbookSpec.model_validate(status.runbook_spec) if status.runbook_spec else None
+        if spec is not None and spec.concurrency and spec.concurrency.policy != "Allow":
+            # One decision at a time, and each written before the next is made.
+            with self._start_lock:
+                status = self.admit_concurrency(body, execution, spec, status)
+                if not self.write_status(body, status):
+                    return Outcome(again=True)
+            if status.phase == "Queued":
+                return Outcome()
+        elif not self.write_status(body, status):
             return Outcome(again=True)
         if status.phase == "Failed":
             self.metrics.execution_finished(namespace, execution.spec.runbook_ref.name,
@@ -137,6 +155,78 @@ class ExecutionReconciler:
         self.events.post(body, "ExecutionStarted",
                          f"runbook {execution.spec.runbook_ref.name} started")
         return Outcome(again=True)
+
+    def admit_concurrency(self, body: dict[str, Any], execution: RunbookExecution,
+                          spec: RunbookSpec, status: RunbookExecutionStatus
+                          ) -> RunbookExecutionStatus:
+        """Start, queue, refuse, or replace the running ones (``spec.concurrency``)."""
+        assert spec.concurrency is not None
+        namespace, name = execution.metadata.namespace or "", execution.metadata.name
+        runbook = execution.spec.runbook_ref.name
+        params, _ = resolve_params(spec.params, execution.spec.params)
+        key = ""
+        if spec.concurrency.key:
+            try:
+                key = str(cel_evaluate(spec.concurrency.key, {"params": params}))
+            except CelError as exc:
+                return failed_status("ExpressionError", f"concurrency.key: {exc}",
+                                     self.clock(), status.runbook or RunbookRefStatus(
+                                         name=runbook))
+        status.concurrency_key = key
+        me = Peer(name, False, execution.metadata.creation_timestamp or "",
+                  _severity(execution))
+        decision = decide(spec.concurrency, me, self.peers(namespace, runbook, key, name))
+        if decision.verdict == "Start":
+            return status
+        if decision.verdict == "Forbid":
+            failed = failed_status("ConcurrencyForbidden", decision.message, self.clock(),
+                                   status.runbook or RunbookRefStatus(name=runbook))
+            failed.concurrency_key = key
+            return failed
+        for other in decision.replace:
+            self.request_cancel(namespace, other, f"replaced by {name}")
+        now = fmt(self.clock())
+        return RunbookExecutionStatus(
+            phase="Queued", reason="Queued" if decision.verdict == "Queue" else "Replacing",
+            message=decision.message, concurrency_key=key, runbook=status.runbook,
+            observed_generation=status.observed_generation, traceID=status.trace_id,
+            conditions=[Condition(type="Succeeded", status="Unknown", reason="Queued",
+                                  message=decision.message, last_transition_time=now)],
+            history=[HistoryEntry(time=now, event="ExecutionQueued",
+                                  message=decision.message[:512])])
+
+    def peers(self, namespace: str, runbook: str, key: str, me: str) -> list[Peer]:
+        """Running and queued executions of the same runbook and key, from the store."""
+        out = []
+        for (ns, name), other in list(self.store.executions.items()):
+            status = other.get("status") or {}
+            if ns != namespace or name == me or status.get("concurrencyKey") != key or \
+                    ((other.get("spec") or {}).get("runbookRef") or {}).get("name") != runbook:
+                continue
+            phase = status.get("phase")
+            if phase in ("Running", "WaitingForApproval", "Queued"):
+                try:
+                    severity = _severity(RunbookExecution.from_k8s(other))
+                except ValidationError:
+                    severity = None
+                out.append(Peer(name, phase != "Queued",
+                                (other.get("metadata") or {}).get("creationTimestamp", ""),
+                                severity))
+        return out
+
+    def queued_peers(self, namespace: str, runbook: str) -> list[Key]:
+        return [k for k, other in list(self.store.executions.items())
+                if k[0] == namespace and (other.get("status") or {}).get("phase") == "Queued"
+                and ((other.get("spec") or {}).get("runbookRef") or {}).get("name") == runbook]
+
+    @retrying
+    def request_cancel(self, namespace: str, name: str, why: str) -> None:
+        """Ask a running execution to cancel itself, through its status (never its spec)."""
+        try:
+            self._patch(namespace, name, {"status": {"cancelRequested": why}})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     @retrying
     def get_runbook(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -172,7 +262,7 @@ class ExecutionReconciler:
             jobs=jobs,
             lost_jobs=lost,
             now=self.clock(),
-            cancel=execution.spec.cancel,
+            cancel=execution.spec.cancel or bool(status.cancel_requested),
             approvals=execution.spec.approvals,
             runbook=execution.spec.runbook_ref.name,
         )
@@ -192,15 +282,17 @@ class ExecutionReconciler:
             # The audit trail as logs too (redacted by the logging pipeline).
             (audit.warning if event.warning else audit.info)(
                 event.reason, runbook=execution.spec.runbook_ref.name, message=event.message)
+        others: list[Key] = []
         if result.status.phase in FINISHED_EXECUTION_PHASES:
             self.store.forget_children(key)
             self._specs.pop(execution.metadata.uid or "", None)
             self.apply_retention(key[0], execution.spec.runbook_ref.name)
+            others = self.queued_peers(key[0], execution.spec.runbook_ref.name)
         wake_at = result.wake_at
         if recheck_in is not None:  # a missing Job to look for again
             recheck = self.clock() + timedelta(seconds=recheck_in + 0.1)
             wake_at = min(wake_at, recheck) if wake_at else recheck
-        return Outcome(wake_at=wake_at)
+        return Outcome(wake_at=wake_at, others=others)
 
     def plan_with_circuits(self, namespace: str, policies: list[str],
                            observation: Observation) -> Plan:
@@ -519,6 +611,15 @@ class ExecutionReconciler:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def _severity(execution: RunbookExecution) -> str | None:
+    """SEV1..SEV4 from the params, else from the alert that triggered it."""
+    severity = execution.spec.params.get("severity")
+    if not isinstance(severity, str) and execution.spec.triggered_by and \
+            execution.spec.triggered_by.alert:
+        severity = execution.spec.triggered_by.alert.labels.get("severity")
+    return severity if isinstance(severity, str) else None
 
 
 def _attempt_start(status: RunbookExecutionStatus, step: str, attempt: int) -> str | None:

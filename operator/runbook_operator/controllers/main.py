@@ -88,6 +88,8 @@ class Operator:
             self.queue.add_after(key, delay)
             return
         self.failures.pop(key, None)
+        for other in outcome.others:
+            self.queue.add(other)
         if outcome.again:
             self.queue.add(key)
         elif outcome.wake_at is not None:

@@ -39,22 +39,23 @@ def start_execution(spec: RunbookExecutionSpec, runbook: Mapping[str, Any] | Non
     """The first status of an execution: Running with a frozen spec, or Failed with a reason."""
     ref = spec.runbook_ref.name
     if runbook is None:
-        return _failed("RunbookNotFound", f"runbook {ref!r} not found in namespace {namespace!r}",
-                       now, RunbookRefStatus(name=ref))
+        return failed_status("RunbookNotFound",
+                             f"runbook {ref!r} not found in namespace {namespace!r}",
+                             now, RunbookRefStatus(name=ref))
     raw_spec = runbook.get("spec") or {}
     generation = (runbook.get("metadata") or {}).get("generation")
     ref_status = RunbookRefStatus(name=ref, generation=generation, spec_hash=spec_hash(raw_spec))
     problems = validate_spec(raw_spec)
     if problems:
-        return _failed("RunbookInvalid", f"runbook {ref!r} is not valid: "
+        return failed_status("RunbookInvalid", f"runbook {ref!r} is not valid: "
                        + "; ".join(str(p) for p in problems), now, ref_status)
     try:
         rb_spec = RunbookSpec.model_validate(raw_spec)
     except ValidationError as exc:  # validate_spec already said so; belt and braces
-        return _failed("RunbookInvalid", str(exc), now, ref_status)
+        return failed_status("RunbookInvalid", str(exc), now, ref_status)
     _, errors = resolve_params(rb_spec.params, spec.params)
     if errors:
-        return _failed("InvalidParams", "; ".join(errors), now, ref_status)
+        return failed_status("InvalidParams", "; ".join(errors), now, ref_status)
     steps = {s.name: StepStatus() for s in rb_spec.all_steps()}
     return RunbookExecutionStatus(
         phase="Running",
@@ -72,7 +73,7 @@ def start_execution(spec: RunbookExecutionSpec, runbook: Mapping[str, Any] | Non
     )
 
 
-def _failed(reason: str, message: str, now: datetime,
+def failed_status(reason: str, message: str, now: datetime,
             ref: RunbookRefStatus) -> RunbookExecutionStatus:
     return RunbookExecutionStatus(
         phase="Failed",
