@@ -134,3 +134,63 @@ def test_forced_open_and_disabled_modes(kube: Kube) -> None:
 def _epoch(text: str) -> float:
     from datetime import datetime
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_bulkhead_caps_guarded_jobs_across_executions(kube: Kube, k8s_api: Any) -> None:
+    from kube import JobWatch
+
+    policy(kube, "ai", bulkhead={"maxConcurrent": 2})
+    kube.ready_runbook("heavy", {"steps": [guarded("call", 0, duration="2s")]})
+    with JobWatch(k8s_api, kube.ns) as watch:
+        for i in range(6):
+            kube.execute(f"heavy-{i}", "heavy")
+        bodies = [kube.wait_finished(f"heavy-{i}", timeout=120) for i in range(6)]
+    assert all(b["status"]["phase"] == "Succeeded" for b in bodies)
+    assert watch.max_active <= 2, f"{watch.max_active} guarded Jobs ran at once"
+    assert len(watch.created) == 6
+    waited = [b for b in bodies if any(h["event"] == "StepWaiting" and
+                                       "bulkhead" in (h.get("message") or "")
+                                       for h in b["status"]["history"])]
+    assert waited, "some executions should have waited for a slot"
+
+
+def test_bulkhead_max_wait_times_out(kube: Kube) -> None:
+    policy(kube, "ai", bulkhead={"maxConcurrent": 1, "maxWait": "2s"})
+    kube.ready_runbook("hog", {"steps": [guarded("call", 0, duration="10m")]})
+    kube.execute("hog-1", "hog")
+    kube.wait_phase("hog-1", "Running")
+    wait_for("hog-1's Job", lambda: kube.jobs("hog-1"))
+    kube.execute("hog-2", "hog")
+    body = kube.wait_finished("hog-2", timeout=60)
+    st = body["status"]["steps"]["call"]
+    assert (st["phase"], st["reason"]) == ("Failed", "BulkheadTimeout")
+    assert kube.jobs("hog-2") == []
+
+
+def test_half_open_admits_exactly_the_permitted_trials_and_a_failure_reopens(
+        kube: Kube) -> None:
+    policy(kube, "ai", openDuration="3s", halfOpen={"permittedCalls": 1})
+    kube.ready_runbook("bad", {"steps": [guarded("call", 1)]})
+    kube.ready_runbook("slow-good", {"steps": [guarded("call", 0, duration="4s")]})
+    for i in range(2):
+        run(kube, f"bad-{i}", "bad")
+    opened = wait_for("Open", lambda: (c := circuits(kube, "ai").get("default")) and
+                      c["state"] == "Open" and c)
+    wait_for("openDuration", lambda: time.time() > _epoch(opened["nextAttemptAt"]), timeout=30)
+    kube.execute("trial-1", "slow-good")  # takes the one permit and holds it 4 s
+    wait_for("the trial Job", lambda: kube.jobs("trial-1"))
+    body = run(kube, "trial-2", "slow-good")  # no permit left: rejected, no Job
+    assert body["status"]["steps"]["call"]["reason"] == "CircuitOpen"
+    assert "HalfOpen" in body["status"]["steps"]["call"]["message"]
+    assert kube.jobs("trial-2") == []
+    assert kube.wait_finished("trial-1")["status"]["phase"] == "Succeeded"
+    wait_for("Closed", lambda: circuits(kube, "ai")["default"]["state"] == "Closed")
+    for i in range(2, 4):
+        run(kube, f"bad-{i}", "bad")
+    reopened = wait_for("Open again", lambda: (c := circuits(kube, "ai").get("default")) and
+                        c["state"] == "Open" and c)
+    wait_for("openDuration", lambda: time.time() > _epoch(reopened["nextAttemptAt"]),
+             timeout=30)
+    run(kube, "bad-trial", "bad")  # the trial fails: Open again
+    wait_for("reopened after a failed trial", lambda: (c := circuits(kube, "ai")["default"])
+             ["state"] == "Open" and c["transitions"] > reopened["transitions"])

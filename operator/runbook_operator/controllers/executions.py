@@ -9,6 +9,7 @@ patch of what changed, guarded by the resourceVersion it was planned from.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -39,6 +40,7 @@ from runbook_operator.engine.cel import evaluate as cel_evaluate
 from runbook_operator.engine.concurrency import Peer, decide
 from runbook_operator.engine.params import env_value, resolve_params, secret_names
 from runbook_operator.engine.planner import (
+    BulkheadRow,
     CreateJob,
     DeleteJob,
     Event,
@@ -205,13 +207,9 @@ class ExecutionReconciler:
                 continue
             phase = status.get("phase")
             if phase in ("Running", "WaitingForApproval", "Queued"):
-                try:
-                    severity = _severity(RunbookExecution.from_k8s(other))
-                except ValidationError:
-                    severity = None
                 out.append(Peer(name, phase != "Queued",
                                 (other.get("metadata") or {}).get("creationTimestamp", ""),
-                                severity))
+                                _severity_of(other)))
         return out
 
     def queued_peers(self, namespace: str, runbook: str) -> list[Key]:
@@ -253,6 +251,7 @@ class ExecutionReconciler:
         jobs = self.observed_jobs(key, execution.metadata.uid)
         lost, recheck_in = self.lost_jobs(key[0], status, jobs)
         observation = Observation(
+            severity=_severity(execution),
             name=execution.metadata.name,
             namespace=key[0],
             uid=execution.metadata.uid or "",
@@ -267,13 +266,16 @@ class ExecutionReconciler:
             runbook=execution.spec.runbook_ref.name,
         )
         guarded = sorted({s.circuit.policy for s in spec.all_steps() if s.circuit})
-        if guarded:
-            result = self.plan_with_circuits(key[0], guarded, observation)
-        else:
-            result = plan(observation)
-        self.carry_out(body, execution, spec, params, result)
-        if not self.write_status(body, result.status):
-            return Outcome(again=True)
+        # With guarded steps, plan and write under the circuits' lock: the next
+        # execution's decision must see this one's bulkhead slots and permits.
+        with self.circuits.lock if guarded else contextlib.nullcontext():
+            if guarded:
+                result = self.plan_with_circuits(key[0], guarded, observation)
+            else:
+                result = plan(observation)
+            self.carry_out(body, execution, spec, params, result)
+            if not self.write_status(body, result.status):
+                return Outcome(again=True)
         self.record_metrics(key[0], execution.spec.runbook_ref.name, spec, status, result,
                             observation.now)
         self.record_spans(body, execution, status, result.status)
@@ -288,6 +290,10 @@ class ExecutionReconciler:
             self._specs.pop(execution.metadata.uid or "", None)
             self.apply_retention(key[0], execution.spec.runbook_ref.name)
             others = self.queued_peers(key[0], execution.spec.runbook_ref.name)
+        if any(st.circuit and st.phase == "Running" and
+               result.status.steps[n].phase != "Running" for n, st in status.steps.items()
+               if n in result.status.steps):
+            others += self.waiting_for_bulkheads(key[0])  # a bulkhead slot freed
         wake_at = result.wake_at
         if recheck_in is not None:  # a missing Job to look for again
             recheck = self.clock() + timedelta(seconds=recheck_in + 0.1)
@@ -305,7 +311,8 @@ class ExecutionReconciler:
         with self.circuits.lock:
             observation = replace(
                 observation, policies=self.circuits.specs(namespace, policies),
-                circuits=self.circuits.circuits(namespace, policies))
+                circuits=self.circuits.circuits(namespace, policies),
+                bulkheads=self.bulkhead_rows(namespace, policies, observation.name))
             result = plan(observation)
             self.circuits.update(namespace, result.circuits)
         for policy, key, transition in result.transitions:
@@ -317,6 +324,35 @@ class ExecutionReconciler:
                                  f"circuit {key}: {transition.from_} -> {transition.to}: "
                                  f"{transition.reason}", warning=transition.to == "Open")
         return result
+
+    def bulkhead_rows(self, namespace: str, policies: list[str], me: str
+                      ) -> dict[str, list[BulkheadRow]]:
+        """Guarded attempts of the other executions, running or in a bulkhead's line."""
+        rows: dict[str, list[BulkheadRow]] = {p: [] for p in policies}
+        for (ns, name), other in list(self.store.executions.items()):
+            if ns != namespace or name == me:
+                continue
+            status = other.get("status") or {}
+            if status.get("phase") not in ("Running", "WaitingForApproval"):
+                continue
+            severity = _severity_of(other)
+            for step, st in (status.get("steps") or {}).items():
+                policy = (st.get("circuit") or "").split("/", 1)[0]
+                since = parse(st.get("circuitAdmittedAt"))
+                if policy not in rows or since is None:
+                    continue
+                ticket = f"{ns}/{name}/{step}"
+                if st.get("phase") == "Running":
+                    rows[policy].append((ticket, "running", since, severity))
+                elif st.get("reason") == "BulkheadFull":
+                    rows[policy].append((ticket, "waiting", since, severity))
+        return rows
+
+    def waiting_for_bulkheads(self, namespace: str) -> list[Key]:
+        """Executions with a step in a bulkhead's line: a slot may have freed."""
+        return [k for k, other in list(self.store.executions.items()) if k[0] == namespace
+                and any(st.get("reason") == "BulkheadFull" for st in
+                        ((other.get("status") or {}).get("steps") or {}).values())]
 
     @retrying
     def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -611,6 +647,13 @@ class ExecutionReconciler:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def _severity_of(body: dict[str, Any]) -> str | None:
+    try:
+        return _severity(RunbookExecution.from_k8s(body))
+    except ValidationError:
+        return None
 
 
 def _severity(execution: RunbookExecution) -> str | None:

@@ -34,10 +34,14 @@ from runbook_operator.api.execution import (
 )
 from runbook_operator.api.runbook import RunbookSpec, Step
 from runbook_operator.engine import backoff, circuit
+from runbook_operator.engine.bulkhead import Ticket, rebuild
 from runbook_operator.engine.cel import CelError, evaluate, evaluate_bool
 from runbook_operator.engine.circuit import CircuitState, Transition
 from runbook_operator.engine.names import job_name
 from runbook_operator.engine.timeutil import fmt, parse
+
+BulkheadRow = tuple[str, Literal["running", "waiting"], datetime, str | None]
+"""(ticket id, phase, since, severity) of one guarded attempt, as bulkhead.rebuild reads."""
 
 POD_GRACE = timedelta(seconds=5)
 """How long to wait, after a Job finished, for its pod's exit code and message."""
@@ -90,6 +94,10 @@ class Observation:
     """The CircuitPolicies the guarded steps name (absent: the policy does not exist)."""
     circuits: Mapping[tuple[str, str], CircuitState] = field(default_factory=dict)
     """Current state of each circuit, by (policy, key); absent means a fresh circuit."""
+    bulkheads: Mapping[str, Sequence[BulkheadRow]] = field(default_factory=dict)
+    """By policy: the guarded attempts of every other execution, running or waiting."""
+    severity: str | None = None
+    """This execution's severity (SEV1 waits least for a bulkhead slot)."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +207,7 @@ class _Pass:
         for step in obs.spec.all_steps():
             self.status.steps.setdefault(step.name, StepStatus())
         self._variables: dict[str, Any] | None = None
+        self.bulkhead_rows = {p: list(rows) for p, rows in obs.bulkheads.items()}
         self.fallback_of = {s.circuit.fallback: s.name for s in obs.spec.all_steps()
                             if s.circuit and s.circuit.on_open == "Fallback"
                             and s.circuit.fallback}
@@ -438,6 +447,13 @@ class _Pass:
         dag = steps is self.dag
         for step in _topological(steps):
             st = self.st(step.name)
+            if st.phase == "Waiting" and step.type == "run":  # in a bulkhead's line
+                if stop is None or not dag:
+                    self.start_job(step, 1)
+                else:
+                    self.transition(step.name, "Skipped", stop if stop != "StepFailed"
+                                    else "UpstreamFailed", f"not run: {stop}")
+                continue
             if st.phase != "Pending":
                 continue
             guarded = self.fallback_of.get(step.name)
@@ -542,6 +558,8 @@ class _Pass:
             self.transition(step.name, "Failed", "CircuitPolicyNotFound",
                             f"CircuitPolicy {ident[0]!r} does not exist", warning=True)
             return False
+        if policy.bulkhead is not None and not self.bulkhead_slot(step, st, ident[0], policy):
+            return False
         state = self.circuit_state(ident)
         state, decision = circuit.admit(state, policy, self.now, key=ident[1])
         self.set_circuit(ident, state, list(decision.transitions))
@@ -567,6 +585,38 @@ class _Pass:
         else:
             self.transition(step.name, "Skipped", "CircuitOpen",
                             f"{reason}; fallback {step.circuit.fallback} runs instead")
+        return False
+
+    def bulkhead_slot(self, step: Step, st: StepStatus, name: str,
+                      policy: CircuitPolicySpec) -> bool:
+        """A slot of the policy's bulkhead, or wait in line (and time out after maxWait)."""
+        assert policy.bulkhead is not None
+        ticket = f"{self.obs.namespace}/{self.obs.name}/{step.name}"
+        since = (parse(st.circuit_admitted_at) if st.reason == "BulkheadFull" else None) \
+            or self.now
+        rows = self.bulkhead_rows.setdefault(name, [])
+        queue = rebuild(policy.bulkhead.max_concurrent,
+                        [*rows, (ticket, "waiting", since, self.obs.severity)])
+        if queue.is_running(Ticket(ticket, self.obs.severity)):
+            rows.append((ticket, "running", since, self.obs.severity))
+            return True
+        max_wait = parse_duration(policy.bulkhead.max_wait) if policy.bulkhead.max_wait \
+            else None
+        if max_wait is not None and self.now - since >= max_wait:
+            st.finished_at = fmt(self.now)
+            self.transition(step.name, "Failed", "BulkheadTimeout",
+                            f"no slot of {name}'s bulkhead within {policy.bulkhead.max_wait}",
+                            warning=True)
+            return False
+        if max_wait is not None:
+            self.wake(since + max_wait)
+        position = queue.position(ticket)
+        message = (f"waiting for a slot of {name}'s bulkhead "
+                   f"(max {policy.bulkhead.max_concurrent}; position {position})")
+        if st.reason != "BulkheadFull":
+            st.circuit_admitted_at = fmt(since)
+            phase: StepPhase = "Retrying" if st.phase == "Retrying" else "Waiting"
+            self.transition(step.name, phase, "BulkheadFull", message)
         return False
 
     def release_permit(self, st: StepStatus) -> None:
