@@ -194,3 +194,12 @@ def test_half_open_admits_exactly_the_permitted_trials_and_a_failure_reopens(
     run(kube, "bad-trial", "bad")  # the trial fails: Open again
     wait_for("reopened after a failed trial", lambda: (c := circuits(kube, "ai")["default"])
              ["state"] == "Open" and c["transitions"] > reopened["transitions"])
+
+
+def test_policy_timeout_is_the_default_for_guarded_steps(kube: Kube) -> None:
+    policy(kube, "ai", timeout="2s", minimumCalls=100)
+    kube.ready_runbook("slowcall", {"steps": [guarded("call", 0, duration="10m")]})
+    body = run(kube, "slowcall-1", "slowcall")
+    assert body["status"]["steps"]["call"]["reason"] == "DeadlineExceeded"
+    (job,) = kube.jobs("slowcall-1")
+    assert job.spec.active_deadline_seconds == 2

@@ -505,8 +505,13 @@ class ExecutionReconciler:
                 traceparent = self.tracer.traceparent(
                     execution.metadata.uid or "", execution.metadata.annotations,
                     action.step, action.attempt)
-                manifest = build_job(ctx, steps[action.step], action.attempt, action.name,
-                                     traceparent)
+                step = steps[action.step]
+                default_timeout = None
+                if step.circuit is not None and step.timeout is None:
+                    policy = self.circuits.specs(namespace, [step.circuit.policy])
+                    default_timeout = policy[step.circuit.policy].timeout if policy else None
+                manifest = build_job(ctx, step, action.attempt, action.name, traceparent,
+                                     default_timeout)
                 problem = self.create_job(namespace, manifest, execution.metadata.uid or "")
                 if problem is not None:
                     st = result.status.steps[action.step]

@@ -32,7 +32,7 @@ from runbook_operator.api.execution import (
     StepPhase,
     StepStatus,
 )
-from runbook_operator.api.runbook import RunbookSpec, Step
+from runbook_operator.api.runbook import Retry, RunbookSpec, Step
 from runbook_operator.engine import backoff, circuit
 from runbook_operator.engine.bulkhead import Ticket, rebuild
 from runbook_operator.engine.cel import CelError, evaluate, evaluate_bool
@@ -318,9 +318,10 @@ class _Pass:
         # A cancel or timeout stops DAG retries; finally steps keep their retry policy.
         stopping = step.name not in self.finally_names and \
             self.stop_reason() in ("Cancelled", "Timeout")
-        if not stopping and backoff.should_retry(step.retry, st.attempts, job.exit_code, timed_out):
-            assert step.retry is not None
-            at = backoff.next_attempt_at(step.retry, st.attempts, failed_at,
+        retry = self.retry_of(step)
+        if not stopping and backoff.should_retry(retry, st.attempts, job.exit_code, timed_out):
+            assert retry is not None
+            at = backoff.next_attempt_at(retry, st.attempts, failed_at,
                                          f"{self.obs.uid}/{step.name}/{st.attempts}")
             st.next_attempt_at = fmt(at)
             self.transition(step.name, "Retrying", reason,
@@ -618,6 +619,13 @@ class _Pass:
             phase: StepPhase = "Retrying" if st.phase == "Retrying" else "Waiting"
             self.transition(step.name, phase, "BulkheadFull", message)
         return False
+
+    def retry_of(self, step: Step) -> Retry | None:
+        """The step's retry, else its CircuitPolicy's default for the steps it guards."""
+        if step.retry is not None or step.circuit is None:
+            return step.retry
+        policy = self.obs.policies.get(step.circuit.policy)
+        return policy.retry if policy is not None else None
 
     def release_permit(self, st: StepStatus) -> None:
         """A stopped attempt gives back its HalfOpen trial permit: it proved nothing."""

@@ -92,7 +92,8 @@ def step_env(ctx: JobContext, step: Step, traceparent: str | None = None
 
 
 def build_job(ctx: JobContext, step: Step, attempt: int, name: str,
-              traceparent: str | None = None) -> dict[str, Any]:
+              traceparent: str | None = None, default_timeout: str | None = None
+              ) -> dict[str, Any]:
     """The Job manifest of one attempt of one step."""
     labels = {
         **MANAGED_BY,
@@ -137,8 +138,9 @@ def build_job(ctx: JobContext, step: Step, attempt: int, name: str,
             "spec": pod_spec,
         },
     }
-    if step.timeout:
-        seconds = parse_duration(step.timeout).total_seconds()
+    timeout = step.timeout or default_timeout  # a CircuitPolicy's default for guarded steps
+    if timeout:
+        seconds = parse_duration(timeout).total_seconds()
         job_spec["activeDeadlineSeconds"] = max(1, int(seconds))
     return {
         "apiVersion": "batch/v1",

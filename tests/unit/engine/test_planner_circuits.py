@@ -128,3 +128,18 @@ def test_opening_is_an_event() -> None:
     transitions = [tr for p in t.plans for tr in p.transitions]
     assert [(tr[2].from_, tr[2].to) for tr in transitions] == [("Closed", "Open")]
     assert t.now - s.now < timedelta(hours=1)
+
+
+def test_policy_retry_is_the_default_and_the_step_wins() -> None:
+    lenient = POLICY.model_copy(update={
+        "retry": CircuitPolicySpec.model_validate(
+            {"retry": {"limit": 1, "backoff": {"initial": "1s", "jitter": 0}}}).retry,
+        "minimum_calls": 100})
+    s = sim([guarded("call")], policies={"ai": lenient})
+    s.script("call", Outcome.fail(1, ""), Outcome.ok(""))
+    status = s.run()
+    assert status.steps["call"].attempts == 2 and status.phase == "Succeeded"
+    own = sim([{**guarded("call"), "retry": {"limit": 0}}], policies={"ai": lenient})
+    own.script("call", Outcome.fail(1, ""), Outcome.ok(""))
+    status = own.run()
+    assert status.steps["call"].attempts == 1 and status.phase == "Failed"
