@@ -171,13 +171,13 @@ def test_half_open_admits_exactly_the_permitted_trials_and_a_failure_reopens(
         kube: Kube) -> None:
     policy(kube, "ai", openDuration="3s", halfOpen={"permittedCalls": 1})
     kube.ready_runbook("bad", {"steps": [guarded("call", 1)]})
-    kube.ready_runbook("slow-good", {"steps": [guarded("call", 0, duration="4s")]})
+    kube.ready_runbook("slow-good", {"steps": [guarded("call", 0, duration="12s")]})
     for i in range(2):
         run(kube, f"bad-{i}", "bad")
     opened = wait_for("Open", lambda: (c := circuits(kube, "ai").get("default")) and
                       c["state"] == "Open" and c)
     wait_for("openDuration", lambda: time.time() > _epoch(opened["nextAttemptAt"]), timeout=30)
-    kube.execute("trial-1", "slow-good")  # takes the one permit and holds it 4 s
+    kube.execute("trial-1", "slow-good")  # takes the one permit and holds it 12 s
     wait_for("the trial Job", lambda: kube.jobs("trial-1"))
     body = run(kube, "trial-2", "slow-good")  # no permit left: rejected, no Job
     assert body["status"]["steps"]["call"]["reason"] == "CircuitOpen"
