@@ -32,6 +32,7 @@ from runbook_operator.api.execution import (
     RunbookRefStatus,
 )
 from runbook_operator.api.runbook import RunbookSpec
+from runbook_operator.controllers import circuits
 from runbook_operator.controllers.circuits import CircuitRegistry
 from runbook_operator.controllers.store import Key, Store
 from runbook_operator.engine import merge
@@ -129,7 +130,7 @@ class ExecutionReconciler:
 
     def start(self, body: dict[str, Any], execution: RunbookExecution) -> Outcome:
         namespace = execution.metadata.namespace or ""
-        runbook = self.get_runbook(namespace, execution.spec.runbook_ref.name)
+        runbook = self.read("runbooks", namespace, execution.spec.runbook_ref.name)
         status = start_execution(execution.spec, runbook, namespace, self.clock())
         status.observed_generation = execution.metadata.generation
         status.trace_id = self.tracer.trace_id(execution.metadata.uid or "",
@@ -226,18 +227,6 @@ class ExecutionReconciler:
             if exc.status != 404:
                 raise
 
-    @retrying
-    def get_runbook(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """A direct read: the watch may not have delivered a just-created Runbook yet."""
-        try:
-            result: dict[str, Any] = self.clients.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "runbooks", name)
-            return result
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
     # -- advance ---------------------------------------------------------------------
 
     def advance(self, body: dict[str, Any], execution: RunbookExecution,
@@ -305,7 +294,7 @@ class ExecutionReconciler:
         """Plan while holding the circuits: a HalfOpen permit goes to one execution only."""
         for name in policies:
             if (namespace, name) not in self.circuits.policies:
-                body = self.get_policy(namespace, name)
+                body = self.read(circuits.PLURAL, namespace, name)
                 if body is not None:
                     self.circuits.observe_policy(body)
         with self.circuits.lock:
@@ -353,17 +342,6 @@ class ExecutionReconciler:
         return [k for k, other in list(self.store.executions.items()) if k[0] == namespace
                 and any(st.get("reason") == "BulkheadFull" for st in
                         ((other.get("status") or {}).get("steps") or {}).values())]
-
-    @retrying
-    def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            result: dict[str, Any] = self.clients.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "circuitpolicies", name)
-            return result
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
 
     def record_metrics(self, namespace: str, runbook: str, spec: RunbookSpec,
                        before: RunbookExecutionStatus, result: Plan, now: datetime) -> None:
@@ -603,16 +581,26 @@ class ExecutionReconciler:
             GROUP, VERSION, namespace, PLURAL, name, payload)
         return result
 
-    @retrying
     def refresh(self, namespace: str, name: str) -> None:
+        fresh = self.read(PLURAL, namespace, name)
+        if fresh is not None:
+            self.store.put_execution(fresh)
+
+    @retrying
+    def read(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A direct read of one of our objects (None when it does not exist).
+
+        Used where the watch may lag: a just-created Runbook or CircuitPolicy, or an
+        execution whose status moved on.
+        """
         try:
-            fresh = self.clients.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name)
+            result: dict[str, Any] = self.clients.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name)
+            return result
         except ApiException as exc:
             if exc.status == 404:
-                return
+                return None
             raise
-        self.store.put_execution(fresh)
 
     # -- retention -------------------------------------------------------------------
 

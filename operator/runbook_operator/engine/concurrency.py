@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from runbook_operator.api.runbook import Concurrency
-
-SEVERITY_RANK = {"SEV1": 1, "SEV2": 2, "SEV3": 3, "SEV4": 4}
+from runbook_operator.engine.bulkhead import severity_rank
 
 Verdict = Literal["Start", "Queue", "Forbid", "Replace"]
 
@@ -40,7 +39,7 @@ class Decision:
 
 
 def order(severity: str | None, created: str, name: str) -> tuple[int, str, str]:
-    return SEVERITY_RANK.get(severity or "", 9), created, name
+    return severity_rank(severity), created, name
 
 
 def decide(policy: Concurrency | None, me: Peer, peers: Sequence[Peer]) -> Decision:
