@@ -73,6 +73,12 @@ class CircuitRegistry:
             self.states.setdefault((namespace, name), {})[k] = state
             self.dirty.add((namespace, name))
 
+    def bodies(self) -> list[dict[str, Any]]:
+        """Every policy with the status its circuits have now (written or not yet)."""
+        with self.lock:
+            return [{**body, "status": status_of(body, self.states.get(key, {}))}
+                    for key, body in self.policies.items()]
+
     def take_dirty(self) -> list[tuple[PolicyKey, dict[str, Any]]]:
         """The statuses to write now, and forget that they were dirty."""
         with self.lock:

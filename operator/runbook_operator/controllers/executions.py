@@ -62,7 +62,7 @@ from runbook_operator.k8s.jobs import (
     owner_reference,
 )
 from runbook_operator.observability.logs import get_logger
-from runbook_operator.observability.metrics import Metrics
+from runbook_operator.observability.metrics import Metrics, bulkhead_in_use
 from runbook_operator.observability.tracing import (
     ExecutionInfo,
     ExecutionTracer,
@@ -264,7 +264,9 @@ class ExecutionReconciler:
                 result = plan(observation)
             self.carry_out(body, execution, spec, params, result)
             if not self.write_status(body, result.status):
-                return Outcome(again=True)
+                return Outcome(again=True)  # the circuits never saw this pass
+            if guarded:
+                self.commit_circuits(key[0], guarded, result)
         self.record_metrics(key[0], execution.spec.runbook_ref.name, spec, status, result,
                             observation.now)
         self.record_spans(body, execution, status, result.status)
@@ -291,19 +293,31 @@ class ExecutionReconciler:
 
     def plan_with_circuits(self, namespace: str, policies: list[str],
                            observation: Observation) -> Plan:
-        """Plan while holding the circuits: a HalfOpen permit goes to one execution only."""
+        """Plan against the shared circuits; the caller holds their lock.
+
+        The registry is changed only by :meth:`commit_circuits`, once the status that
+        records the pass is written: a pass lost to a conflict must neither count its
+        calls twice nor keep a HalfOpen permit.
+        """
         for name in policies:
             if (namespace, name) not in self.circuits.policies:
                 body = self.read(circuits.PLURAL, namespace, name)
                 if body is not None:
                     self.circuits.observe_policy(body)
-        with self.circuits.lock:
-            observation = replace(
-                observation, policies=self.circuits.specs(namespace, policies),
-                circuits=self.circuits.circuits(namespace, policies),
-                bulkheads=self.bulkhead_rows(namespace, policies, observation.name))
-            result = plan(observation)
-            self.circuits.update(namespace, result.circuits)
+        observation = replace(
+            observation, policies=self.circuits.specs(namespace, policies),
+            circuits=self.circuits.circuits(namespace, policies),
+            bulkheads=self.bulkhead_rows(namespace, policies, observation.name))
+        return plan(observation)
+
+    def commit_circuits(self, namespace: str, policies: list[str], result: Plan) -> None:
+        """A written pass's circuit changes: into the registry, the metrics and Events."""
+        self.circuits.update(namespace, result.circuits)
+        for policy, key, outcome in result.calls:
+            self.metrics.circuit_call(namespace, policy, key, outcome)
+        for (policy, key), state in result.circuits.items():
+            self.metrics.set_circuit_failure_rate(
+                namespace, policy, key, (state.failure_rate or 0.0) / 100)
         for policy, key, transition in result.transitions:
             self.metrics.circuit_transition(namespace, policy, key, transition.from_,
                                             transition.to)
@@ -312,7 +326,12 @@ class ExecutionReconciler:
                 self.events.post(body, "Circuit" + transition.to,
                                  f"circuit {key}: {transition.from_} -> {transition.to}: "
                                  f"{transition.reason}", warning=transition.to == "Open")
-        return result
+        specs = self.circuits.specs(namespace, policies)
+        for policy, spec in specs.items():
+            if spec.bulkhead is not None:
+                self.metrics.set_bulkhead_available(
+                    namespace, policy, spec.bulkhead.max_concurrent - bulkhead_in_use(
+                        self.store.executions.values(), namespace, policy))
 
     def bulkhead_rows(self, namespace: str, policies: list[str], me: str
                       ) -> dict[str, list[BulkheadRow]]:

@@ -186,7 +186,7 @@ async def refresh_gauges(operator: Operator, every: float = 5.0) -> None:
     await asyncio.sleep(1.0)
     while True:
         operator.metrics.rebuild_from(list(operator.store.executions.values()),
-                                      list(operator.circuits.policies.values()))
+                                      operator.circuits.bodies())
         await asyncio.sleep(every)
 
 

@@ -89,6 +89,10 @@ def epoch_second(moment: datetime) -> int:
 
 # -- calls and the sliding window ------------------------------------------------------
 
+CallOutcome = Literal["success", "failure", "slow", "rejected"]
+"""A call as the metrics count it: a slow failure is a ``failure``; ``rejected`` was
+never made (the circuit or its bulkhead said no)."""
+
 
 @dataclass(frozen=True)
 class Call:

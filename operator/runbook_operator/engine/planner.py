@@ -36,7 +36,7 @@ from runbook_operator.api.runbook import Retry, RunbookSpec, Step
 from runbook_operator.engine import backoff, circuit
 from runbook_operator.engine.bulkhead import Ticket, rebuild
 from runbook_operator.engine.cel import CelError, evaluate, evaluate_bool
-from runbook_operator.engine.circuit import CircuitState, Transition
+from runbook_operator.engine.circuit import CallOutcome, CircuitState, Transition
 from runbook_operator.engine.names import job_name
 from runbook_operator.engine.timeutil import fmt, parse
 
@@ -133,6 +133,8 @@ class Plan:
     """Circuits this pass changed (admitted or recorded a call), by (policy, key)."""
     transitions: list[tuple[str, str, Transition]] = field(default_factory=list)
     """Circuit transitions this pass caused: (policy, key, transition)."""
+    calls: list[tuple[str, str, CallOutcome]] = field(default_factory=list)
+    """Calls through circuits this pass settled: (policy, key, outcome), each once."""
 
 
 def plan(obs: Observation) -> Plan:
@@ -559,7 +561,7 @@ class _Pass:
             self.transition(step.name, "Failed", "CircuitPolicyNotFound",
                             f"CircuitPolicy {ident[0]!r} does not exist", warning=True)
             return False
-        if policy.bulkhead is not None and not self.bulkhead_slot(step, st, ident[0], policy):
+        if policy.bulkhead is not None and not self.bulkhead_slot(step, st, ident, policy):
             return False
         state = self.circuit_state(ident)
         state, decision = circuit.admit(state, policy, self.now, key=ident[1])
@@ -571,6 +573,8 @@ class _Pass:
             return True
         reason = f"{ident[0]}: {decision.reason}"
         on_open = step.circuit.on_open
+        if on_open != "Wait" or st.reason != "CircuitOpen":  # a waiting step counts once
+            self.plan.calls.append((ident[0], ident[1], "rejected"))
         if on_open == "Wait":
             wake = circuit.next_wakeup(state, policy)
             self.wake(wake or self.now + timedelta(seconds=5))
@@ -588,10 +592,11 @@ class _Pass:
                             f"{reason}; fallback {step.circuit.fallback} runs instead")
         return False
 
-    def bulkhead_slot(self, step: Step, st: StepStatus, name: str,
+    def bulkhead_slot(self, step: Step, st: StepStatus, ident: tuple[str, str],
                       policy: CircuitPolicySpec) -> bool:
         """A slot of the policy's bulkhead, or wait in line (and time out after maxWait)."""
         assert policy.bulkhead is not None
+        name = ident[0]
         ticket = f"{self.obs.namespace}/{self.obs.name}/{step.name}"
         since = (parse(st.circuit_admitted_at) if st.reason == "BulkheadFull" else None) \
             or self.now
@@ -605,6 +610,7 @@ class _Pass:
             else None
         if max_wait is not None and self.now - since >= max_wait:
             st.finished_at = fmt(self.now)
+            self.plan.calls.append((ident[0], ident[1], "rejected"))
             self.transition(step.name, "Failed", "BulkheadTimeout",
                             f"no slot of {name}'s bulkhead within {policy.bulkhead.max_wait}",
                             warning=True)
@@ -664,6 +670,10 @@ class _Pass:
                                 admitted_at=parse(st.circuit_admitted_at))
         state, transitions = circuit.record(self.circuit_state(ident), policy, call, self.now)
         self.set_circuit(ident, state, transitions)
+        # A slow failure is a failure here; the slow-call rate still counts it as slow.
+        outcome: CallOutcome = "failure" if call.failure else "slow" if call.slow \
+            else "success"
+        self.plan.calls.append((ident[0], ident[1], outcome))
 
     # -- finishing --------------------------------------------------------------
 

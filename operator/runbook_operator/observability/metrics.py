@@ -30,7 +30,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-__all__ = ["CIRCUIT_STATES", "Buckets", "Metrics", "metrics_handler"]
+__all__ = ["CIRCUIT_STATES", "Buckets", "Metrics", "bulkhead_in_use", "metrics_handler"]
 
 CIRCUIT_STATES = ("Closed", "Open", "HalfOpen")
 """The states of a circuit; ``runbook_circuit_state`` has one series per state."""
@@ -215,12 +215,15 @@ class Metrics:
         Active/queued executions are counted per (namespace, runbook) from
         ``status.phase`` and ``spec.runbookRef.name``; circuits come from a policy's
         ``status.circuits[] {key, state, failureRate}`` (``failureRate`` in percent,
-        as the policy's threshold; exported as a ratio). Series seen before but absent
-        now are set to 0, so an emptied queue reads 0 rather than its last value.
+        as the policy's threshold; exported as a ratio); a policy's free bulkhead
+        slots are its ``spec.bulkhead.maxConcurrent`` less :func:`bulkhead_in_use`.
+        Series seen before but absent now are set to 0, so an emptied queue reads 0
+        rather than its last value.
         Meant for startup and for a periodic refresh from the informer cache.
         """
+        executions_seen = list(executions)
         counts: dict[tuple[str, str], list[int]] = {}
-        for body in executions:
+        for body in executions_seen:
             meta, spec, status = _part(body, "metadata"), _part(body, "spec"), \
                 _part(body, "status")
             phase = status.get("phase")
@@ -241,6 +244,10 @@ class Metrics:
         for body in policies:
             meta = _part(body, "metadata")
             namespace, policy = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+            limit = _part(_part(body, "spec"), "bulkhead").get("maxConcurrent")
+            if isinstance(limit, int):
+                self.set_bulkhead_available(
+                    namespace, policy, limit - bulkhead_in_use(executions_seen, namespace, policy))
             circuits = _part(body, "status").get("circuits")
             for circuit in circuits if isinstance(circuits, list) else []:
                 if not isinstance(circuit, Mapping) or not isinstance(circuit.get("key"), str):
@@ -268,6 +275,30 @@ class Metrics:
     def render(self) -> bytes:
         """All series in the Prometheus text exposition format."""
         return generate_latest(self.registry)
+
+
+def bulkhead_in_use(executions: Iterable[Mapping[str, Any]], namespace: str,
+                    policy: str) -> int:
+    """Bulkhead slots of ``policy`` held now: its running guarded steps in ``namespace``.
+
+    A slot is held by a step whose ``status.steps[].circuit`` names the policy, that
+    was admitted (``circuitAdmittedAt``) and is ``Running``, in an execution that has
+    not finished: the same rows the planner's bulkhead is rebuilt from.
+    """
+    held = 0
+    for body in executions:
+        if str(_part(body, "metadata").get("namespace") or "") != namespace:
+            continue
+        status = _part(body, "status")
+        if status.get("phase") not in ("Running", "WaitingForApproval"):
+            continue
+        steps = status.get("steps")
+        for st in (steps.values() if isinstance(steps, Mapping) else ()):
+            if (isinstance(st, Mapping) and st.get("phase") == "Running"
+                    and st.get("circuitAdmittedAt")
+                    and str(st.get("circuit") or "").split("/", 1)[0] == policy):
+                held += 1
+    return held
 
 
 def metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Response]]:

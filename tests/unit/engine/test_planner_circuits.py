@@ -5,7 +5,9 @@ guarded step creates no Job and fails with CircuitOpen; onOpen Skip skips;
 onOpen Fallback skips the step and runs its fallback, which is otherwise
 FallbackNotNeeded; onOpen Wait waits and wakes when the circuit half-opens, then
 runs as its trial call; a missing policy fails the step with CircuitPolicyNotFound;
-a cancelled trial gives its HalfOpen permit back; the key is CEL over params.
+a cancelled trial gives its HalfOpen permit back; the key is CEL over params;
+every settled call is counted once by outcome (success, failure, slow, rejected),
+a step waiting on an open circuit counting as one rejection however often it asks.
 """
 
 from __future__ import annotations
@@ -143,3 +145,35 @@ def test_policy_retry_is_the_default_and_the_step_wins() -> None:
     own.script("call", Outcome.fail(1, ""), Outcome.ok(""))
     status = own.run()
     assert status.steps["call"].attempts == 1 and status.phase == "Failed"
+
+
+def calls(s: Simulator) -> list[tuple[str, str, str]]:
+    return [c for p in s.plans for c in p.calls]
+
+
+def test_calls_are_counted_once_by_outcome() -> None:
+    slow_policy = POLICY.model_copy(update={"slow_call_duration_threshold": "30s"})
+    s = sim([guarded("ok"), guarded("bad"), guarded("slow"),
+             guarded("slow-bad")], policies={"ai": slow_policy})
+    s.script("ok", Outcome.ok(""))
+    s.script("bad", Outcome.fail(1, ""))
+    s.script("slow", Outcome.ok("", after=60))
+    s.script("slow-bad", Outcome.fail(1, "", after=60))
+    s.run()
+    assert sorted(calls(s)) == sorted([("ai", "default", "success"),
+                                       ("ai", "default", "failure"),
+                                       ("ai", "default", "slow"),
+                                       ("ai", "default", "failure")])
+
+
+def test_rejections_are_counted_once_per_step() -> None:
+    circuits = open_circuit()
+    s = sim([guarded("call")], circuits=circuits)
+    s.run()
+    assert calls(s) == [("ai", "default", "rejected")]
+    w = sim([guarded("call", "Wait")], circuits=circuits)
+    w.script("call", Outcome.ok(""))
+    w.step()
+    w.step()  # asks again while still Open: no second rejection
+    w.run()
+    assert calls(w) == [("ai", "default", "rejected"), ("ai", "default", "success")]

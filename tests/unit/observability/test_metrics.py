@@ -1,4 +1,10 @@
-"""Metrics: exact series after recordings, gauges rebuilt from cluster objects, exposition."""
+"""Metrics: exact series after recordings, gauges rebuilt from cluster objects, exposition.
+
+Cases: every family has its name, type and labels; recordings give exact values;
+registries are independent and a bad circuit outcome is refused; the state gauges
+(active, queued, circuit state and failure rate, free bulkhead slots) are set from
+objects and zeroed when their objects are gone; ``/metrics`` serves the text format.
+"""
 
 from __future__ import annotations
 
@@ -179,6 +185,36 @@ def test_rebuild_from_sets_and_zeroes_gauges() -> None:
     for state in ("Closed", "Open", "HalfOpen"):
         assert value(m, "runbook_circuit_state", **openai, state=state) == 0
     assert value(m, "runbook_circuit_failure_rate", **openai) == 0
+
+
+def guarded(ns: str, name: str, phase: str, steps: dict[str, tuple[str, str]]
+            ) -> dict[str, Any]:
+    """An execution whose steps are (phase, circuit) pairs, all admitted."""
+    body = execution(ns, name, "call-ai", phase)
+    body["status"]["steps"] = {
+        step: {"phase": p, "circuit": c, "circuitAdmittedAt": "2026-01-01T00:00:00Z"}
+        for step, (p, c) in steps.items()}
+    return body
+
+
+def test_bulkhead_available_counts_running_guarded_steps() -> None:
+    executions = [
+        guarded("ops", "a", "Running", {"x": ("Running", "ai/openai"),
+                                        "y": ("Running", "ai/anthropic"),
+                                        "z": ("Succeeded", "ai/openai")}),
+        guarded("ops", "b", "WaitingForApproval", {"x": ("Running", "ai/openai")}),
+        guarded("ops", "c", "Succeeded", {"x": ("Running", "ai/openai")}),  # stale step
+        guarded("ops", "d", "Running", {"x": ("Running", "other/openai")}),
+        guarded("dev", "e", "Running", {"x": ("Running", "ai/openai")}),
+        {"metadata": {"namespace": "ops"}, "status": {"phase": "Running", "steps": [1]}},
+    ]
+    bulkhead = {"metadata": {"namespace": "ops", "name": "ai"},
+                "spec": {"bulkhead": {"maxConcurrent": 5}}}
+    m = Metrics()
+    m.rebuild_from(executions, [bulkhead, policy("ops", "other", [])])
+    assert value(m, "runbook_bulkhead_available", namespace="ops", policy="ai") == 2
+    # A policy without a bulkhead has no such series.
+    assert value(m, "runbook_bulkhead_available", namespace="ops", policy="other") is None
 
 
 def test_metrics_handler_serves_the_text_format() -> None:
