@@ -2,9 +2,11 @@
 
 Cases: `/metrics` after a success, a failure and a retry holds the exact counter
 values per namespace and runbook; the active-executions gauge is right again
-after an operator restart; every line the operator logs is JSON, and the audit
-lines carry the correlation fields; a canary secret parameter appears in no log
-line, Event, status or Job spec.
+after an operator restart; with a circuit opened by real failures, the calls by
+outcome, the transition, the state, the failure rate and the free bulkhead slots
+are exact, and the state gauges are right again after a restart; every line the
+operator logs is JSON, and the audit lines carry the correlation fields; a canary
+secret parameter appears in no log line, Event, status or Job spec.
 """
 
 from __future__ import annotations
@@ -76,6 +78,63 @@ def test_active_gauge_is_rebuilt_after_restart(kube: Kube, operator: OperatorPro
     kube.wait_finished("slow-1")
     wait_for("the gauge to drop", lambda: value(
         scrape(operator), "runbook_executions_active", namespace=kube.ns, runbook="slow") == 1,
+        timeout=30)
+
+
+def test_circuit_metrics_with_an_open_circuit_and_after_restart(
+        kube: Kube, operator: OperatorProcess) -> None:
+    ns = kube.ns
+    for name, bulkhead in (("ai", 3), ("db", 2)):
+        kube.create("circuitpolicies", {
+            "apiVersion": "runbooks.dev/v1alpha1", "kind": "CircuitPolicy",
+            "metadata": {"name": name},
+            "spec": {"slidingWindow": {"type": "Count", "size": 4}, "minimumCalls": 2,
+                     "failureRateThreshold": 50, "openDuration": "1h",
+                     "bulkhead": {"maxConcurrent": bulkhead}}})
+    kube.ready_runbook("bad", {"steps": [step("call", exit_code=1,
+                                              circuit={"policy": "ai"})]})
+    kube.ready_runbook("long", {"steps": [step("query", duration="10m",
+                                               circuit={"policy": "db"})]})
+    for i in range(3):  # two failures open the circuit; the third call is rejected
+        kube.execute(f"bad-{i}", "bad")
+        kube.wait_finished(f"bad-{i}")
+    assert kube.jobs("bad-2") == []
+    kube.execute("long-1", "long")
+    wait_for("the db step to run", lambda: (kube.get("runbookexecutions", "long-1") or {})
+             .get("status", {}).get("steps", {}).get("query", {}).get("phase") == "Running")
+
+    ai = {"namespace": ns, "policy": "ai", "key": "default"}
+
+    def circuit_series_are_exact() -> bool:
+        m = scrape(operator)
+        return (value(m, "runbook_circuit_calls_total", **ai, outcome="failure") == 2
+                and value(m, "runbook_circuit_calls_total", **ai, outcome="rejected") == 1
+                and value(m, "runbook_circuit_calls_total", **ai, outcome="success") is None
+                and value(m, "runbook_circuit_transitions_total", **ai,
+                          **{"from": "Closed", "to": "Open"}) == 1
+                and gauges_are_right(m))
+
+    def gauges_are_right(m: dict[Any, float]) -> bool:
+        return (value(m, "runbook_circuit_state", **ai, state="Open") == 1
+                and value(m, "runbook_circuit_state", **ai, state="Closed") == 0
+                and value(m, "runbook_circuit_state", **ai, state="HalfOpen") == 0
+                and value(m, "runbook_circuit_failure_rate", **ai) == 1.0
+                and value(m, "runbook_bulkhead_available", namespace=ns, policy="ai") == 3
+                and value(m, "runbook_bulkhead_available", namespace=ns, policy="db") == 1)
+
+    wait_for("exact circuit series", circuit_series_are_exact, timeout=30)
+    # Circuit status is written in 1 s batches: SIGKILL once the Open state is stored.
+    wait_for("the Open circuit in the policy status", lambda: [
+        c["state"] for c in ((kube.get("circuitpolicies", "ai") or {}).get("status") or {})
+        .get("circuits", [])] == ["Open"])
+    operator.restart()
+    # Counters start again from zero (as Prometheus expects); the state is rebuilt.
+    wait_for("the circuit gauges after a restart", lambda: gauges_are_right(scrape(operator)),
+             timeout=30)
+    kube.patch("runbookexecutions", "long-1", {"spec": {"cancel": True}})
+    kube.wait_finished("long-1")
+    wait_for("the db slot to be free", lambda: value(
+        scrape(operator), "runbook_bulkhead_available", namespace=ns, policy="db") == 2,
         timeout=30)
 
 

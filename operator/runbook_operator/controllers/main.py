@@ -191,17 +191,26 @@ async def refresh_gauges(operator: Operator, every: float = 5.0) -> None:
 
 
 async def flush_circuits(operator: Operator, every: float = 1.0) -> None:
-    """Circuit states to CircuitPolicy status, batched: at most one write per policy a second."""
+    """Circuit states to CircuitPolicy status, batched: at most one write per policy a second.
+
+    A crash loses at most the last second of calls (the circuit then decides on a
+    slightly shorter window); a graceful stop writes them (:func:`flush_circuits_once`).
+    """
     while True:
         await asyncio.sleep(every)
-        for (namespace, name), status in operator.circuits.take_dirty():
-            try:
-                await asyncio.to_thread(circuits.write_status, operator.clients, namespace,
-                                        name, status)
-            except Exception as exc:  # written again with the next change
-                log.warning("could not write status of CircuitPolicy %s/%s: %s",
-                            namespace, name, exc)
-                operator.circuits.dirty.add((namespace, name))
+        await flush_circuits_once(operator)
+
+
+async def flush_circuits_once(operator: Operator) -> None:
+    """Write every CircuitPolicy status that changed since the last write."""
+    for (namespace, name), status in operator.circuits.take_dirty():
+        try:
+            await asyncio.to_thread(circuits.write_status, operator.clients, namespace,
+                                    name, status)
+        except Exception as exc:  # written again with the next change
+            log.warning("could not write status of CircuitPolicy %s/%s: %s",
+                        namespace, name, exc)
+            operator.circuits.dirty.add((namespace, name))
 
 
 async def start_http(operator: Operator, settings: OperatorSettings,
@@ -247,6 +256,7 @@ async def serve(settings: OperatorSettings, configuration: kubernetes.client.Con
     finally:
         for task in tasks:
             task.cancel()
+        await flush_circuits_once(operator)
         await runner.cleanup()
         operator.events.close()
         await asyncio.to_thread(operator.tracer.shutdown)
