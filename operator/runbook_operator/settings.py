@@ -27,3 +27,6 @@ class OperatorSettings:
     """Executions reconciled at once (threads: each pass waits on the apiserver)."""
     job_ttl_seconds: int = 3600
     """``ttlSecondsAfterFinished`` of step Jobs: finished pods do not pile up."""
+    watch_inactivity_timeout: float = 70.0
+    """Seconds without any watch event or bookmark before a stream is presumed dead and
+    reopened (kopf's default; the apiserver sends a bookmark about once a minute)."""

@@ -6,19 +6,23 @@ after an operator restart; with a circuit opened by real failures, the calls by
 outcome, the transition, the state, the failure rate and the free bulkhead slots
 are exact, and the state gauges are right again after a restart; every line the
 operator logs is JSON, and the audit lines carry the correlation fields; a canary
-secret parameter appears in no log line, Event, status or Job spec.
+secret parameter appears in no log line, Event, status or Job spec; a watch that
+stays silent past the inactivity timeout is reopened and counted in
+`runbook_operator_watch_restarts_total`.
 """
 
 from __future__ import annotations
 
 import json
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kube import Kube, step, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
+from cluster import LocalCluster
 from operator_process import OperatorProcess
 
 pytestmark = pytest.mark.integration
@@ -171,3 +175,24 @@ def test_logs_are_json_with_correlation_and_no_canary(kube: Kube,
     for job in kube.jobs("canary-1"):
         container = job.spec.template.spec.containers[0]
         assert canary not in json.dumps(container.to_dict(), default=str)
+
+
+def test_watch_restarts_are_counted(cluster: LocalCluster, crds: None, namespace: str,
+                                    tmp_path: Path) -> None:
+    # A second operator watching only this quiet namespace, with a 1 s inactivity
+    # timeout: kopf reopens its silent streams, and each reopening is counted.
+    quiet = OperatorProcess(cluster.kubeconfig, tmp_path, extra_args=[
+        "--namespace", namespace, "--watch-inactivity-timeout", "1"])
+    quiet.start()
+    try:
+        def restarts() -> dict[str, float]:
+            return {dict(labels)["resource"]: v for (name, labels), v in scrape(quiet).items()
+                    if name == "runbook_operator_watch_restarts_total"}
+        counted = wait_for("counted watch restarts", lambda: restarts().get("runbooks", 0) >= 2
+                           and restarts(), timeout=30)
+        assert {"runbooks", "runbookexecutions", "circuitpolicies", "jobs", "pods"} <= \
+            counted.keys()
+        # At INFO the DEBUG lines that were counted are not logged.
+        assert "is inactive, reconnecting" not in quiet.log_path.read_text()
+    finally:
+        quiet.stop()

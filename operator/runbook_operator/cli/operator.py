@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="executions reconciled at once (default 8)")
     run.add_argument("--no-events", action="store_true",
                      help="post no Kubernetes Events (each execution's status history stays)")
+    run.add_argument("--watch-inactivity-timeout", type=float, default=70.0, metavar="SECONDS",
+                     help="reopen a watch that has been silent this long (default 70)")
     crds = sub.add_parser("crds", help="write the CRD YAML generated from the API models")
     crds.add_argument("-o", "--output", default="crds", help="directory (default: crds)")
     args = parser.parse_args(argv)
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = OperatorSettings(
         namespaces=args.namespace, kubeconfig=args.kubeconfig, health_port=args.health_port,
         log_format=args.log_format, log_level=args.log_level, events=not args.no_events,
-        workers=args.workers,
+        workers=args.workers, watch_inactivity_timeout=args.watch_inactivity_timeout,
     )
     return run_operator(settings)
 

@@ -18,7 +18,7 @@ import kubernetes
 from aiohttp import web
 
 from runbook_operator.api.common import GROUP, VERSION
-from runbook_operator.controllers import circuits, runbooks
+from runbook_operator.controllers import circuits, runbooks, watches
 from runbook_operator.controllers.circuits import CircuitRegistry
 from runbook_operator.controllers.executions import PLURAL, ExecutionReconciler
 from runbook_operator.controllers.store import Key, Store
@@ -105,6 +105,8 @@ class Operator:
             settings.peering.standalone = True
             settings.posting.level = logging.WARNING
             settings.watching.server_timeout = 300
+            settings.watching.inactivity_timeout = self.settings.watch_inactivity_timeout
+            watches.install(self.metrics.watch_restarted, self.settings.log_level)
             settings.batching.batch_window = 0.01
             # Server-side filtering: the cluster's other Jobs and pods never reach us.
             settings.watching.label_selectors["batch", "jobs"] = LABEL_EXECUTION
