@@ -5,8 +5,9 @@ values per namespace and runbook; the active-executions gauge is right again
 after an operator restart; with a circuit opened by real failures, the calls by
 outcome, the transition, the state, the failure rate and the free bulkhead slots
 are exact, and the state gauges are right again after a restart; every line the
-operator logs is JSON, and the audit lines carry the correlation fields; a canary
-secret parameter appears in no log line, Event, status or Job spec; a watch that
+operator logs is JSON, and the audit lines carry the correlation fields; canaries
+planted as a secret param, an env value from a Secret, an Authorization header and
+an exception's URL password appear in no log line, Event, status, span or Job spec; a watch that
 stays silent past the inactivity timeout is reopened and counted in
 `runbook_operator_watch_restarts_total`.
 """
@@ -14,6 +15,7 @@ stays silent past the inactivity timeout is reopened and counted in
 from __future__ import annotations
 
 import json
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cluster import LocalCluster
 from operator_process import OperatorProcess
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "unit" / "observability"))
+
+from otlp_receiver import OtlpReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -142,21 +148,45 @@ def test_circuit_metrics_with_an_open_circuit_and_after_restart(
         timeout=30)
 
 
-def test_logs_are_json_with_correlation_and_no_canary(kube: Kube,
-                                                      operator: OperatorProcess) -> None:
-    canary = "canary-7d1e-secret-value"
+def test_logs_are_json_with_correlation_and_no_canary(
+        kube: Kube, cluster: LocalCluster, operator: OperatorProcess, tmp_path: Path) -> None:
+    # Four canaries: a param marked secret, an env value from a Secret, an
+    # Authorization header and a password in an exception's URL, the last three
+    # printed by the failing step (kwok plays its termination message).
+    canaries = {"param": "canary-7d1e-param", "env": "canary-5b2f-env",
+                "header": "canary-91ac-header", "exception": "canary-3e8d-exc"}
+    kube.core.create_namespaced_secret(kube.ns, {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "api-creds"},
+        "stringData": {"token": canaries["env"]}})
+    printed = (f"failed with {canaries['param']}? API_TOKEN={canaries['env']} sent "
+               f"'Authorization: Bearer {canaries['header']}'; requests.exceptions."
+               f"HTTPError: 401 for url https://ops:{canaries['exception']}@api.example/v1")
     kube.ready_runbook("canary", {
         "params": [{"name": "api_token", "secret": True},
                    {"name": "note", "type": "string"}],
-        "steps": [step("use", exit_code=4, message=f"failed with {canary}?"),
+        "steps": [step("use", exit_code=4, message=printed, env=[
+                      {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {
+                          "name": "api-creds", "key": "token"}}}]),
                   step("report", after=["use"], when="params.api_token == 1")],
         "finally": [step("cleanup")]})
-    kube.execute("canary-1", "canary", {"api_token": canary, "note": "hello"})
-    body = kube.wait_finished("canary-1")
+    with OtlpReceiver() as receiver:
+        traced = OperatorProcess(cluster.kubeconfig, tmp_path / "logs", env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "200"})
+        operator.stop()  # one operator at a time
+        try:
+            traced.start()
+            kube.execute("canary-1", "canary", {"api_token": canaries["param"],
+                                                "note": "hello"})
+            body = kube.wait_finished("canary-1")
+            spans = receiver.wait_for_spans(3, timeout=30)  # the execution, use, cleanup
+        finally:
+            traced.stop()
+            operator.start()
     assert body["status"]["phase"] == "Failed"
     wait_for("Events", lambda: any(e.reason == "ExecutionFailed"
                                    for e in kube.events("canary-1")))
-    lines = operator.log_path.read_text().splitlines()
+    lines = traced.log_path.read_text().splitlines()
     assert lines
     records = [json.loads(line) for line in lines]  # every line is JSON
     assert all({"timestamp", "level", "logger", "event"} <= r.keys() for r in records)
@@ -164,17 +194,26 @@ def test_logs_are_json_with_correlation_and_no_canary(kube: Kube,
              and r.get("execution") == "canary-1"]
     assert audit and all(r["namespace"] == kube.ns and r["runbook"] == "canary" for r in audit)
     assert any(r["event"] == "ExecutionFailed" for r in audit)
-    # The secret reaches no log line, Event, status or container spec. (The kwok
-    # annotation that makes the container "print" it is test scaffolding in the
-    # runbook, so the frozen runbookSpec and the pod annotations are left out.)
-    assert canary not in "\n".join(lines)
+    # No canary reaches a log line, an Event, the status, a span or the container
+    # spec. (The kwok annotation that makes the container "print" them is test
+    # scaffolding in the runbook, so the frozen runbookSpec and the pod annotations
+    # are left out.)
     status = {k: v for k, v in body["status"].items() if k != "runbookSpec"}
-    assert canary not in json.dumps(status)
+    events = [e.message or "" for e in kube.events("canary-1")]
+    exported = [repr((s.name, s.attributes, [(e.name, e.attributes) for e in s.events]))
+                for s in spans]
+    for where, text in (("logs", "\n".join(lines)), ("status", json.dumps(status)),
+                        ("Events", "\n".join(events)), ("spans", "\n".join(exported))):
+        for name, canary in canaries.items():
+            assert canary not in text, f"the {name} canary is in the {where}"
     assert "[REDACTED]" in body["status"]["steps"]["use"]["message"]
-    assert all(canary not in (e.message or "") for e in kube.events("canary-1"))
     for job in kube.jobs("canary-1"):
         container = job.spec.template.spec.containers[0]
-        assert canary not in json.dumps(container.to_dict(), default=str)
+        spec = json.dumps(container.to_dict(), default=str)
+        assert not any(canary in spec for canary in canaries.values())
+    (use,) = [j for j in kube.jobs("canary-1") if j.metadata.name == "canary-1-use-1"]
+    env = {e.name: e for e in use.spec.template.spec.containers[0].env}
+    assert env["API_TOKEN"].value_from.secret_key_ref.name == "api-creds"
 
 
 def test_watch_restarts_are_counted(cluster: LocalCluster, crds: None, namespace: str,

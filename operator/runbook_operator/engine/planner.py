@@ -38,6 +38,7 @@ from runbook_operator.engine.bulkhead import Ticket, rebuild
 from runbook_operator.engine.cel import CelError, evaluate, evaluate_bool
 from runbook_operator.engine.circuit import CallOutcome, CircuitState, Transition
 from runbook_operator.engine.names import job_name
+from runbook_operator.engine.redact import redact, redact_text
 from runbook_operator.engine.timeutil import fmt, parse
 
 BulkheadRow = tuple[str, Literal["running", "waiting"], datetime, str | None]
@@ -281,7 +282,7 @@ class _Pass:
         st = self.st(step.name)
         st.exit_code = job.exit_code if job.exit_code is not None else 0
         outputs, warning = parse_outputs(job.termination_message)
-        warning = self.keep_outputs(st, outputs) or warning
+        warning = self.keep_outputs(st, redact(outputs)) or warning
         st.finished_at = fmt(job.finished_at or self.now)
         self.transition(step.name, "Succeeded", None,
                         warning or f"attempt {st.attempts} succeeded")
@@ -311,8 +312,9 @@ class _Pass:
         timed_out = job.reason == "DeadlineExceeded"
         st.exit_code = job.exit_code
         outputs, _ = parse_outputs(job.termination_message)
-        self.keep_outputs(st, outputs)
-        detail = _clip(job.termination_message or job.message or "")
+        self.keep_outputs(st, redact(outputs))
+        # What a failing tool prints is the likeliest place for a credential.
+        detail = _clip(redact_text(job.termination_message or job.message or ""))
         failed_at = job.finished_at or self.now
         reason = job.reason or "Failed"
         what = f"attempt {st.attempts} failed ({reason}"

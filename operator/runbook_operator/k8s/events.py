@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runbook_operator.api.common import API_VERSION
+from runbook_operator.engine.redact import redact_text
 from runbook_operator.k8s.client import Clients
-from runbook_operator.observability.redact import redact_text
 
 log = logging.getLogger("runbook_operator.events")
 

@@ -36,7 +36,7 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from runbook_operator.observability.redact import Redactor, redact
+from runbook_operator.engine.redact import Redactor, redact
 
 __all__ = ["LogFormat", "bind", "configure_logging", "get_logger", "log_context", "unbind"]
 

@@ -19,7 +19,7 @@ they are hashes, not random numbers:
 Times come from the status timestamps, never from the clock, and the sampling
 decision is a function of the trace ID (and the annotation's sampled flag), so two
 processes agree on it too. Attribute values, event attributes and status messages
-go through :func:`~runbook_operator.observability.redact.redact`.
+go through :func:`~runbook_operator.engine.redact.redact`.
 
 Configured from the standard ``OTEL_*`` variables. Without an endpoint, or with
 ``OTEL_SDK_DISABLED=true``, the tracer is off: same API, IDs still computed (so
@@ -55,7 +55,7 @@ from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from runbook_operator.observability.redact import redact
+from runbook_operator.engine.redact import redact
 
 __all__ = [
     "TRACEPARENT_ANNOTATION",

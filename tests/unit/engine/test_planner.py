@@ -25,6 +25,8 @@ Cases:
 - wait step: finishes at start + duration and wake_at says so;
 - CEL runtime error (missing key, non-boolean result): the step Fails with
   ExpressionError; the error message must not show a secret parameter's value;
+- credentials a step prints (an Authorization header, a URL's password, a
+  sensitive output key) are redacted before they reach the status or an Event;
 - termination messages: non-JSON and non-object messages give empty outputs and
   a warning in the step message; a JSON object becomes the outputs;
 - adoption: a Job for an attempt the status does not know is adopted, not created
@@ -674,6 +676,21 @@ def test_expression_error_never_shows_a_secret_param(when: str) -> None:
     leaked = [e.message for p in sim.plans for e in p.events if secret in e.message]
     assert not leaked, leaked[0]
     assert secret not in json.dumps(status.to_k8s())
+
+
+def test_credentials_a_step_prints_never_reach_status_or_events() -> None:
+    printed = ("curl: (22) 401 for https://ops:Pa55-c4n4ry@api.example/v1 "
+               "with 'Authorization: Bearer tok-C4n4ry.123'")
+    sim = sim_of([{"name": "fails"}, {"name": "prints", "continueOnFailure": True}])
+    sim.script("fails", Outcome.fail(22, printed))
+    sim.script("prints", Outcome.ok(json.dumps({"api_token": "out-C4n4ry", "rows": 3})))
+    status = sim.run()
+    text = json.dumps(status.to_k8s()) + " ".join(
+        e.message for p in sim.plans for e in p.events)
+    for canary in ("Pa55-c4n4ry", "tok-C4n4ry.123", "out-C4n4ry"):
+        assert canary not in text
+    assert status.steps["prints"].outputs == {"api_token": "[REDACTED]", "rows": 3}
+    assert "https://ops:[REDACTED]@api.example" in (status.steps["fails"].message or "")
 
 
 def test_step_whose_job_vanished_does_not_run_forever() -> None:

@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 
-from runbook_operator.observability.redact import REDACTED
+from runbook_operator.engine.redact import REDACTED
 from runbook_operator.observability.tracing import (
     TRACEPARENT_ANNOTATION,
     ExecutionInfo,

@@ -50,12 +50,15 @@ _AUTH = re.compile(
 # ``password=x``, ``"api_key": "x"``, ``token: x``, ``\"secret\": \"x\"`` (JSON in a
 # string). The key may be decorated (``db_password``, ``X-Auth-Token``); the value is a
 # marker, a quoted string (escapes honoured) or a bare word, optionally after an
-# auth scheme, which is kept.
+# auth scheme, which is kept. The key starts where a run of key characters starts and
+# is matched atomically, so text is scanned in linear time: a greedy, backtracking
+# key made a 100 KB word take minutes (logs and step messages are untrusted input).
 _KEY_VALUE = re.compile(
     rf"""
     (?P<head>
         (?P<kq>\\?["']?)
-        [\w.\-]*(?:{_SENSITIVE})[\w.\-]*
+        (?<![\w.\-])
+        (?>[\w.\-]*?(?:{_SENSITIVE})[\w.\-]*+)
         (?P=kq)
         \s*[:=]\s*
         (?:(?P<scheme>{_SCHEME})\s+)?

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runbook_operator.observability.redact import REDACTED, Redactor, redact, redact_text
+from runbook_operator.engine.redact import REDACTED, Redactor, redact, redact_text
 
 CANARY = "CANARYc4n4ry9QZX"
 
