@@ -4,7 +4,9 @@ Cases: an execution created with a `runbooks.dev/traceparent` annotation yields
 one trace with that trace id: a root span whose parent is the annotation's span,
 one span per step attempt under it (a retried step has two), all through an
 operator SIGKILL and restart mid-run (the restart is a span event on the root);
-`status.traceID` is the trace id; each Job's TRACEPARENT is its attempt's span.
+`status.traceID` is the trace id; each Job's TRACEPARENT is its attempt's span;
+a guarded attempt's span carries its circuit decision (allowed), and a call the
+open circuit refused is a span of no duration with a `circuit.rejected` event.
 """
 
 from __future__ import annotations
@@ -79,3 +81,45 @@ def test_one_trace_per_execution_across_a_restart(kube: Kube, cluster: Any,
         exported = next(s for (name, a), s in by_attempt.items()
                         if name.endswith(span) and a == attempt)
         assert env["TRACEPARENT"] == exported.traceparent
+
+
+def test_circuit_decisions_are_on_step_spans(kube: Kube, cluster: Any,
+                                             operator: OperatorProcess,
+                                             tmp_path: Path) -> None:
+    kube.create("circuitpolicies", {
+        "apiVersion": "runbooks.dev/v1alpha1", "kind": "CircuitPolicy",
+        "metadata": {"name": "ai"},
+        "spec": {"slidingWindow": {"type": "Count", "size": 4}, "minimumCalls": 2,
+                 "failureRateThreshold": 50, "openDuration": "1h"}})
+    kube.ready_runbook("bad", {"steps": [step("call", exit_code=1,
+                                              circuit={"policy": "ai"})]})
+    with OtlpReceiver() as receiver:
+        traced = OperatorProcess(cluster.kubeconfig, tmp_path / "logs", env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "200"})
+        operator.stop()  # one operator at a time
+        try:
+            traced.start()
+            for i in range(3):  # two failed calls open the circuit; the third is refused
+                kube.execute(f"bad-{i}", "bad")
+                kube.wait_finished(f"bad-{i}")
+            spans = receiver.wait_for_spans(6, timeout=30)
+        finally:
+            traced.stop()
+            operator.start()
+    steps = {s.attributes["runbook.execution.name"]: s for s in spans
+             if s.name == "step call"}
+    for name in ("bad-0", "bad-1"):
+        attrs = steps[name].attributes
+        assert (attrs["runbook.circuit.decision"], attrs["runbook.circuit.policy"],
+                attrs["runbook.circuit.key"]) == ("allowed", "ai", "default")
+    refused = steps["bad-2"]
+    assert refused.attributes["runbook.circuit.decision"] == "rejected"
+    assert refused.attributes["runbook.step.reason"] == "CircuitOpen"
+    assert refused.start_ns == refused.end_ns
+    (event,) = refused.events
+    assert event.name == "circuit.rejected"
+    assert (event.attributes["runbook.circuit.policy"],
+            event.attributes["runbook.circuit.key"]) == ("ai", "default")
+    assert "is Open until" in event.attributes["runbook.circuit.reason"]
+    assert kube.jobs("bad-2") == []

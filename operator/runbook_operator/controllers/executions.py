@@ -30,6 +30,7 @@ from runbook_operator.api.execution import (
     RunbookExecution,
     RunbookExecutionStatus,
     RunbookRefStatus,
+    StepStatus,
 )
 from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.controllers import circuits
@@ -67,6 +68,7 @@ from runbook_operator.observability.tracing import (
     ExecutionInfo,
     ExecutionTracer,
     approval_event,
+    circuit_rejection_event,
 )
 
 log = logging.getLogger("runbook_operator.executions")
@@ -397,6 +399,17 @@ class ExecutionReconciler:
             old = before.steps.get(name)
             if old is None or (old.phase == st.phase and old.attempts == st.attempts):
                 continue
+            if st.reason == "CircuitOpen" and st.phase in ("Failed", "Skipped"):
+                # The call was never made: a span of no duration says who refused it.
+                policy, _, key = (st.circuit or "").partition("/")
+                self.tracer.step_span(
+                    info, name, st.attempts + 1, phase=st.phase, started_at=st.finished_at,
+                    finished_at=st.finished_at, reason=st.reason, message=st.message,
+                    circuit="rejected", attributes={"runbook.circuit.policy": policy,
+                                                    "runbook.circuit.key": key},
+                    events=[circuit_rejection_event(st.finished_at, policy, key,
+                                                    reason=st.message)])
+                continue
             ended = st.phase in ("Succeeded", "Failed", "Retrying") or st.attempts > old.attempts
             if not ended or old.phase not in ("Running", "WaitingForApproval"):
                 continue
@@ -413,7 +426,7 @@ class ExecutionReconciler:
                 started_at=_attempt_start(before, name, old.attempts) or old.started_at,
                 finished_at=(st.finished_at if same_attempt else None) or fmt(self.clock()),
                 job=old.job, exit_code=st.exit_code, reason=st.reason, message=st.message,
-                next_attempt_at=st.next_attempt_at, events=events)
+                next_attempt_at=st.next_attempt_at, events=events, **_circuit_of(old))
         if after.phase in FINISHED_EXECUTION_PHASES and before.phase != after.phase:
             self.tracer.execution_span(info, phase=after.phase, started_at=after.started_at,
                                        finished_at=after.finished_at, reason=after.reason,
@@ -701,3 +714,12 @@ def _api_message(exc: ApiException) -> str:
         return str(json.loads(exc.body or "{}").get("message", exc.reason))
     except ValueError:
         return str(exc.reason)
+
+
+def _circuit_of(st: StepStatus) -> dict[str, Any]:
+    """The circuit decision of an admitted attempt, for its span."""
+    if not st.circuit or not st.circuit_admitted_at:
+        return {}
+    policy, _, key = st.circuit.partition("/")
+    return {"circuit": "trial" if st.circuit_trial else "allowed",
+            "attributes": {"runbook.circuit.policy": policy, "runbook.circuit.key": key}}

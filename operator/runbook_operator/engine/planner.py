@@ -574,6 +574,7 @@ class _Pass:
             st.circuit_admitted_at = fmt(self.now)
             return True
         reason = f"{ident[0]}: {decision.reason}"
+        st.circuit = f"{ident[0]}/{ident[1]}"  # which circuit said no (not admitted)
         on_open = step.circuit.on_open
         if on_open != "Wait" or st.reason != "CircuitOpen":  # a waiting step counts once
             self.plan.calls.append((ident[0], ident[1], "rejected"))

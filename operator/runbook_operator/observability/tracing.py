@@ -226,11 +226,13 @@ def approval_event(time: str | None, decision: str, by: str | None = None,
 
 
 def circuit_rejection_event(time: str | None, policy: str, key: str,
-                            state: str | None = None) -> SpanEvent:
-    """A circuit breaker refused the step's call (its circuit was ``state``)."""
+                            state: str | None = None, reason: str | None = None) -> SpanEvent:
+    """A circuit breaker refused the step's call (its circuit was ``state``; ``reason``
+    is the breaker's own words, e.g. "ai: circuit default is Open until ...")."""
     return SpanEvent("circuit.rejected", time, {"runbook.circuit.policy": policy,
                                                 "runbook.circuit.key": key,
-                                                "runbook.circuit.state": state})
+                                                "runbook.circuit.state": state,
+                                                "runbook.circuit.reason": reason})
 
 
 class ExecutionTracer:

@@ -56,6 +56,7 @@ def test_failures_open_the_circuit_and_the_next_call_fails_fast() -> None:
     status = s.run()
     st = status.steps["call"]
     assert (st.phase, st.reason) == ("Failed", "CircuitOpen")
+    assert (st.circuit, st.circuit_admitted_at) == ("ai/default", None)  # refused by it
     assert not [a for p in s.plans for a in p.actions if isinstance(a, CreateJob)]
     assert status.phase == "Failed"
 
