@@ -6,6 +6,9 @@
   stopped at the end.
 - `k8s_api` (session): a kubernetes.client.ApiClient for the cluster.
 - `namespace` (function): a fresh namespace, deleted afterwards.
+- `operator` (session): the operator as a real process; `kube` (function): a
+  helper on a fresh namespace; `traced` (function): in place of the session's
+  operator, one exporting traces to a real OTLP/HTTP receiver on 127.0.0.1.
 
 Every test under tests/integration is marked `integration`. When one fails, the
 report gets the tail of each control-plane component's log.
@@ -18,6 +21,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -121,6 +125,10 @@ from kube import Kube  # noqa: E402
 
 from operator_process import OperatorProcess  # noqa: E402  (hack/, on the path above)
 
+sys.path.insert(0, str(REPO_ROOT / "tests" / "unit" / "observability"))
+
+from otlp_receiver import OtlpReceiver  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def crds(cluster: LocalCluster) -> None:
@@ -151,6 +159,29 @@ def kube(k8s_api: client.ApiClient, namespace: str, operator: OperatorProcess,
     yield Kube(k8s_api, namespace)
     if operator.proc is None or operator.proc.poll() is not None:
         operator.start()  # a test that killed it must not take the rest down with it
+
+
+@dataclass
+class Traced:
+    receiver: OtlpReceiver
+    operator: OperatorProcess
+
+
+@pytest.fixture
+def traced(kube: Kube, cluster: LocalCluster, operator: OperatorProcess,
+           tmp_path: Path) -> Iterator[Traced]:
+    """An operator exporting to a real OTLP/HTTP receiver; the session's waits meanwhile."""
+    with OtlpReceiver() as receiver:
+        proc = OperatorProcess(cluster.kubeconfig, tmp_path / "traced", env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_SERVICE_NAME": "runbook-operator", "OTEL_BSP_SCHEDULE_DELAY": "200"})
+        operator.stop()  # one operator at a time
+        try:
+            proc.start()
+            yield Traced(receiver, proc)
+        finally:
+            proc.stop()
+            operator.start()
 
 
 @pytest.fixture

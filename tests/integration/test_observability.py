@@ -15,21 +15,17 @@ stays silent past the inactivity timeout is reopened and counted in
 from __future__ import annotations
 
 import json
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Traced
 from kube import Kube, step, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from cluster import LocalCluster
 from operator_process import OperatorProcess
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "unit" / "observability"))
-
-from otlp_receiver import OtlpReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -148,8 +144,7 @@ def test_circuit_metrics_with_an_open_circuit_and_after_restart(
         timeout=30)
 
 
-def test_logs_are_json_with_correlation_and_no_canary(
-        kube: Kube, cluster: LocalCluster, operator: OperatorProcess, tmp_path: Path) -> None:
+def test_logs_are_json_with_correlation_and_no_canary(kube: Kube, traced: Traced) -> None:
     # Four canaries: a param marked secret, an env value from a Secret, an
     # Authorization header and a password in an exception's URL, the last three
     # printed by the failing step (kwok plays its termination message).
@@ -169,24 +164,13 @@ def test_logs_are_json_with_correlation_and_no_canary(
                           "name": "api-creds", "key": "token"}}}]),
                   step("report", after=["use"], when="params.api_token == 1")],
         "finally": [step("cleanup")]})
-    with OtlpReceiver() as receiver:
-        traced = OperatorProcess(cluster.kubeconfig, tmp_path / "logs", env={
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-            "OTEL_BSP_SCHEDULE_DELAY": "200"})
-        operator.stop()  # one operator at a time
-        try:
-            traced.start()
-            kube.execute("canary-1", "canary", {"api_token": canaries["param"],
-                                                "note": "hello"})
-            body = kube.wait_finished("canary-1")
-            spans = receiver.wait_for_spans(3, timeout=30)  # the execution, use, cleanup
-        finally:
-            traced.stop()
-            operator.start()
+    kube.execute("canary-1", "canary", {"api_token": canaries["param"], "note": "hello"})
+    body = kube.wait_finished("canary-1")
+    spans = traced.receiver.wait_for_spans(3, timeout=30)  # the execution, use, cleanup
     assert body["status"]["phase"] == "Failed"
     wait_for("Events", lambda: any(e.reason == "ExecutionFailed"
                                    for e in kube.events("canary-1")))
-    lines = traced.log_path.read_text().splitlines()
+    lines = traced.operator.log_path.read_text().splitlines()
     assert lines
     records = [json.loads(line) for line in lines]  # every line is JSON
     assert all({"timestamp", "level", "logger", "event"} <= r.keys() for r in records)

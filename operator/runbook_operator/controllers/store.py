@@ -47,6 +47,31 @@ def slim_pod(pod: Body) -> Body:
     }
 
 
+FINISHED = frozenset({"Succeeded", "Failed", "Cancelled"})
+
+
+def slim_finished_execution(body: Body) -> Body:
+    """What is read of a finished execution: enough for retention, metrics and identity.
+
+    A finished execution is never planned again, but it stays in the store until it
+    is deleted (retention counts it, the metrics gauges skip it). Its frozen runbook
+    spec, step statuses and history are most of its size: a thousand finished runs
+    would otherwise hold tens of megabytes nobody reads.
+    """
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    return {
+        "apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                          "generation", "creationTimestamp",
+                                          "deletionTimestamp") if k in meta},
+        "spec": {k: spec[k] for k in ("runbookRef",) if k in spec},
+        "status": {k: status[k] for k in ("phase", "reason", "startedAt", "finishedAt",
+                                          "concurrencyKey", "traceID") if k in status},
+    }
+
+
 def _version(body: Body | None) -> int:
     try:
         return int(((body or {}).get("metadata") or {}).get("resourceVersion", "0"))
@@ -69,7 +94,8 @@ class Store:
             self.jobs.pop(key, None)
             self.pods.pop(key, None)
         elif _version(body) >= _version(self.executions.get(key)):
-            self.executions[key] = body
+            finished = (body.get("status") or {}).get("phase") in FINISHED
+            self.executions[key] = slim_finished_execution(body) if finished else body
         return key
 
     def put_runbook(self, body: Body, deleted: bool = False) -> Key:
@@ -88,7 +114,7 @@ class Store:
 
     def finished(self, key: Key) -> bool:
         phase = ((self.executions.get(key) or {}).get("status") or {}).get("phase")
-        return phase in ("Succeeded", "Failed", "Cancelled")
+        return phase in FINISHED
 
     def put_job(self, body: Body, deleted: bool = False) -> Key | None:
         key = self.owner_key(body)
