@@ -313,6 +313,18 @@ def preload_finished(api: kubernetes.client.ApiClient, n: int) -> float:
     return time.monotonic() - t0
 
 
+def bench_cluster(kubeconfig: str | None) -> str:
+    """The kubeconfig to use: the given one, else the local cluster's (started with CRDs)."""
+    if kubeconfig is not None:
+        return kubeconfig
+    cluster = LocalCluster(state_dir=Path(os.environ.get("RBO_CLUSTER_DIR", "/tmp/rbo-bench")))
+    if not cluster.is_up():
+        cluster.up()
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all")
+    return str(cluster.kubeconfig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--executions", type=int, default=100)
@@ -325,16 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the operator with --no-events (to price Kubernetes Events)")
     args = parser.parse_args(argv)
 
-    cluster = None
-    kubeconfig = args.kubeconfig
-    if kubeconfig is None:
-        cluster = LocalCluster(state_dir=Path(os.environ.get("RBO_CLUSTER_DIR",
-                                                             "/tmp/rbo-bench")))
-        if not cluster.is_up():
-            cluster.up()
-        kubeconfig = str(cluster.kubeconfig)
-        cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all")
+    kubeconfig = bench_cluster(args.kubeconfig)
     api = kubernetes.config.new_client_from_config(config_file=kubeconfig)
     op = OperatorProcess(Path(kubeconfig), Path("/tmp/rbo-bench-operator"),
                          ["--no-events"] if args.no_events else [])
@@ -379,9 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = [n for n, p in engine["phases"].items() if p != "Succeeded"]
     if failed:
         print(f"WARNING: {len(failed)} executions did not succeed: {failed[:5]}")
-    if cluster is not None and not args.kubeconfig:
-        pass  # left running for inspection; `python hack/cluster.py down` stops it
-    return 0
+    return 0  # a local cluster is left running; `python hack/cluster.py down` stops it
 
 
 if __name__ == "__main__":

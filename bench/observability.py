@@ -42,8 +42,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from otlp_receiver import OtlpReceiver  # noqa: E402
 
-from cluster import LocalCluster  # noqa: E402
-from engine import percentiles, run_operator  # noqa: E402
+from engine import bench_cluster, percentiles, run_operator  # noqa: E402
 from operator_process import OperatorProcess  # noqa: E402
 
 
@@ -106,15 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", help="a running cluster (default: start the local one)")
     args = parser.parse_args(argv)
 
-    kubeconfig = args.kubeconfig
-    if kubeconfig is None:
-        cluster = LocalCluster(state_dir=Path(os.environ.get("RBO_CLUSTER_DIR",
-                                                             "/tmp/rbo-bench")))
-        if not cluster.is_up():
-            cluster.up()
-        kubeconfig = str(cluster.kubeconfig)
-        cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all")
+    kubeconfig = bench_cluster(args.kubeconfig)
     api = kubernetes.config.new_client_from_config(config_file=kubeconfig)
 
     results: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
