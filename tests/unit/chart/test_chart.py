@@ -3,12 +3,17 @@
 Cases: the chart's crds/ equal the generated crds/; `helm lint` passes;
 `helm template` renders a Deployment running `runbook-operator run` as non-root
 with a read-only root filesystem, a ServiceAccount, and a ClusterRole whose rules
-are files/rbac-rules.yaml; runner accounts are created per listed namespace.
+are files/rbac-rules.yaml; runner accounts are created per listed namespace;
+extra args and the tracing endpoint reach the container; a metrics Service always,
+and on request a ServiceMonitor selecting it, the PrometheusRule with the groups
+of deploy/monitoring/rules.yaml and the dashboard ConfigMap (whose files equal
+deploy/monitoring's).
 helm is built from the Go module proxy by hack/build-helm.sh (cached).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -71,3 +76,51 @@ def test_watch_namespaces_become_flags() -> None:
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=a" in args and "--namespace=b" in args
+
+
+MONITORING = REPO / "deploy" / "monitoring"
+
+
+def test_monitoring_files_match_deploy_monitoring() -> None:
+    for name in ("rules.yaml", "grafana-dashboard.json"):
+        assert (CHART / "files" / name).read_text() == (MONITORING / name).read_text(), (
+            f"charts/runbook-operator/files/{name} is stale: "
+            f"run `cp deploy/monitoring/{name} charts/runbook-operator/files/`")
+
+
+def test_monitoring_objects() -> None:
+    plain = {d["kind"] for d in render()}
+    assert "Service" in plain
+    assert not {"ServiceMonitor", "PrometheusRule", "ConfigMap"} & plain
+    docs = render("metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true",
+                  "metrics.dashboard.enabled=true", "metrics.prometheusRule.labels.release=kps")
+    by_kind = {d["kind"]: d for d in docs}
+    service, monitor = by_kind["Service"], by_kind["ServiceMonitor"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    pod_labels = by_kind["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    rule = by_kind["PrometheusRule"]
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    assert rule["spec"]["groups"] == yaml.safe_load((MONITORING / "rules.yaml").read_text())[
+        "groups"]
+    dashboard = by_kind["ConfigMap"]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["runbook-operator.json"]) == json.loads(
+        (MONITORING / "grafana-dashboard.json").read_text())
+
+
+def test_extra_args_and_tracing_reach_the_container() -> None:
+    container = next(d for d in render() if d["kind"] == "Deployment")[
+        "spec"]["template"]["spec"]["containers"][0]
+    assert "env" not in container  # tracing off by default
+    docs = render("extraArgs={--no-events,--workers=16}",
+                  "tracing.otlpEndpoint=http://collector:4318", "tracing.samplerArg=0.1")
+    container = next(d for d in docs if d["kind"] == "Deployment")[
+        "spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][-2:] == ["--no-events", "--workers=16"]
+    assert {e["name"]: e["value"] for e in container["env"]} == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+        "OTEL_SERVICE_NAME": "runbook-operator",
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
