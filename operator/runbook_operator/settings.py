@@ -30,3 +30,6 @@ class OperatorSettings:
     watch_inactivity_timeout: float = 70.0
     """Seconds without any watch event or bookmark before a stream is presumed dead and
     reopened (kopf's default; the apiserver sends a bookmark about once a minute)."""
+    list_chunk_size: int = 100
+    """Objects per page of the initial listings (and relistings): memory at start grows
+    with one page, not with every execution and Job the cluster holds."""

@@ -2,13 +2,14 @@
 
 Cases: `/metrics` after a success, a failure and a retry holds the exact counter
 values per namespace and runbook; the active-executions gauge is right again
-after an operator restart; with a circuit opened by real failures, the calls by
-outcome, the transition, the state, the failure rate and the free bulkhead slots
-are exact, and the state gauges are right again after a restart; every line the
-operator logs is JSON, and the audit lines carry the correlation fields; canaries
-planted as a secret param, an env value from a Secret, an Authorization header and
-an exception's URL password appear in no log line, Event, status, span or Job spec; a watch that
-stays silent past the inactivity timeout is reopened and counted in
+after an operator restart, also when it lists one object per page; with a circuit
+opened by real failures, the calls by outcome, the transition, the state, the
+failure rate and the free bulkhead slots are exact, and the state gauges are
+right again after a restart; every line the operator logs is JSON, and the audit
+lines carry the correlation fields; canaries planted as a secret param, an env
+value from a Secret, an Authorization header and an exception's URL password
+appear in no log line, Event, status, span or Job spec; a watch that stays silent
+past the inactivity timeout is reopened and counted in
 `runbook_operator_watch_restarts_total`.
 """
 
@@ -85,6 +86,28 @@ def test_active_gauge_is_rebuilt_after_restart(kube: Kube, operator: OperatorPro
     wait_for("the gauge to drop", lambda: value(
         scrape(operator), "runbook_executions_active", namespace=kube.ns, runbook="slow") == 1,
         timeout=30)
+
+
+def test_paged_listing_sees_every_execution(kube: Kube, cluster: LocalCluster,
+                                            operator: OperatorProcess, tmp_path: Path) -> None:
+    kube.ready_runbook("slow", {"steps": [step("wait", duration="10m")]})
+    for i in range(3):
+        kube.execute(f"slow-{i}", "slow")
+    for i in range(3):
+        kube.wait_phase(f"slow-{i}", "Running")
+    # A new operator listing one object per page finds all three running executions.
+    paged = OperatorProcess(cluster.kubeconfig, tmp_path, extra_args=["--list-chunk-size", "1"])
+    operator.stop()  # one operator at a time
+    try:
+        paged.start()
+        wait_for("the active gauge from a paged listing", lambda: value(
+            scrape(paged), "runbook_executions_active", namespace=kube.ns, runbook="slow") == 3,
+            timeout=30)
+        kube.patch("runbookexecutions", "slow-2", {"spec": {"cancel": True}})
+        assert kube.wait_finished("slow-2")["status"]["phase"] == "Cancelled"
+    finally:
+        paged.stop()
+        operator.start()
 
 
 def test_circuit_metrics_with_an_open_circuit_and_after_restart(

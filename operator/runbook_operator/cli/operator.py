@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="post no Kubernetes Events (each execution's status history stays)")
     run.add_argument("--watch-inactivity-timeout", type=float, default=70.0, metavar="SECONDS",
                      help="reopen a watch that has been silent this long (default 70)")
+    run.add_argument("--list-chunk-size", type=int, default=100, metavar="N",
+                     help="objects per page of the initial listings (default 100)")
     crds = sub.add_parser("crds", help="write the CRD YAML generated from the API models")
     crds.add_argument("-o", "--output", default="crds", help="directory (default: crds)")
     args = parser.parse_args(argv)
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         namespaces=args.namespace, kubeconfig=args.kubeconfig, health_port=args.health_port,
         log_format=args.log_format, log_level=args.log_level, events=not args.no_events,
         workers=args.workers, watch_inactivity_timeout=args.watch_inactivity_timeout,
+        list_chunk_size=args.list_chunk_size,
     )
     return run_operator(settings)
 

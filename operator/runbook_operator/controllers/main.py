@@ -106,6 +106,12 @@ class Operator:
             settings.posting.level = logging.WARNING
             settings.watching.server_timeout = 300
             settings.watching.inactivity_timeout = self.settings.watch_inactivity_timeout
+            settings.watching.chunk_size = self.settings.list_chunk_size or None
+            # kopf keeps a worker, holding the object's last body, per object for this
+            # long after its last event. Our handlers only store and enqueue, so a
+            # short wait costs nothing, while kopf's 5 s held every listed Job, pod and
+            # execution at once at startup (1,000 finished runs: 220 MiB against 124).
+            settings.queueing.idle_timeout = 0.5
             watches.install(self.metrics.watch_restarted, self.settings.log_level)
             settings.batching.batch_window = 0.01
             # Server-side filtering: the cluster's other Jobs and pods never reach us.
