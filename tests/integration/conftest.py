@@ -16,6 +16,7 @@ report gets the tail of each control-plane component's log.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -144,13 +145,35 @@ def crds(cluster: LocalCluster) -> None:
 @pytest.fixture(scope="session")
 def operator(cluster: LocalCluster, crds: None,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    """One operator process for the session (tests may kill and restart it)."""
-    proc = OperatorProcess(cluster.kubeconfig, tmp_path_factory.mktemp("operator"))
+    """One operator process for the session (tests may kill and restart it).
+
+    At the end, every line it logged in the whole run must be a JSON object with
+    the pipeline's fields: a stray print or an unrouted library log fails here.
+    """
+    log_dir = tmp_path_factory.mktemp("operator")
+    proc = OperatorProcess(cluster.kubeconfig, log_dir)
     proc.start()
     try:
         yield proc
     finally:
         proc.stop()
+    assert_json_logs(log_dir)
+
+
+def assert_json_logs(log_dir: Path) -> None:
+    """Every line of every ``operator-*.log`` is a JSON log record."""
+    bad = []
+    for path in sorted(log_dir.glob("operator-*.log")):
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            try:
+                record = json.loads(line)
+                ok = isinstance(record, dict) and \
+                    {"timestamp", "level", "logger", "event"} <= record.keys()
+            except ValueError:
+                ok = False
+            if not ok:
+                bad.append(f"{path.name}:{number}: {line[:200]}")
+    assert not bad, "operator log lines that are not JSON records:\n" + "\n".join(bad[:20])
 
 
 @pytest.fixture
@@ -182,6 +205,7 @@ def traced(kube: Kube, cluster: LocalCluster, operator: OperatorProcess,
         finally:
             proc.stop()
             operator.start()
+    assert_json_logs(tmp_path / "traced")
 
 
 @pytest.fixture
