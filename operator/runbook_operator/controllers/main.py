@@ -53,6 +53,28 @@ def check_cluster(settings: OperatorSettings) -> kubernetes.client.Configuration
     return configuration
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff-base storage, for an operator without change handlers.
+
+    kopf builds every event's "essence" (a deep copy of the whole body, status
+    included, before it drops the status) to detect create/update/delete causes.
+    Only ``on.event`` handlers are registered here, so no cause needs it: building
+    nothing saves a deep copy of every execution, Job and pod event (10 % of the
+    operator's busy samples in the engine benchmark).
+    """
+
+    def build(  # type: ignore[override]  # None: kopf then skips the diff
+            self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence | None:
+        return None
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch,
+              essence: kopf.BodyEssence) -> None:
+        pass
+
+
 class Operator:
     """The pieces one operator process shares: clients, store, queue, reconcilers."""
 
@@ -118,6 +140,7 @@ class Operator:
             settings.watching.label_selectors["batch", "jobs"] = LABEL_EXECUTION
             settings.watching.label_selectors["v1", "pods"] = LABEL_EXECUTION
             settings.persistence.finalizer = f"{GROUP}/finalizer"
+            settings.persistence.diffbase_storage = NoDiffBase()
             # One line per handled watch event is noise at our event rates; failures
             # are still logged at ERROR.
             logging.getLogger("kopf.objects").setLevel(logging.WARNING)
