@@ -328,12 +328,12 @@ class ExecutionReconciler:
                 self.events.post(body, "Circuit" + transition.to,
                                  f"circuit {key}: {transition.from_} -> {transition.to}: "
                                  f"{transition.reason}", warning=transition.to == "Open")
-        specs = self.circuits.specs(namespace, policies)
-        for policy, spec in specs.items():
+        executions = list(self.store.executions.values())  # a snapshot: the loop writes it
+        for policy, spec in self.circuits.specs(namespace, policies).items():
             if spec.bulkhead is not None:
                 self.metrics.set_bulkhead_available(
-                    namespace, policy, spec.bulkhead.max_concurrent - bulkhead_in_use(
-                        self.store.executions.values(), namespace, policy))
+                    namespace, policy, spec.bulkhead.max_concurrent
+                    - bulkhead_in_use(executions, namespace, policy))
 
     def bulkhead_rows(self, namespace: str, policies: list[str], me: str
                       ) -> dict[str, list[BulkheadRow]]:
