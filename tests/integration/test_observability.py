@@ -6,7 +6,8 @@ after an operator restart, also when it lists one object per page; with a circui
 opened by real failures, the calls by outcome, the transition, the state, the
 failure rate and the free bulkhead slots are exact, and the state gauges are
 right again after a restart; every line the operator logs is JSON, and the audit
-lines carry the correlation fields; canaries planted as a secret param, an env
+lines carry the correlation fields (namespace, runbook, execution, trace_id, and
+step and attempt for a step's transitions); canaries planted as a secret param, an env
 value from a Secret, an Authorization header and an exception's URL password
 appear in no log line, Event, status, span or Job spec; a watch that stays silent
 past the inactivity timeout is reopened and counted in
@@ -201,6 +202,11 @@ def test_logs_are_json_with_correlation_and_no_canary(kube: Kube, traced: Traced
              and r.get("execution") == "canary-1"]
     assert audit and all(r["namespace"] == kube.ns and r["runbook"] == "canary" for r in audit)
     assert any(r["event"] == "ExecutionFailed" for r in audit)
+    assert all(r.get("trace_id") == body["status"]["traceID"] for r in audit)
+    step_lines = [r for r in audit if r["event"].startswith("Step")]
+    assert step_lines and all(r.get("step") in ("use", "report", "cleanup") for r in step_lines)
+    assert any(r["event"] == "StepFailed" and (r.get("step"), r.get("attempt")) == ("use", 1)
+               for r in step_lines)
     # No canary reaches a log line, an Event, the status, a span or the container
     # spec. (The kwok annotation that makes the container "print" them is test
     # scaffolding in the runbook, so the frozen runbookSpec and the pod annotations

@@ -276,7 +276,9 @@ class ExecutionReconciler:
             self.events.post(body, event.reason, event.message, event.warning)
             # The audit trail as logs too (redacted by the logging pipeline).
             (audit.warning if event.warning else audit.info)(
-                event.reason, runbook=execution.spec.runbook_ref.name, message=event.message)
+                event.reason, runbook=execution.spec.runbook_ref.name, message=event.message,
+                **{k: v for k, v in (("step", event.step), ("attempt", event.attempt),
+                                     ("trace_id", status.trace_id)) if v is not None})
         others: list[Key] = []
         if result.status.phase in FINISHED_EXECUTION_PHASES:
             self.store.forget_children(key)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -118,6 +118,10 @@ class Event:
     reason: str
     message: str
     warning: bool = False
+    step: str | None = None
+    """The step it is about, if any (a correlation field of the audit log line)."""
+    attempt: int | None = None
+    """That step's attempt, once it has one."""
 
 
 Action = CreateJob | DeleteJob
@@ -192,7 +196,7 @@ def _scrub_plan(result: Plan, forms: Sequence[str]) -> None:
             entry.message = scrub(entry.message, forms)
     for condition in status.conditions:
         condition.message = scrub(condition.message, forms)
-    result.events = [Event(e.reason, scrub(e.message, forms), e.warning) for e in result.events]
+    result.events = [replace(e, message=scrub(e.message, forms)) for e in result.events]
 
 
 class _Pass:
@@ -730,7 +734,8 @@ class _Pass:
         st.message = _clip(message)
         event = "Step" + phase
         self.record(event, step, message)
-        self.event(event, f"step {step}: {message}", warning=warning)
+        self.event(event, f"step {step}: {message}", warning=warning, step=step,
+                   attempt=st.attempts or None)
 
     def record(self, event: str, step: str | None, message: str) -> None:
         history = self.status.history
@@ -741,8 +746,9 @@ class _Pass:
             del history[:overflow]
             self.status.history_dropped += overflow
 
-    def event(self, reason: str, message: str, warning: bool = False) -> None:
-        self.plan.events.append(Event(reason, _clip(message), warning))
+    def event(self, reason: str, message: str, warning: bool = False,
+              step: str | None = None, attempt: int | None = None) -> None:
+        self.plan.events.append(Event(reason, _clip(message), warning, step, attempt))
 
     def set_condition(self, value: Literal["True", "False", "Unknown"], reason: str,
                       message: str) -> None:
