@@ -27,6 +27,7 @@ Cases:
   ExpressionError; the error message must not show a secret parameter's value;
 - credentials a step prints (an Authorization header, a URL's password, a
   sensitive output key) are redacted before they reach the status or an Event;
+- a step's Events name the step and its attempt (for the audit log's fields);
 - termination messages: non-JSON and non-object messages give empty outputs and
   a warning in the step message; a JSON object becomes the outputs;
 - adoption: a Job for an attempt the status does not know is adopted, not created
@@ -691,6 +692,18 @@ def test_credentials_a_step_prints_never_reach_status_or_events() -> None:
         assert canary not in text
     assert status.steps["prints"].outputs == {"api_token": "[REDACTED]", "rows": 3}
     assert "https://ops:[REDACTED]@api.example" in (status.steps["fails"].message or "")
+
+
+def test_step_events_name_the_step_and_attempt() -> None:
+    sim = sim_of([{"name": "a", "retry": {"limit": 1, "backoff": {"initial": "1s"}}},
+                  {"name": "b", "dependsOn": ["a"], "when": "false"}])
+    sim.script("a", Outcome.fail(1, "no"), Outcome.ok())
+    sim.run()
+    events = [(e.reason, e.step, e.attempt) for p in sim.plans for e in p.events]
+    assert ("StepRetrying", "a", 1) in events
+    assert ("StepSucceeded", "a", 2) in events
+    assert ("StepSkipped", "b", None) in events  # never attempted
+    assert ("ExecutionSucceeded", None, None) in events
 
 
 def test_step_whose_job_vanished_does_not_run_forever() -> None:
