@@ -43,6 +43,19 @@ class Kube:
     def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, plural, body)
 
+    def circuit_policy(self, name: str, **spec: Any) -> None:
+        """A CircuitPolicy: Count window of 4, opens at 50 % failures over 2 calls, 1 h."""
+        body = {"slidingWindow": {"type": "Count", "size": 4}, "minimumCalls": 2,
+                "failureRateThreshold": 50, "openDuration": "1h", **spec}
+        self.create("circuitpolicies", {"apiVersion": f"{GROUP}/{VERSION}",
+                                        "kind": "CircuitPolicy", "metadata": {"name": name},
+                                        "spec": body})
+
+    def circuits(self, policy: str) -> dict[str, dict[str, Any]]:
+        """The policy's circuits as its status shows them, by key."""
+        body = self.get("circuitpolicies", policy) or {}
+        return {c["key"]: c for c in (body.get("status") or {}).get("circuits", [])}
+
     def get(self, plural: str, name: str) -> dict[str, Any] | None:
         try:
             return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name)

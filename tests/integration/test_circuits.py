@@ -21,19 +21,6 @@ from operator_process import OperatorProcess
 pytestmark = pytest.mark.integration
 
 
-def policy(kube: Kube, name: str, **spec: Any) -> None:
-    body = {"slidingWindow": {"type": "Count", "size": 4}, "minimumCalls": 2,
-            "failureRateThreshold": 50, "openDuration": "1h", **spec}
-    kube.create("circuitpolicies", {"apiVersion": "runbooks.dev/v1alpha1",
-                                    "kind": "CircuitPolicy", "metadata": {"name": name},
-                                    "spec": body})
-
-
-def circuits(kube: Kube, name: str) -> dict[str, dict[str, Any]]:
-    body = kube.get("circuitpolicies", name) or {}
-    return {c["key"]: c for c in (body.get("status") or {}).get("circuits", [])}
-
-
 def run(kube: Kube, name: str, runbook: str, params: dict[str, Any] | None = None
         ) -> dict[str, Any]:
     kube.execute(name, runbook, params)
@@ -49,12 +36,12 @@ def guarded(name: str, exit_code: int, on_open: str = "Fail", key: str | None = 
 
 
 def test_failures_open_the_circuit_then_calls_fail_fast(kube: Kube) -> None:
-    policy(kube, "ai")
+    kube.circuit_policy("ai")
     kube.ready_runbook("bad", {"steps": [guarded("call", 1)]})
     for i in range(2):
         assert run(kube, f"bad-{i}", "bad")["status"]["phase"] == "Failed"
     wait_for("the circuit to be Open in the policy status",
-             lambda: circuits(kube, "ai").get("default", {}).get("state") == "Open")
+             lambda: kube.circuits("ai").get("default", {}).get("state") == "Open")
     assert (kube.get("circuitpolicies", "ai") or {})["status"]["openCircuits"] == 1
     body = run(kube, "bad-2", "bad")
     st = body["status"]["steps"]["call"]
@@ -73,7 +60,7 @@ def test_failures_open_the_circuit_then_calls_fail_fast(kube: Kube) -> None:
 
 
 def test_keys_are_independent(kube: Kube) -> None:
-    policy(kube, "ai")
+    kube.circuit_policy("ai")
     kube.ready_runbook("provider", {
         "params": [{"name": "provider", "enum": ["openai", "anthropic"], "default": "openai"}],
         "steps": [step("call", circuit={"policy": "ai", "key": "params.provider"})]})
@@ -83,29 +70,29 @@ def test_keys_are_independent(kube: Kube) -> None:
         "steps": [guarded("call", 1, key="params.provider")]})
     for i in range(2):
         run(kube, f"openai-{i}", "provider-bad", {"provider": "openai"})
-    wait_for("openai Open", lambda: circuits(kube, "ai").get("openai", {}).get("state") == "Open")
+    wait_for("openai Open", lambda: kube.circuits("ai").get("openai", {}).get("state") == "Open")
     body = run(kube, "anthropic-1", "provider", {"provider": "anthropic"})
     assert body["status"]["phase"] == "Succeeded"
-    wait_for("anthropic recorded", lambda: "anthropic" in circuits(kube, "ai"))
-    state = circuits(kube, "ai")
+    wait_for("anthropic recorded", lambda: "anthropic" in kube.circuits("ai"))
+    state = kube.circuits("ai")
     assert state["openai"]["state"] == "Open" and state["anthropic"]["state"] == "Closed"
 
 
 def test_open_circuit_survives_a_restart_then_half_opens(kube: Kube,
                                                          operator: OperatorProcess) -> None:
-    policy(kube, "ai", openDuration="8s")
+    kube.circuit_policy("ai", openDuration="8s")
     kube.ready_runbook("bad", {"steps": [guarded("call", 1)]})
     kube.ready_runbook("good", {"steps": [guarded("call", 0)]})
     for i in range(2):
         run(kube, f"bad-{i}", "bad")
-    before = wait_for("Open", lambda: (c := circuits(kube, "ai").get("default")) and
+    before = wait_for("Open", lambda: (c := kube.circuits("ai").get("default")) and
                       c["state"] == "Open" and c)
     operator.kill()
     time.sleep(1.0)
     operator.start()
     body = run(kube, "during", "good")  # still Open after the restart: rejected
     assert body["status"]["steps"]["call"]["reason"] == "CircuitOpen"
-    after = circuits(kube, "ai")["default"]
+    after = kube.circuits("ai")["default"]
     assert after["state"] == "Open" and after["nextAttemptAt"] == before["nextAttemptAt"]
     wait_for("openDuration to pass", lambda: time.time() > _epoch(before["nextAttemptAt"]),
              timeout=30)
@@ -113,11 +100,11 @@ def test_open_circuit_survives_a_restart_then_half_opens(kube: Kube,
     assert body["status"]["phase"] == "Succeeded"
     assert [j.metadata.name for j in kube.jobs("trial")] == ["trial-call-1"]
     wait_for("Closed after the trial",
-             lambda: circuits(kube, "ai")["default"]["state"] == "Closed")
+             lambda: kube.circuits("ai")["default"]["state"] == "Closed")
 
 
 def test_forced_open_and_disabled_modes(kube: Kube) -> None:
-    policy(kube, "ai", mode="ForcedOpen")
+    kube.circuit_policy("ai", mode="ForcedOpen")
     kube.ready_runbook("good", {"steps": [guarded("call", 0)]})
     body = run(kube, "forced", "good")
     assert body["status"]["steps"]["call"]["reason"] == "CircuitOpen"
@@ -128,7 +115,7 @@ def test_forced_open_and_disabled_modes(kube: Kube) -> None:
     for i in range(3):
         assert run(kube, f"bad-{i}", "bad")["status"]["steps"]["call"]["reason"] != \
             "CircuitOpen"
-    assert circuits(kube, "ai").get("default", {}).get("state", "Closed") == "Closed"
+    assert kube.circuits("ai").get("default", {}).get("state", "Closed") == "Closed"
 
 
 def _epoch(text: str) -> float:
@@ -139,7 +126,7 @@ def _epoch(text: str) -> float:
 def test_bulkhead_caps_guarded_jobs_across_executions(kube: Kube, k8s_api: Any) -> None:
     from kube import JobWatch
 
-    policy(kube, "ai", bulkhead={"maxConcurrent": 2})
+    kube.circuit_policy("ai", bulkhead={"maxConcurrent": 2})
     kube.ready_runbook("heavy", {"steps": [guarded("call", 0, duration="2s")]})
     with JobWatch(k8s_api, kube.ns) as watch:
         for i in range(6):
@@ -155,7 +142,7 @@ def test_bulkhead_caps_guarded_jobs_across_executions(kube: Kube, k8s_api: Any) 
 
 
 def test_bulkhead_max_wait_times_out(kube: Kube) -> None:
-    policy(kube, "ai", bulkhead={"maxConcurrent": 1, "maxWait": "2s"})
+    kube.circuit_policy("ai", bulkhead={"maxConcurrent": 1, "maxWait": "2s"})
     kube.ready_runbook("hog", {"steps": [guarded("call", 0, duration="10m")]})
     kube.execute("hog-1", "hog")
     kube.wait_phase("hog-1", "Running")
@@ -169,12 +156,12 @@ def test_bulkhead_max_wait_times_out(kube: Kube) -> None:
 
 def test_half_open_admits_exactly_the_permitted_trials_and_a_failure_reopens(
         kube: Kube) -> None:
-    policy(kube, "ai", openDuration="3s", halfOpen={"permittedCalls": 1})
+    kube.circuit_policy("ai", openDuration="3s", halfOpen={"permittedCalls": 1})
     kube.ready_runbook("bad", {"steps": [guarded("call", 1)]})
     kube.ready_runbook("slow-good", {"steps": [guarded("call", 0, duration="12s")]})
     for i in range(2):
         run(kube, f"bad-{i}", "bad")
-    opened = wait_for("Open", lambda: (c := circuits(kube, "ai").get("default")) and
+    opened = wait_for("Open", lambda: (c := kube.circuits("ai").get("default")) and
                       c["state"] == "Open" and c)
     wait_for("openDuration", lambda: time.time() > _epoch(opened["nextAttemptAt"]), timeout=30)
     kube.execute("trial-1", "slow-good")  # takes the one permit and holds it 12 s
@@ -184,20 +171,20 @@ def test_half_open_admits_exactly_the_permitted_trials_and_a_failure_reopens(
     assert "HalfOpen" in body["status"]["steps"]["call"]["message"]
     assert kube.jobs("trial-2") == []
     assert kube.wait_finished("trial-1")["status"]["phase"] == "Succeeded"
-    wait_for("Closed", lambda: circuits(kube, "ai")["default"]["state"] == "Closed")
+    wait_for("Closed", lambda: kube.circuits("ai")["default"]["state"] == "Closed")
     for i in range(2, 4):
         run(kube, f"bad-{i}", "bad")
-    reopened = wait_for("Open again", lambda: (c := circuits(kube, "ai").get("default")) and
+    reopened = wait_for("Open again", lambda: (c := kube.circuits("ai").get("default")) and
                         c["state"] == "Open" and c)
     wait_for("openDuration", lambda: time.time() > _epoch(reopened["nextAttemptAt"]),
              timeout=30)
     run(kube, "bad-trial", "bad")  # the trial fails: Open again
-    wait_for("reopened after a failed trial", lambda: (c := circuits(kube, "ai")["default"])
+    wait_for("reopened after a failed trial", lambda: (c := kube.circuits("ai")["default"])
              ["state"] == "Open" and c["transitions"] > reopened["transitions"])
 
 
 def test_policy_timeout_is_the_default_for_guarded_steps(kube: Kube) -> None:
-    policy(kube, "ai", timeout="2s", minimumCalls=100)
+    kube.circuit_policy("ai", timeout="2s", minimumCalls=100)
     kube.ready_runbook("slowcall", {"steps": [guarded("call", 0, duration="10m")]})
     body = run(kube, "slowcall-1", "slowcall")
     assert body["status"]["steps"]["call"]["reason"] == "DeadlineExceeded"

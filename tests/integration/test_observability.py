@@ -115,12 +115,7 @@ def test_circuit_metrics_with_an_open_circuit_and_after_restart(
         kube: Kube, operator: OperatorProcess) -> None:
     ns = kube.ns
     for name, bulkhead in (("ai", 3), ("db", 2)):
-        kube.create("circuitpolicies", {
-            "apiVersion": "runbooks.dev/v1alpha1", "kind": "CircuitPolicy",
-            "metadata": {"name": name},
-            "spec": {"slidingWindow": {"type": "Count", "size": 4}, "minimumCalls": 2,
-                     "failureRateThreshold": 50, "openDuration": "1h",
-                     "bulkhead": {"maxConcurrent": bulkhead}}})
+        kube.circuit_policy(name, bulkhead={"maxConcurrent": bulkhead})
     kube.ready_runbook("bad", {"steps": [step("call", exit_code=1,
                                               circuit={"policy": "ai"})]})
     kube.ready_runbook("long", {"steps": [step("query", duration="10m",
@@ -155,8 +150,7 @@ def test_circuit_metrics_with_an_open_circuit_and_after_restart(
     wait_for("exact circuit series", circuit_series_are_exact, timeout=30)
     # Circuit status is written in 1 s batches: SIGKILL once the Open state is stored.
     wait_for("the Open circuit in the policy status", lambda: [
-        c["state"] for c in ((kube.get("circuitpolicies", "ai") or {}).get("status") or {})
-        .get("circuits", [])] == ["Open"])
+        c["state"] for c in kube.circuits("ai").values()] == ["Open"])
     operator.restart()
     # Counters start again from zero (as Prometheus expects); the state is rebuilt.
     wait_for("the circuit gauges after a restart", lambda: gauges_are_right(scrape(operator)),

@@ -68,11 +68,7 @@ def test_one_trace_per_execution_across_a_restart(kube: Kube, traced: Traced) ->
 
 
 def test_circuit_decisions_are_on_step_spans(kube: Kube, traced: Traced) -> None:
-    kube.create("circuitpolicies", {
-        "apiVersion": "runbooks.dev/v1alpha1", "kind": "CircuitPolicy",
-        "metadata": {"name": "ai"},
-        "spec": {"slidingWindow": {"type": "Count", "size": 4}, "minimumCalls": 2,
-                 "failureRateThreshold": 50, "openDuration": "1h"}})
+    kube.circuit_policy("ai")
     kube.ready_runbook("bad", {"steps": [step("call", exit_code=1,
                                               circuit={"policy": "ai"})]})
     for i in range(3):  # two failed calls open the circuit; the third is refused

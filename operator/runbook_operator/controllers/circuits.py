@@ -33,6 +33,8 @@ class CircuitRegistry:
         self.lock = threading.RLock()
         """Held around planning an execution with guarded steps and merging its result."""
         self.policies: dict[PolicyKey, dict[str, Any]] = {}
+        self._specs: dict[PolicyKey, CircuitPolicySpec | None] = {}
+        """Each policy's spec, parsed once per observed body (None: not valid)."""
         self.states: dict[PolicyKey, dict[str, CircuitState]] = {}
         self.dirty: set[PolicyKey] = set()
 
@@ -43,9 +45,15 @@ class CircuitRegistry:
         with self.lock:
             if deleted:
                 self.policies.pop(key, None)
+                self._specs.pop(key, None)
                 self.states.pop(key, None)
                 return
             self.policies[key] = body
+            try:
+                self._specs[key] = CircuitPolicySpec.model_validate(body.get("spec") or {})
+            except ValidationError as exc:
+                log.warning("CircuitPolicy %s/%s is not valid: %s", *key, exc)
+                self._specs[key] = None
             if key not in self.states:
                 self.states[key] = load_states((body.get("status") or {}).get("circuits"))
                 self.dirty.add(key)  # publish observedGeneration and openCircuits
@@ -54,13 +62,9 @@ class CircuitRegistry:
         """The valid policies among ``names`` (a missing or invalid one is left out)."""
         found: dict[str, CircuitPolicySpec] = {}
         for name in names:
-            body = self.policies.get((namespace, name))
-            if body is None:
-                continue
-            try:
-                found[name] = CircuitPolicySpec.model_validate(body.get("spec") or {})
-            except ValidationError as exc:
-                log.warning("CircuitPolicy %s/%s is not valid: %s", namespace, name, exc)
+            spec = self._specs.get((namespace, name))
+            if spec is not None:
+                found[name] = spec
         return found
 
     def circuits(self, namespace: str,

@@ -39,14 +39,19 @@ def sim(steps: list[dict[str, Any]], circuits: Any = None, policies: Any = None,
     return s
 
 
-def open_circuit() -> Any:
+def two_failures() -> tuple[Simulator, Simulator]:
+    """Two executions whose guarded call fails; the second one opens the circuit."""
     s = sim([guarded("call")])
     s.script("call", Outcome.fail(1, ""))
     s.run()
     t = sim([guarded("call")], circuits=s.circuits)
     t.script("call", Outcome.fail(1, ""))
     t.run()
-    return t.circuits
+    return s, t
+
+
+def open_circuit() -> Any:
+    return two_failures()[1].circuits
 
 
 def test_failures_open_the_circuit_and_the_next_call_fails_fast() -> None:
@@ -120,12 +125,7 @@ def test_cancelled_trial_gives_its_permit_back() -> None:
 
 
 def test_opening_is_an_event() -> None:
-    s = sim([guarded("call")])
-    s.script("call", Outcome.fail(1, ""))
-    s.run()
-    t = sim([guarded("call")], circuits=s.circuits)
-    t.script("call", Outcome.fail(1, ""))
-    t.run()
+    s, t = two_failures()
     reasons = [e.reason for p in t.plans for e in p.events]
     assert "CircuitOpen" in reasons
     transitions = [tr for p in t.plans for tr in p.transitions]
