@@ -19,10 +19,12 @@ $(VENV)/.installed: pyproject.toml
 controlplane:
 	bash hack/build-controlplane.sh >/dev/null
 
-# promtool (rule checks and rule unit tests) and helm (chart lint), same cache.
+# promtool (rule checks and rule unit tests), helm (chart lint), and Prometheus,
+# Alertmanager and amtool (deploy/alerting checks, alert-to-execution tests), same cache.
 tools:
 	bash hack/build-promtool.sh >/dev/null
 	bash hack/build-helm.sh >/dev/null
+	bash hack/build-alerting.sh >/dev/null
 
 lint: venv
 	$(VENV)/bin/ruff check operator tests hack bench
