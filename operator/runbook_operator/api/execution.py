@@ -8,9 +8,9 @@ frozen runbook spec) and stay small (a bounded history, outputs capped by the
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from runbook_operator.api.common import (
     API_VERSION,
@@ -29,9 +29,54 @@ StepPhase = Literal[
     "Pending", "Waiting", "Running", "Retrying", "WaitingForApproval",
     "Succeeded", "Failed", "Skipped",
 ]
+Severity = Literal["SEV1", "SEV2", "SEV3", "SEV4"]
 FINISHED_STEP_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Skipped"})
 FINISHED_EXECUTION_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Cancelled"})
 MAX_HISTORY = 100
+
+ParamValues = Annotated[
+    dict[str, Any],
+    WithJsonSchema({
+        "type": "object",
+        "additionalProperties": {"x-kubernetes-preserve-unknown-fields": True, "nullable": True},
+    }),
+]
+"""Parameter values by name. A map, not a free-form object, so that CEL sees its keys:
+the apiserver compares a free-form object's unknown fields only by the keys of one side,
+and ``{a: 1} == {b: 1}`` would hold in a transition rule."""
+
+# Spec fields that may change after creation; every other one is frozen by a CRD rule.
+MUTABLE_SPEC_FIELDS = ("cancel", "approvals")
+
+
+def immutable_spec_rules(schema: dict[str, Any], cls: type) -> None:
+    """CRD transition rules freezing every spec field but ``cancel`` and ``approvals``.
+
+    Generated from the model's properties, so a field added later is frozen too.
+    ``approvals`` may only grow at its end; ``cancel`` may only be turned on.
+    """
+    rules: list[dict[str, str]] = []
+    for field in schema.get("properties", {}):
+        if field in MUTABLE_SPEC_FIELDS:
+            continue
+        rules.append({
+            "rule": f"has(self.{field}) == has(oldSelf.{field}) && "
+                    f"(!has(self.{field}) || self.{field} == oldSelf.{field})",
+            "message": f"spec.{field} cannot change once the execution exists: "
+                       "create a new RunbookExecution instead",
+        })
+    rules.append({
+        "rule": "!has(oldSelf.approvals) || size(oldSelf.approvals) == 0 || "
+                "(has(self.approvals) && size(self.approvals) >= size(oldSelf.approvals) && "
+                "oldSelf.approvals.all(i, a, self.approvals[i] == a))",
+        "message": "spec.approvals can only be appended to: "
+                   "earlier decisions cannot be edited, reordered or removed",
+    })
+    rules.append({
+        "rule": "!has(oldSelf.cancel) || !oldSelf.cancel || (has(self.cancel) && self.cancel)",
+        "message": "spec.cancel cannot be set back to false: a cancelled run stays cancelled",
+    })
+    schema["x-kubernetes-validations"] = rules
 
 
 class RunbookRef(ApiModel):
@@ -39,12 +84,16 @@ class RunbookRef(ApiModel):
 
 
 class AlertRef(ApiModel):
-    """The alert occurrence that caused an execution."""
+    """The alert occurrence that caused an execution (Alertmanager's view of it)."""
 
-    name: str = Field(max_length=256)
+    name: str = Field(max_length=1024)
+    """The ``alertname`` label."""
     fingerprint: str | None = Field(default=None, max_length=128)
-    starts_at: str | None = None
+    starts_at: str | None = Field(default=None, max_length=64)
     labels: dict[str, str] = Field(default_factory=dict)
+    group_key: str | None = Field(default=None, max_length=4096)
+    receiver: str | None = Field(default=None, max_length=1024)
+    generator_url: str | None = Field(default=None, alias="generatorURL", max_length=4096)
 
 
 class TriggeredBy(ApiModel):
@@ -61,11 +110,20 @@ class ApprovalDecision(ApiModel):
 
 
 class RunbookExecutionSpec(ApiModel):
-    """What to run, with which parameters; ``cancel`` and ``approvals`` steer a run."""
+    """What to run, with which parameters; ``cancel`` and ``approvals`` steer a run.
+
+    Immutable once created but for ``cancel`` (may be turned on) and ``approvals``
+    (may be appended to): the API server refuses any other change.
+    """
+
+    model_config = ApiModel.model_config | {"json_schema_extra": immutable_spec_rules}
 
     runbook_ref: RunbookRef
-    params: JSONObject = Field(default_factory=dict)
+    params: ParamValues = Field(default_factory=dict)
     triggered_by: TriggeredBy | None = None
+    severity: Severity | None = None
+    """Queue priority for concurrency and bulkheads (SEV1 first); default: the
+    ``severity`` parameter, else the alert's ``severity`` label."""
     cancel: bool = False
     approvals: list[ApprovalDecision] = Field(default_factory=list, max_length=128)
 
@@ -125,6 +183,8 @@ class RunbookExecutionStatus(ApiModel):
     """The runbook's ``concurrency.key`` for this execution; peers share it."""
     cancel_requested: str | None = None
     """Why the operator cancels this run (e.g. replaced by a newer one; policy Replace)."""
+    cancel_reason: str | None = Field(default=None, max_length=64)
+    """The reason the run ends with when cancelled that way (``Replaced``, ``AlertResolved``)."""
 
 
 class RunbookExecution(ApiModel):

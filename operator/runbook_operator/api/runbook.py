@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from runbook_operator.api.common import (
     API_VERSION,
@@ -89,11 +89,45 @@ class CircuitRef(ApiModel):
     """The step to run instead when the circuit is open and ``onOpen`` is Fallback."""
 
 
+class Approvers(ApiModel):
+    """Who may decide an approval step: any listed user, or any member of a listed group.
+
+    Checked at admission against the requester's authenticated identity (the chart's
+    ValidatingAdmissionPolicy); the operator also ignores decisions by users not in
+    ``users`` when no groups are listed.
+    """
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [{
+                "rule": "(has(self.users) && size(self.users) > 0) || "
+                        "(has(self.groups) && size(self.groups) > 0)",
+                "message": "approvers must name at least one user or group "
+                           "(leave approvers out to let anyone who may patch the execution decide)",
+            }]
+        }
+    }
+
+    users: list[str] = Field(default_factory=list, max_length=64)
+    """User names as the API server authenticates them, e.g. ``alice`` or
+    ``system:serviceaccount:ops:pager-bot``."""
+    groups: list[str] = Field(default_factory=list, max_length=64)
+
+    @model_validator(mode="after")
+    def _names_someone(self) -> Approvers:
+        if not self.users and not self.groups:
+            raise ValueError("approvers must name at least one user or group "
+                             "(leave approvers out to let anyone who may patch the execution decide)")
+        return self
+
+
 class Approval(ApiModel):
     """A step that waits for a human decision in ``spec.approvals`` of the execution."""
 
     timeout: Duration | None = None
     message: str | None = Field(default=None, max_length=1024)
+    approvers: Approvers | None = None
+    """Who may approve or reject; default: anyone who may patch the execution."""
 
 
 class Wait(ApiModel):
@@ -148,7 +182,8 @@ class Step(ApiModel):
     working_dir: str | None = Field(default=None, max_length=1024)
     resources: JSONObject | None = None
     security_context: JSONObject | None = None
-    """Replaces the default (non-root, no capabilities, seccomp RuntimeDefault)."""
+    """Merged key by key over the defaults (non-root, no capabilities, seccomp
+    RuntimeDefault); privileged settings need the operator's allowance."""
     pod_metadata: PodMetadata | None = None
     timeout: Duration | None = None
     """Per attempt; becomes the Job's ``activeDeadlineSeconds``."""
@@ -181,6 +216,39 @@ _STEP_LIST = k8s(
 )
 
 
+OnResolved = Literal["Ignore", "Cancel"]
+MAX_ALERT_TRIGGERS = 32
+
+
+class AlertTrigger(ApiModel):
+    """Which Alertmanager alerts start this runbook, and with which parameters.
+
+    CEL in ``params`` and ``severity`` sees ``alert`` (labels, annotations, startsAt,
+    endsAt, fingerprint, generatorURL, status) and ``group`` (groupKey, groupLabels,
+    commonLabels, commonAnnotations, externalURL, receiver).
+    """
+
+    match: list[str] = Field(min_length=1, max_length=32)
+    """Alertmanager matchers, all of which an alert's labels must satisfy, e.g.
+    ``alertname="HighMemoryUsage"``, ``severity=~"critical|warning"``."""
+    params: dict[str, str] = Field(default_factory=dict, max_length=64)
+    """Parameter name to a CEL expression over the alert, e.g. ``alert.labels.service``."""
+    severity: str | None = Field(default=None, max_length=2048)
+    """CEL giving the execution's severity (``SEV1`` .. ``SEV4``): its queue priority."""
+    on_resolved: OnResolved = "Ignore"
+    """``Cancel``: a resolved notification cancels the occurrence's execution if it is
+    still queued or running (reason ``AlertResolved``); ``Ignore``: only recorded."""
+    cooldown: Duration | None = None
+    """After an execution for an alert (by fingerprint), later occurrences of the same
+    alert start none until this much time has passed."""
+
+
+class Triggers(ApiModel):
+    """What starts executions of this runbook besides a person or GitOps."""
+
+    alerts: list[AlertTrigger] = Field(default_factory=list, max_length=MAX_ALERT_TRIGGERS)
+
+
 class RunbookSpec(ApiModel):
     """The procedure: parameters, steps, limits."""
 
@@ -193,6 +261,8 @@ class RunbookSpec(ApiModel):
     """At most this many steps of one execution run at once."""
     concurrency: Concurrency | None = None
     history: History | None = None
+    triggers: Triggers | None = None
+    """Alerts that start this runbook (only in its own namespace)."""
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS, json_schema_extra=_STEP_LIST)
     finally_: list[Step] = Field(
         default_factory=list, alias="finally", max_length=MAX_FINALLY_STEPS,

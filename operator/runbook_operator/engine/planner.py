@@ -34,6 +34,7 @@ from runbook_operator.api.execution import (
 )
 from runbook_operator.api.runbook import Retry, RunbookSpec, Step
 from runbook_operator.engine import backoff, circuit
+from runbook_operator.engine.approvals import may_decide
 from runbook_operator.engine.bulkhead import Ticket, rebuild
 from runbook_operator.engine.cel import CelError, evaluate, evaluate_bool
 from runbook_operator.engine.circuit import CallOutcome, CircuitState, Transition
@@ -99,6 +100,9 @@ class Observation:
     """By policy: the guarded attempts of every other execution, running or waiting."""
     severity: str | None = None
     """This execution's severity (SEV1 waits least for a bulkhead slot)."""
+    cancel_reason: str | None = None
+    """Why it is cancelled when not by ``spec.cancel`` (e.g. ``AlertResolved``)."""
+    cancel_message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -361,7 +365,8 @@ class _Pass:
             self.wake(end)
 
     def advance_approval(self, step: Step, st: StepStatus, started: datetime | None) -> None:
-        decision = next((a for a in reversed(self.obs.approvals) if a.step == step.name), None)
+        decision = next((a for a in reversed(self.obs.approvals)
+                         if a.step == step.name and may_decide(step, a)), None)
         if decision is not None:
             who = f" by {decision.by}" if decision.by else ""
             note = f": {decision.comment}" if decision.comment else ""
@@ -398,6 +403,9 @@ class _Pass:
             return "StepFailed"
         return None
 
+    def cancel_message(self) -> str:
+        return _clip(self.obs.cancel_message or "cancelled by spec.cancel", 1000)
+
     def deadline(self) -> datetime | None:
         started = parse(self.status.started_at)
         if self.obs.spec.timeout is None or started is None:
@@ -414,7 +422,7 @@ class _Pass:
         """Cancel or time out: stop what runs, skip what has not started."""
         if self.status.reason != reason:
             self.status.reason = reason
-            self.status.message = ("cancelled by spec.cancel" if reason == "Cancelled"
+            self.status.message = (self.cancel_message() if reason == "Cancelled"
                                    else f"execution timeout {self.obs.spec.timeout} reached")
             self.event("Execution" + reason, self.status.message, warning=True)
         for step in self.dag:
@@ -701,7 +709,8 @@ class _Pass:
         failed = self.failed_dag_step()
         stop = self.stop_reason()
         if stop == "Cancelled":
-            phase, reason, message = "Cancelled", "Cancelled", "cancelled by spec.cancel"
+            phase, reason = "Cancelled", self.obs.cancel_reason or "Cancelled"
+            message = self.cancel_message()
         elif stop == "Timeout":
             phase, reason = "Failed", "Timeout"
             message = f"execution timeout {self.obs.spec.timeout} reached"
