@@ -116,8 +116,9 @@ class Approvers(ApiModel):
     @model_validator(mode="after")
     def _names_someone(self) -> Approvers:
         if not self.users and not self.groups:
-            raise ValueError("approvers must name at least one user or group "
-                             "(leave approvers out to let anyone who may patch the execution decide)")
+            raise ValueError(
+                "approvers must name at least one user or group "
+                "(leave approvers out to let anyone who may patch the execution decide)")
         return self
 
 
