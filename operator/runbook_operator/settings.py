@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from runbook_operator.engine.podsecurity import SecurityPolicy
+
 
 @dataclass
 class OperatorSettings:
@@ -33,3 +35,15 @@ class OperatorSettings:
     list_chunk_size: int = 100
     """Objects per page of the initial listings (and relistings): memory at start grows
     with one page, not with every execution and Job the cluster holds."""
+    privileged_namespaces: list[str] = field(default_factory=list)
+    """Namespaces whose Runbooks may have privileged steps (root, privileged, added
+    capabilities...); none by default."""
+    runner_service_accounts: list[str] = field(default_factory=lambda: ["runbook-runner"])
+    """Service accounts step pods may run as; default: the chart's runner account."""
+    max_reconcile_failures: int = 5
+    """The same error this many times in a row fails an execution (InternalError)."""
+
+    def security(self) -> SecurityPolicy:
+        """The allowances the engine's pod-security checks are given."""
+        return SecurityPolicy(privileged_namespaces=frozenset(self.privileged_namespaces),
+                              runner_accounts=frozenset(self.runner_service_accounts))

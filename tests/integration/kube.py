@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from runbook_operator.engine.names import label_value
+
 GROUP, VERSION = "runbooks.dev", "v1alpha1"
 T = TypeVar("T")
 
@@ -107,7 +109,7 @@ class Kube:
 
     def jobs(self, execution: str) -> list[Any]:
         return self.batch.list_namespaced_job(
-            self.ns, label_selector=f"runbooks.dev/execution={execution}").items
+            self.ns, label_selector=f"runbooks.dev/execution={label_value(execution)}").items
 
     def events(self, name: str) -> list[Any]:
         return self.core.list_namespaced_event(

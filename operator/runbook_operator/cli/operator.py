@@ -33,6 +33,14 @@ def main(argv: list[str] | None = None) -> int:
                      help="reopen a watch that has been silent this long (default 70)")
     run.add_argument("--list-chunk-size", type=int, default=100, metavar="N",
                      help="objects per page of the initial listings (default 100)")
+    run.add_argument("--allow-privileged-namespace", action="append", default=[], metavar="NS",
+                     help="let Runbooks in NS have privileged steps (repeatable; default: none)")
+    run.add_argument("--runner-service-account", action="append", default=None,
+                     metavar="NAME", help="a service account step pods may run as "
+                     "(repeatable; default: runbook-runner)")
+    run.add_argument("--max-reconcile-failures", type=int, default=5, metavar="N",
+                     help="fail an execution whose reconcile raised the same error N times "
+                     "in a row (default 5)")
     crds = sub.add_parser("crds", help="write the CRD YAML generated from the API models")
     crds.add_argument("-o", "--output", default="crds", help="directory (default: crds)")
     args = parser.parse_args(argv)
@@ -49,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         log_format=args.log_format, log_level=args.log_level, events=not args.no_events,
         workers=args.workers, watch_inactivity_timeout=args.watch_inactivity_timeout,
         list_chunk_size=args.list_chunk_size,
+        privileged_namespaces=args.allow_privileged_namespace,
+        runner_service_accounts=args.runner_service_account or ["runbook-runner"],
+        max_reconcile_failures=args.max_reconcile_failures,
     )
     return run_operator(settings)
 

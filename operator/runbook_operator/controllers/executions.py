@@ -51,7 +51,13 @@ from runbook_operator.engine.planner import (
     Plan,
     plan,
 )
-from runbook_operator.engine.start import failed_status, start_execution
+from runbook_operator.engine.podsecurity import SecurityPolicy
+from runbook_operator.engine.severity import severity_of
+from runbook_operator.engine.start import (
+    cancelled_before_start,
+    failed_status,
+    start_execution,
+)
 from runbook_operator.engine.timeutil import fmt, parse
 from runbook_operator.k8s.client import Clients, retrying
 from runbook_operator.k8s.events import EventPoster
@@ -94,8 +100,10 @@ class ExecutionReconciler:
                  job_ttl_seconds: int = 3600,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  metrics: Metrics | None = None, tracer: ExecutionTracer | None = None,
-                 circuits: CircuitRegistry | None = None) -> None:
+                 circuits: CircuitRegistry | None = None,
+                 security: SecurityPolicy | None = None) -> None:
         self.clients = clients
+        self.security = security or SecurityPolicy()
         self.circuits = circuits or CircuitRegistry()
         self.metrics = metrics or Metrics()
         self.tracer = tracer or ExecutionTracer()
@@ -133,7 +141,17 @@ class ExecutionReconciler:
     def start(self, body: dict[str, Any], execution: RunbookExecution) -> Outcome:
         namespace = execution.metadata.namespace or ""
         runbook = self.read("runbooks", namespace, execution.spec.runbook_ref.name)
-        status = start_execution(execution.spec, runbook, namespace, self.clock())
+        status = start_execution(execution.spec, runbook, namespace, self.clock(),
+                                 self.security)
+        previous = execution.status
+        if execution.spec.cancel or (previous is not None and previous.cancel_requested):
+            # Cancelled while pending or queued: it ends before any step exists.
+            reason, why = "Cancelled", "cancelled by spec.cancel"
+            if not execution.spec.cancel and previous is not None:
+                reason = previous.cancel_reason or reason
+                why = previous.cancel_requested or why
+            status = cancelled_before_start(reason, why, self.clock(), status.runbook or
+                                            RunbookRefStatus(name=execution.spec.runbook_ref.name))
         status.observed_generation = execution.metadata.generation
         status.trace_id = self.tracer.trace_id(execution.metadata.uid or "",
                                                execution.metadata.annotations)
@@ -148,10 +166,10 @@ class ExecutionReconciler:
                 return Outcome()
         elif not self.write_status(body, status):
             return Outcome(again=True)
-        if status.phase == "Failed":
+        if status.phase in FINISHED_EXECUTION_PHASES:
             self.metrics.execution_finished(namespace, execution.spec.runbook_ref.name,
-                                            "Failed", 0.0)
-            self.tracer.execution_span(ExecutionInfo.from_body(body), phase="Failed",
+                                            status.phase, 0.0)
+            self.tracer.execution_span(ExecutionInfo.from_body(body), phase=status.phase,
                                        started_at=status.finished_at,
                                        finished_at=status.finished_at, reason=status.reason,
                                        message=status.message)
@@ -189,7 +207,7 @@ class ExecutionReconciler:
             failed.concurrency_key = key
             return failed
         for other in decision.replace:
-            self.request_cancel(namespace, other, f"replaced by {name}")
+            self.request_cancel(namespace, other, f"replaced by {name}", "Replaced")
         now = fmt(self.clock())
         return RunbookExecutionStatus(
             phase="Queued", reason="Queued" if decision.verdict == "Queue" else "Replacing",
@@ -221,10 +239,14 @@ class ExecutionReconciler:
                 and ((other.get("spec") or {}).get("runbookRef") or {}).get("name") == runbook]
 
     @retrying
-    def request_cancel(self, namespace: str, name: str, why: str) -> None:
-        """Ask a running execution to cancel itself, through its status (never its spec)."""
+    def request_cancel(self, namespace: str, name: str, why: str, reason: str) -> None:
+        """Ask a running execution to cancel itself, through its status (never its spec).
+
+        It ends ``Cancelled`` with ``reason`` and ``why`` as its message.
+        """
         try:
-            self._patch(namespace, name, {"status": {"cancelRequested": why}})
+            self._patch(namespace, name, {"status": {"cancelRequested": why,
+                                                     "cancelReason": reason}})
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -253,6 +275,8 @@ class ExecutionReconciler:
             lost_jobs=lost,
             now=self.clock(),
             cancel=execution.spec.cancel or bool(status.cancel_requested),
+            cancel_reason=None if execution.spec.cancel else status.cancel_reason,
+            cancel_message=None if execution.spec.cancel else status.cancel_requested,
             approvals=execution.spec.approvals,
             runbook=execution.spec.runbook_ref.name,
         )
@@ -677,19 +701,12 @@ class ExecutionReconciler:
 
 
 def _severity_of(body: dict[str, Any]) -> str | None:
-    try:
-        return _severity(RunbookExecution.from_k8s(body))
-    except ValidationError:
-        return None
+    return severity_of(body.get("spec"))
 
 
 def _severity(execution: RunbookExecution) -> str | None:
-    """SEV1..SEV4 from the params, else from the alert that triggered it."""
-    severity = execution.spec.params.get("severity")
-    if not isinstance(severity, str) and execution.spec.triggered_by and \
-            execution.spec.triggered_by.alert:
-        severity = execution.spec.triggered_by.alert.labels.get("severity")
-    return severity if isinstance(severity, str) else None
+    """SEV1..SEV4 by the one rule of :func:`severity_of`."""
+    return severity_of(execution.spec.to_k8s())
 
 
 def _attempt_start(status: RunbookExecutionStatus, step: str, attempt: int) -> str | None:

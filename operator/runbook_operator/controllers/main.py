@@ -91,7 +91,8 @@ class Operator:
         self.executions = ExecutionReconciler(clients, self.store, self.events,
                                               job_ttl_seconds=settings.job_ttl_seconds,
                                               metrics=self.metrics, tracer=self.tracer,
-                                              circuits=self.circuits)
+                                              circuits=self.circuits,
+                                              security=settings.security())
         self.failures: dict[Key, int] = {}
 
     async def handle(self, key: Key) -> None:
@@ -157,7 +158,7 @@ class Operator:
             deleted = type == "DELETED"
             store.put_runbook(body, deleted)
             if not deleted and not body.get("metadata", {}).get("deletionTimestamp"):
-                runbooks.reconcile(clients, body)
+                runbooks.reconcile(clients, body, security=self.settings.security())
 
         @kopf.on.event(GROUP, VERSION, circuits.PLURAL, registry=registry)
         async def policy_event(type: str, event: kopf.RawEvent, **_: Any) -> None:

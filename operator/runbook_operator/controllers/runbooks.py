@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runbook_operator.api.common import Condition
+from runbook_operator.engine.podsecurity import SecurityPolicy
 from runbook_operator.engine.start import spec_hash
 from runbook_operator.engine.validation import validate_spec
 from runbook_operator.k8s.client import Clients, patch_status
@@ -17,8 +18,10 @@ from runbook_operator.k8s.client import Clients, patch_status
 PLURAL = "runbooks"
 
 
-def ready_condition(spec: dict[str, Any], generation: int | None) -> Condition:
-    problems = validate_spec(spec)
+def ready_condition(spec: dict[str, Any], generation: int | None,
+                    security: SecurityPolicy | None = None,
+                    namespace: str | None = None) -> Condition:
+    problems = validate_spec(spec, security, namespace)
     if not problems:
         return Condition(type="Ready", status="True", reason="Valid",
                          message="the runbook is valid", observed_generation=generation)
@@ -27,11 +30,13 @@ def ready_condition(spec: dict[str, Any], generation: int | None) -> Condition:
                      message=message[:4000], observed_generation=generation)
 
 
-def desired_status(body: dict[str, Any], now: datetime) -> dict[str, Any]:
+def desired_status(body: dict[str, Any], now: datetime,
+                   security: SecurityPolicy | None = None) -> dict[str, Any]:
     """The status a Runbook should have; keeps lastTransitionTime when nothing changed."""
     spec = body.get("spec") or {}
     generation = body.get("metadata", {}).get("generation")
-    condition = ready_condition(spec, generation)
+    condition = ready_condition(spec, generation, security,
+                                body.get("metadata", {}).get("namespace"))
     previous = next((c for c in (body.get("status") or {}).get("conditions", [])
                      if c.get("type") == "Ready"), None)
     if previous and previous.get("status") == condition.status:
@@ -52,9 +57,10 @@ def needs_update(body: dict[str, Any], desired: dict[str, Any]) -> bool:
     return any(current.get(k) != v for k, v in desired.items())
 
 
-def reconcile(clients: Clients, body: dict[str, Any], now: datetime | None = None) -> bool:
+def reconcile(clients: Clients, body: dict[str, Any], now: datetime | None = None,
+              security: SecurityPolicy | None = None) -> bool:
     """Validate one Runbook; write its status when it changed. Returns whether it wrote."""
-    desired = desired_status(body, now or datetime.now(UTC))
+    desired = desired_status(body, now or datetime.now(UTC), security)
     if not needs_update(body, desired):
         return False
     meta = body["metadata"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from runbook_operator.k8s.jobs import LABEL_EXECUTION
+from runbook_operator.k8s.jobs import ANNOTATION_EXECUTION, LABEL_EXECUTION
 
 Key = tuple[str, str]
 Body = dict[str, Any]
@@ -109,7 +109,9 @@ class Store:
     @staticmethod
     def owner_key(body: Body) -> Key | None:
         meta = body.get("metadata") or {}
-        execution = (meta.get("labels") or {}).get(LABEL_EXECUTION)
+        # The annotation holds the full name; the label may be shortened with a hash.
+        execution = (meta.get("annotations") or {}).get(ANNOTATION_EXECUTION) or \
+            (meta.get("labels") or {}).get(LABEL_EXECUTION)
         return (meta.get("namespace", ""), execution) if execution else None
 
     def finished(self, key: Key) -> bool:

@@ -24,8 +24,9 @@ from runbook_operator.api.execution import (
 )
 from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.engine.params import resolve_params
+from runbook_operator.engine.podsecurity import SecurityPolicy
 from runbook_operator.engine.timeutil import fmt
-from runbook_operator.engine.validation import validate_spec
+from runbook_operator.engine.validation import SECURITY_REASONS, validate_spec
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:
@@ -35,8 +36,13 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
 
 
 def start_execution(spec: RunbookExecutionSpec, runbook: Mapping[str, Any] | None,
-                    namespace: str, now: datetime) -> RunbookExecutionStatus:
-    """The first status of an execution: Running with a frozen spec, or Failed with a reason."""
+                    namespace: str, now: datetime,
+                    security: SecurityPolicy | None = None) -> RunbookExecutionStatus:
+    """The first status of an execution: Running with a frozen spec, or Failed with a reason.
+
+    The pod-security checks run here too, with the allowances the operator has now:
+    a privileged step fails the execution (reason ``PrivilegedStep``) before any Job.
+    """
     ref = spec.runbook_ref.name
     if runbook is None:
         return failed_status("RunbookNotFound",
@@ -45,9 +51,12 @@ def start_execution(spec: RunbookExecutionSpec, runbook: Mapping[str, Any] | Non
     raw_spec = runbook.get("spec") or {}
     generation = (runbook.get("metadata") or {}).get("generation")
     ref_status = RunbookRefStatus(name=ref, generation=generation, spec_hash=spec_hash(raw_spec))
-    problems = validate_spec(raw_spec)
+    problems = validate_spec(raw_spec, security, namespace)
     if problems:
-        return failed_status("RunbookInvalid", f"runbook {ref!r} is not valid: "
+        # A security refusal is named as such: it is not fixed by editing the steps' logic.
+        reason = next((p.reason for p in problems if p.reason in SECURITY_REASONS),
+                      "RunbookInvalid")
+        return failed_status(reason, f"runbook {ref!r} is not valid: "
                        + "; ".join(str(p) for p in problems), now, ref_status)
     try:
         rb_spec = RunbookSpec.model_validate(raw_spec)
@@ -71,6 +80,15 @@ def start_execution(spec: RunbookExecutionSpec, runbook: Mapping[str, Any] | Non
         history=[HistoryEntry(time=fmt(now), event="ExecutionStarted",
                               message=f"runbook {ref} generation {generation}")],
     )
+
+
+def cancelled_before_start(reason: str, message: str, now: datetime,
+                           ref: RunbookRefStatus) -> RunbookExecutionStatus:
+    """The status of a run cancelled before any step ran (while pending or queued)."""
+    status = failed_status(reason, message, now, ref)
+    status.phase = "Cancelled"
+    status.history[0].event = "ExecutionCancelled"
+    return status
 
 
 def failed_status(reason: str, message: str, now: datetime,

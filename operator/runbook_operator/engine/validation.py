@@ -24,6 +24,14 @@ from runbook_operator.engine.cel import (
     referenced_steps,
 )
 from runbook_operator.engine.params import ParamError, check_value
+from runbook_operator.engine.podsecurity import (
+    SecurityPolicy,
+    allowance_hint,
+    check_step_security,
+)
+
+SECURITY_REASONS = frozenset({"PrivilegedStep", "ServiceAccountNotAllowed"})
+"""Problems that depend on the operator's allowances, not on the spec alone."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +40,8 @@ class Problem:
 
     reason: str
     """CamelCase, stable: InvalidSpec, DuplicateName, UnknownDependency, DependencyCycle,
-    InvalidExpression, InvalidDefault, UnknownFallback, InvalidStep."""
+    InvalidExpression, InvalidDefault, UnknownFallback, InvalidStep, PrivilegedStep,
+    ServiceAccountNotAllowed."""
     message: str
     step: str | None = None
 
@@ -41,8 +50,15 @@ class Problem:
         return f"{self.reason}: {where}{self.message}"
 
 
-def validate_spec(raw: Mapping[str, Any] | RunbookSpec) -> list[Problem]:
-    """All problems of a runbook spec, or an empty list when it is valid."""
+def validate_spec(raw: Mapping[str, Any] | RunbookSpec,
+                  security: SecurityPolicy | None = None,
+                  namespace: str | None = None) -> list[Problem]:
+    """All problems of a runbook spec, or an empty list when it is valid.
+
+    ``security``: the operator's allowances (default: none, the chart's runner
+    account only); ``namespace``: where the Runbook lives (privileged steps may be
+    allowed per namespace).
+    """
     if isinstance(raw, RunbookSpec):
         spec = raw
     else:
@@ -60,6 +76,20 @@ def validate_spec(raw: Mapping[str, Any] | RunbookSpec) -> list[Problem]:
     has_cycle = any(p.reason == "DependencyCycle" for p in dependency_problems)
     problems += _check_steps(spec, has_cycle)
     problems += _check_durations(spec)
+    problems += security_problems(spec, security or SecurityPolicy(), namespace)
+    return problems
+
+
+def security_problems(spec: RunbookSpec, security: SecurityPolicy,
+                      namespace: str | None) -> list[Problem]:
+    """Privileged step settings and a service account the operator was not allowed."""
+    violations, account = check_step_security(
+        [(s.name, s.security_context) for s in spec.all_steps() if s.type == "run"],
+        spec.service_account_name, namespace, security)
+    problems = [Problem("PrivilegedStep", f"{v.field}: {v.message}; {allowance_hint(namespace)}",
+                        v.step) for v in violations]
+    if account:
+        problems.append(Problem("ServiceAccountNotAllowed", account))
     return problems
 
 

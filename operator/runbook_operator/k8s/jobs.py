@@ -3,8 +3,10 @@
 Parameters reach the container only as environment variables (``PARAM_<NAME>``
 and ``RUNBOOK_PARAMS``), never substituted into a command; secret parameters
 come from a Secret owned by the execution, so they appear in no Job spec.
-Pods run non-root with every capability dropped and seccomp RuntimeDefault
-unless the step says otherwise.
+Pods run non-root with every capability dropped and seccomp RuntimeDefault; a
+step's ``securityContext`` is merged over those defaults key by key
+(``engine.podsecurity``). Labels carry names shortened to fit a label value
+(``engine.names.label_value``); the full names are annotations beside them.
 """
 
 from __future__ import annotations
@@ -16,8 +18,15 @@ from typing import Any
 
 from runbook_operator.api.common import API_VERSION, parse_duration
 from runbook_operator.api.runbook import RunbookSpec, Step
+from runbook_operator.engine.names import label_value
 from runbook_operator.engine.params import env_name, env_value
 from runbook_operator.engine.planner import ObservedJob
+from runbook_operator.engine.podsecurity import (
+    DEFAULT_CONTAINER_SECURITY,
+    NON_ROOT_UID,
+    container_security,
+    pod_security,
+)
 from runbook_operator.engine.timeutil import parse
 
 LABEL_EXECUTION = "runbooks.dev/execution"
@@ -25,18 +34,12 @@ LABEL_RUNBOOK = "runbooks.dev/runbook"
 LABEL_STEP = "runbooks.dev/step"
 LABEL_ATTEMPT = "runbooks.dev/attempt"
 ANNOTATION_ATTEMPT = "runbooks.dev/attempt"
+ANNOTATION_EXECUTION = "runbooks.dev/execution"
+"""The execution's full name (its label may be shortened with a hash)."""
+ANNOTATION_RUNBOOK = "runbooks.dev/runbook"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "runbook-operator"}
 
-NON_ROOT_UID = 65532
-
-DEFAULT_CONTAINER_SECURITY: dict[str, Any] = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-    "runAsUser": NON_ROOT_UID,
-    "runAsGroup": NON_ROOT_UID,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
+__all__ = ["DEFAULT_CONTAINER_SECURITY", "NON_ROOT_UID"]
 
 
 @dataclass(frozen=True)
@@ -97,20 +100,22 @@ def build_job(ctx: JobContext, step: Step, attempt: int, name: str,
     """The Job manifest of one attempt of one step."""
     labels = {
         **MANAGED_BY,
-        LABEL_EXECUTION: ctx.execution,
-        LABEL_RUNBOOK: ctx.runbook,
+        LABEL_EXECUTION: label_value(ctx.execution),
+        LABEL_RUNBOOK: label_value(ctx.runbook),
         LABEL_STEP: step.name,
         LABEL_ATTEMPT: str(attempt),
     }
+    names = {ANNOTATION_EXECUTION: ctx.execution, ANNOTATION_RUNBOOK: ctx.runbook}
     pod_labels = dict(step.pod_metadata.labels) if step.pod_metadata else {}
     pod_labels.update(labels)
     annotations = dict(step.pod_metadata.annotations) if step.pod_metadata else {}
     annotations[ANNOTATION_ATTEMPT] = str(attempt)
+    annotations.update(names)
     container: dict[str, Any] = {
         "name": "step",
         "image": step.image,
         "env": step_env(ctx, step, traceparent),
-        "securityContext": step.security_context or DEFAULT_CONTAINER_SECURITY,
+        "securityContext": container_security(step.security_context),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if step.command is not None:
@@ -124,9 +129,7 @@ def build_job(ctx: JobContext, step: Step, attempt: int, name: str,
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [container],
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}
-        if step.security_context else
-        {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": pod_security(step.security_context),
     }
     if ctx.spec.service_account_name:
         pod_spec["serviceAccountName"] = ctx.spec.service_account_name
@@ -149,6 +152,7 @@ def build_job(ctx: JobContext, step: Step, attempt: int, name: str,
             "name": name,
             "namespace": ctx.namespace,
             "labels": labels,
+            "annotations": names,
             "ownerReferences": [owner_reference(ctx.execution, ctx.uid)],
         },
         "spec": job_spec,

@@ -1,0 +1,120 @@
+"""engine.podsecurity and its place in validation and start: step pod security.
+
+Cases:
+- merge: a step's securityContext is merged key by key over the restricted
+  defaults (readOnlyRootFilesystem added, everything else kept); nested objects
+  merge; capabilities.drop keeps ALL whatever the step lists; an allowed
+  runAsUser 0 implies runAsNonRoot false at both levels;
+- every privileged setting is refused, one problem each, naming the step and the
+  field (privileged, runAsUser 0, runAsNonRoot false, allowPrivilegeEscalation,
+  capabilities.add, procMount, seccomp Unconfined, hostProcess, host namespaces);
+- the restricted settings a step may change freely are not refused;
+- an allowed namespace accepts them, another namespace does not;
+- serviceAccountName outside the allowlist is ServiceAccountNotAllowed; absent or
+  listed is fine; the default allowlist is the chart's runner account;
+- start_execution fails with reason PrivilegedStep (no frozen spec, so no Job) and
+  starts the same runbook in an allowed namespace.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from runbook_operator.api.execution import RunbookExecutionSpec
+from runbook_operator.engine.podsecurity import (
+    DEFAULT_CONTAINER_SECURITY,
+    SecurityPolicy,
+    container_security,
+    pod_security,
+)
+from runbook_operator.engine.start import start_execution
+from runbook_operator.engine.validation import validate_spec
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def spec(context: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    step: dict[str, Any] = {"name": "fix", "image": "busybox:1.37"}
+    if context is not None:
+        step["securityContext"] = context
+    return {"steps": [step], **fields}
+
+
+def test_merge_keeps_the_defaults() -> None:
+    merged = container_security({"readOnlyRootFilesystem": True, "runAsUser": 1000})
+    assert merged == {**DEFAULT_CONTAINER_SECURITY, "readOnlyRootFilesystem": True,
+                      "runAsUser": 1000}
+    assert container_security(None) == DEFAULT_CONTAINER_SECURITY
+    assert pod_security(None) == {"runAsNonRoot": True,
+                                  "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def test_merge_nested_and_drop_all_stays() -> None:
+    merged = container_security({"capabilities": {"drop": ["NET_RAW"]},
+                                 "seccompProfile": {"localhostProfile": "x"}})
+    assert merged["capabilities"] == {"drop": ["ALL", "NET_RAW"]}
+    assert merged["seccompProfile"] == {"type": "RuntimeDefault", "localhostProfile": "x"}
+    assert container_security({"capabilities": {"drop": []}})["capabilities"]["drop"] == ["ALL"]
+
+
+def test_allowed_root_implies_run_as_non_root_false() -> None:
+    assert container_security({"runAsUser": 0})["runAsNonRoot"] is False
+    assert pod_security({"runAsUser": 0})["runAsNonRoot"] is False
+
+
+@pytest.mark.parametrize(("context", "field"), [
+    ({"privileged": True}, "securityContext.privileged"),
+    ({"runAsUser": 0}, "securityContext.runAsUser"),
+    ({"runAsNonRoot": False}, "securityContext.runAsNonRoot"),
+    ({"allowPrivilegeEscalation": True}, "securityContext.allowPrivilegeEscalation"),
+    ({"capabilities": {"add": ["NET_ADMIN"]}}, "securityContext.capabilities.add"),
+    ({"procMount": "Unmasked"}, "securityContext.procMount"),
+    ({"seccompProfile": {"type": "Unconfined"}}, "securityContext.seccompProfile.type"),
+    ({"windowsOptions": {"hostProcess": True}},
+     "securityContext.windowsOptions.hostProcess"),
+    ({"hostNetwork": True}, "securityContext.hostNetwork"),
+    ({"hostPID": True}, "securityContext.hostPID"),
+])
+def test_privileged_settings_are_refused(context: dict[str, Any], field: str) -> None:
+    (problem,) = validate_spec(spec(context), SecurityPolicy(), "ops")
+    assert problem.reason == "PrivilegedStep"
+    assert problem.step == "fix"
+    assert field in problem.message
+    assert "--allow-privileged-namespace" in problem.message
+
+
+def test_restricted_changes_are_fine() -> None:
+    ok = {"runAsUser": 1000, "runAsGroup": 1000, "readOnlyRootFilesystem": True,
+          "capabilities": {"drop": ["ALL"]}, "allowPrivilegeEscalation": False}
+    assert validate_spec(spec(ok), SecurityPolicy(), "ops") == []
+
+
+def test_allowed_namespace_only() -> None:
+    policy = SecurityPolicy(privileged_namespaces=frozenset({"break-glass"}))
+    raw = spec({"privileged": True, "runAsUser": 0})
+    assert validate_spec(raw, policy, "break-glass") == []
+    assert [p.reason for p in validate_spec(raw, policy, "ops")] == ["PrivilegedStep"] * 2
+
+
+def test_service_account_allowlist() -> None:
+    assert validate_spec(spec(serviceAccountName="runbook-runner")) == []
+    assert validate_spec(spec()) == []
+    (problem,) = validate_spec(spec(serviceAccountName="cluster-admin-sa"))
+    assert problem.reason == "ServiceAccountNotAllowed"
+    assert "cluster-admin-sa" in problem.message and "runbook-runner" in problem.message
+    policy = SecurityPolicy(runner_accounts=frozenset({"cluster-admin-sa"}))
+    assert validate_spec(spec(serviceAccountName="cluster-admin-sa"), policy) == []
+
+
+def test_start_refuses_a_privileged_runbook_before_any_job() -> None:
+    runbook = {"metadata": {"generation": 1}, "spec": spec({"privileged": True})}
+    ex = RunbookExecutionSpec.model_validate({"runbookRef": {"name": "rb"}})
+    status = start_execution(ex, runbook, "ops", NOW, SecurityPolicy())
+    assert status.phase == "Failed" and status.reason == "PrivilegedStep"
+    assert status.runbook_spec is None
+    assert "fix" in (status.message or "") and "privileged" in (status.message or "")
+    allowed = SecurityPolicy(privileged_namespaces=frozenset({"ops"}))
+    assert start_execution(ex, runbook, "ops", NOW, allowed).phase == "Running"
