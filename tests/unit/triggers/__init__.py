@@ -1,0 +1,1 @@
+"""Unit tests of alert triggers: the Alertmanager webhook payload parser."""
