@@ -15,6 +15,7 @@ The same code serves humans and pytest:
     python hack/cluster.py env      # eval "$(python hack/cluster.py env)"
     python hack/cluster.py status
     python hack/cluster.py down     # stop what `up` started, wipe etcd data
+    python hack/cluster.py user alice --group sre   # a kubeconfig acting as alice
 
     from cluster import LocalCluster   # tests/integration/conftest.py
     c = LocalCluster(); c.up(); c.kubectl("get", "nodes"); c.down()
@@ -308,27 +309,13 @@ class LocalCluster:
         c = self._certs
         if all(p.exists() for p in vars(c).values()):
             return  # reusing certs keeps `up` fast and existing kubeconfigs valid
-        d = self.certs_dir
         days = "3650"
         self._openssl(
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", days,
             "-keyout", str(c.ca_key), "-out", str(c.ca_crt), "-subj", "/CN=rbo-local-ca",
         )  # fmt: skip
 
-        def issue(crt: Path, key: Path, subj: str, ext: str) -> None:
-            csr, extfile = d / "tmp.csr", d / "tmp.ext"
-            extfile.write_text(ext)
-            self._openssl(
-                "req", "-new", "-newkey", "rsa:2048", "-nodes",
-                "-keyout", str(key), "-out", str(csr), "-subj", subj,
-            )  # fmt: skip
-            self._openssl(
-                "x509", "-req", "-in", str(csr), "-CA", str(c.ca_crt), "-CAkey", str(c.ca_key),
-                "-CAcreateserial", "-days", days, "-out", str(crt), "-extfile", str(extfile),
-            )  # fmt: skip
-            csr.unlink()
-            extfile.unlink()
-
+        issue = self._issue
         sans = ",".join(
             [
                 "IP:127.0.0.1",
@@ -356,11 +343,64 @@ class LocalCluster:
         for key in (c.ca_key, c.serving_key, c.admin_key, c.sa_key):
             key.chmod(0o600)
 
-    def _write_kubeconfig(self, server: str) -> None:
+    def _issue(self, crt: Path, key: Path, subj: str, ext: str, days: str = "3650") -> None:
+        """A key and a certificate for `subj`, signed by the cluster CA."""
+        c = self._certs
+        csr, extfile = crt.with_suffix(".csr"), crt.with_suffix(".ext")
+        extfile.write_text(ext)
+        self._openssl(
+            "req", "-new", "-newkey", "rsa:2048", "-nodes",
+            "-keyout", str(key), "-out", str(csr), "-subj", subj,
+        )  # fmt: skip
+        self._openssl(
+            "x509", "-req", "-in", str(csr), "-CA", str(c.ca_crt), "-CAkey", str(c.ca_key),
+            "-CAcreateserial", "-days", days, "-out", str(crt), "-extfile", str(extfile),
+        )  # fmt: skip
+        csr.unlink()
+        extfile.unlink()
+        key.chmod(0o600)
+
+    def user_kubeconfig(self, user: str, groups: Sequence[str] = ()) -> Path:
+        """A kubeconfig authenticating as `user` in `groups` with a client certificate.
+
+        The API server reads the certificate's CN as the user name and each O as a
+        group, so tests (and people) can act as real, non-admin users whose rights
+        come from RBAC alone. Written under <state dir>/users/; issued once per
+        (user, groups), reused afterwards. Needs the cluster CA's key, so only for a
+        cluster this class started.
+        """
+        for part in (user, *groups):
+            if not part or any(ch in part for ch in "/\\=+,\n"):
+                raise ClusterError(f"unusable user or group name for a certificate: {part!r}")
+        if not self._certs.ca_key.exists():
+            raise ClusterError(
+                f"no cluster CA key in {self.certs_dir}: start the cluster with `up`")
+        users = self.certs_dir / "users"
+        users.mkdir(parents=True, exist_ok=True)
+        stem = "_".join([user, *groups]).replace(":", "-")
+        crt, key = users / f"{stem}.crt", users / f"{stem}.key"
+        if not (crt.exists() and key.exists()):
+            subj = "".join(f"/O={g}" for g in groups) + f"/CN={user}"
+            self._issue(
+                crt, key, subj,
+                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=clientAuth\n",
+            )  # fmt: skip
+        out = self.state_dir / "users" / f"{stem}.kubeconfig"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self._write_kubeconfig(self._server_from_kubeconfig(), out, user, crt, key)
+        return out
+
+    def _write_kubeconfig(
+        self, server: str, path: Path | None = None, user: str = "rbo-admin",
+        crt: Path | None = None, key: Path | None = None,
+    ) -> None:
         def b64(p: Path) -> str:
             return base64.b64encode(p.read_bytes()).decode()
 
         c = self._certs
+        path = path or self.kubeconfig
+        crt, key = crt or c.admin_crt, key or c.admin_key
         cfg = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -372,22 +412,22 @@ class LocalCluster:
             ],
             "users": [
                 {
-                    "name": "rbo-admin",
+                    "name": user,
                     "user": {
-                        "client-certificate-data": b64(c.admin_crt),
-                        "client-key-data": b64(c.admin_key),
+                        "client-certificate-data": b64(crt),
+                        "client-key-data": b64(key),
                     },
                 }
             ],
             "contexts": [
-                {"name": "rbo-local", "context": {"cluster": "rbo-local", "user": "rbo-admin"}}
+                {"name": "rbo-local", "context": {"cluster": "rbo-local", "user": user}}
             ],
             "current-context": "rbo-local",
         }
-        tmp = self.kubeconfig.with_suffix(".tmp")
+        tmp = path.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
         tmp.chmod(0o600)
-        tmp.replace(self.kubeconfig)
+        tmp.replace(path)
 
     def _server_from_kubeconfig(self) -> str:
         cfg = yaml.safe_load(self.kubeconfig.read_text())
@@ -631,7 +671,10 @@ class LocalCluster:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("command", choices=("up", "down", "status", "env"))
+    parser.add_argument("command", choices=("up", "down", "status", "env", "user"))
+    parser.add_argument("user", nargs="?", help="user: the user name (certificate CN)")
+    parser.add_argument("--group", action="append", default=[],
+                        help="user: a group (certificate O), repeatable")
     args = parser.parse_args(argv)
     cluster = LocalCluster()
 
@@ -661,6 +704,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if ready else 1
     elif args.command == "env":
         print("\n".join(cluster.env_lines()))
+    elif args.command == "user":
+        if not args.user:
+            parser.error("user needs a user name: cluster.py user alice --group sre")
+        try:
+            print(cluster.user_kubeconfig(args.user, args.group))
+        except ClusterError as e:
+            print(f"!! {e}", file=sys.stderr)
+            return 1
     return 0
 
 

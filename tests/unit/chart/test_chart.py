@@ -4,10 +4,14 @@ Cases: the chart's crds/ equal the generated crds/; `helm lint` passes;
 `helm template` renders a Deployment running `runbook-operator run` as non-root
 with a read-only root filesystem, a ServiceAccount, and a ClusterRole whose rules
 are files/rbac-rules.yaml; runner accounts are created per listed namespace;
-extra args and the tracing endpoint reach the container; a metrics Service always,
+extra args and the tracing endpoint reach the container; runner accounts and
+privileged namespaces become --runner-service-account and
+--allow-privileged-namespace (none by default); a metrics Service always,
 and on request a ServiceMonitor selecting it, the PrometheusRule with the groups
 of deploy/monitoring/rules.yaml and the dashboard ConfigMap (whose files equal
-deploy/monitoring's).
+deploy/monitoring's); the admission policies and bindings are those of
+files/admission-policies.yaml with the chart's labels, on by default and gone with
+admission.enabled=false.
 helm is built from the Go module proxy by hack/build-helm.sh (cached).
 """
 
@@ -124,3 +128,28 @@ def test_extra_args_and_tracing_reach_the_container() -> None:
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
         "OTEL_SERVICE_NAME": "runbook-operator",
         "OTEL_TRACES_SAMPLER": "parentbased_always_on", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+
+
+def test_step_security_allowances_become_flags() -> None:
+    args = next(d for d in render() if d["kind"] == "Deployment")[
+        "spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--runner-service-account=runbook-runner" in args
+    assert not any(a.startswith("--allow-privileged-namespace") for a in args)
+    docs = render("runner.serviceAccounts={diag}", "security.privilegedNamespaces={break-glass}")
+    args = next(d for d in docs if d["kind"] == "Deployment")[
+        "spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--runner-service-account=diag" in args
+    assert "--allow-privileged-namespace=break-glass" in args
+
+
+ADMISSION_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+def test_admission_policies_are_the_file() -> None:
+    rendered = [d for d in render() if d["kind"] in ADMISSION_KINDS]
+    for doc in rendered:
+        assert doc["metadata"].pop("labels")["app.kubernetes.io/instance"] == "rbo"
+    assert rendered == yaml.safe_load((CHART / "files" / "admission-policies.yaml").read_text())
+    assert {d["kind"] for d in rendered} == set(ADMISSION_KINDS)
+    off = render("admission.enabled=false")
+    assert not [d for d in off if d["kind"] in ADMISSION_KINDS]
