@@ -3,7 +3,8 @@
 Cases: `run -p ... --watch` converts parameters to their declared types, prints
 each step and exits 0 on success and 1 on failure; a value of the wrong type is
 refused before anything is created; `approve` and `reject` decide a waiting
-approval step; `cancel` cancels.
+approval step, recorded as the user the API server authenticated (not a flag);
+`cancel` cancels.
 """
 
 from __future__ import annotations
@@ -68,12 +69,13 @@ def test_approve_and_reject(kube: Kube, cluster: Any, verb: str, phase: str) -> 
         step("act", after=["gate"])]})
     kube.execute("gate-1", "cli-gate")
     kube.wait_phase("gate-1", "WaitingForApproval")
-    out = plugin(cluster, verb, "gate-1", "gate", "-n", kube.ns, "-m", "on call says so",
-                 "--by", "bob")
+    out = plugin(cluster, verb, "gate-1", "gate", "-n", kube.ns, "-m", "on call says so")
     assert out.returncode == 0, out.stderr
     body = kube.wait_finished("gate-1")
     assert body["status"]["phase"] == phase
-    assert "bob" in body["status"]["steps"]["gate"]["message"]
+    # `by` is who the API server says the caller is (the admin certificate's CN).
+    assert body["spec"]["approvals"][0]["by"] == "rbo-admin"
+    assert "rbo-admin" in body["status"]["steps"]["gate"]["message"]
 
 
 def test_approve_a_step_that_is_not_waiting(kube: Kube, cluster: Any) -> None:

@@ -44,7 +44,6 @@ def add_commands(sub: Any) -> None:
         decide.add_argument("execution")
         decide.add_argument("step")
         decide.add_argument("-m", "--message", help="a comment recorded with the decision")
-        decide.add_argument("--by", help="who decides (default: the kubeconfig user)")
         _common(decide)
         decide.set_defaults(handler=cmd_decide, decision="Approve" if verb == "approve"
                             else "Reject")
@@ -148,13 +147,43 @@ def watch(api: Any, namespace: str, name: str, timeout: float, out: TextIO) -> i
     return EXIT_FAILED
 
 
+def whoami() -> str:
+    """The caller's user name as the API server authenticates it (SelfSubjectReview).
+
+    An approval records this, never a name typed on the command line: admission
+    refuses an approval whose ``by`` is not the requesting user.
+    """
+    review = kubernetes.client.AuthenticationV1Api().create_self_subject_review(
+        kubernetes.client.V1SelfSubjectReview(api_version="authentication.k8s.io/v1",
+                                              kind="SelfSubjectReview"))
+    username = review.status.user_info.username if review.status and \
+        review.status.user_info else None
+    if not username:
+        raise CommandError("the API server did not say who you are (SelfSubjectReview "
+                           "returned no user name); check your kubeconfig's credentials")
+    return str(username)
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's own explanation of a refused request (admission's message)."""
+    try:
+        message = json.loads(exc.body or "").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or f"{exc.status} {exc.reason}")
+
+
 def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         api, ns = _connect(args)
         body = api.get_namespaced_custom_object(GROUP, VERSION, ns, "runbookexecutions",
                                                 args.execution)
-    except (CommandError, ApiException) as exc:
+        by = whoami()
+    except CommandError as exc:
         print(f"kubectl-runbook: {exc}", file=err)
+        return EXIT_USAGE
+    except ApiException as exc:
+        print(f"kubectl-runbook: {api_message(exc)}", file=err)
         return EXIT_USAGE
     steps = ((body.get("status") or {}).get("steps") or {})
     if steps.get(args.step, {}).get("phase") != "WaitingForApproval":
@@ -162,17 +191,20 @@ def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"kubectl-runbook: step {args.step!r} is not waiting for approval "
               f"(waiting: {', '.join(waiting) or 'none'})", file=err)
         return EXIT_USAGE
-    decision = {"step": args.step, "decision": args.decision}
+    decision = {"step": args.step, "decision": args.decision, "by": by}
     if args.message:
         decision["comment"] = args.message
-    if args.by:
-        decision["by"] = args.by
     approvals = [*(body["spec"].get("approvals") or []), decision]
     patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
              "spec": {"approvals": approvals}}
-    api.patch_namespaced_custom_object(GROUP, VERSION, ns, "runbookexecutions",
-                                       args.execution, patch)
-    print(f"{args.execution}: step {args.step} {args.decision.lower()}d", file=out)
+    try:
+        api.patch_namespaced_custom_object(GROUP, VERSION, ns, "runbookexecutions",
+                                           args.execution, patch)
+    except ApiException as exc:
+        print(f"kubectl-runbook: {args.execution}: step {args.step} not "
+              f"{args.decision.lower()}d: {api_message(exc)}", file=err)
+        return EXIT_FAILED
+    print(f"{args.execution}: step {args.step} {args.decision.lower()}d by {by}", file=out)
     return EXIT_OK
 
 
