@@ -43,6 +43,16 @@ class OperatorSettings:
     max_reconcile_failures: int = 5
     """The same error this many times in a row fails an execution (InternalError)."""
 
+    alerts_address: str = "0.0.0.0"
+    """Where the Alertmanager webhook receiver listens."""
+    alerts_port: int = 9095
+    """Port of the receiver (``POST /alerts``), separate from health and metrics."""
+    alerts_token_file: str | None = None
+    """File holding the bearer token Alertmanager must send (a mounted Secret key); re-read
+    when it changes. None: the receiver is off, never open."""
+    alerts_max_body_bytes: int = 1 << 20
+    """Webhook bodies larger than this are refused with 413."""
+
     def security(self) -> SecurityPolicy:
         """The allowances the engine's pod-security checks are given."""
         return SecurityPolicy(privileged_namespaces=frozenset(self.privileged_namespaces),

@@ -41,6 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--max-reconcile-failures", type=int, default=5, metavar="N",
                      help="fail an execution whose reconcile raised the same error N times "
                      "in a row (default 5)")
+    run.add_argument("--alerts-port", type=int, default=9095, metavar="PORT",
+                     help="port of the Alertmanager webhook receiver, POST /alerts (default 9095)")
+    run.add_argument("--alerts-address", default="0.0.0.0", metavar="ADDRESS",
+                     help="address the receiver listens on (default 0.0.0.0)")
+    run.add_argument("--alerts-token-file", metavar="PATH",
+                     help="file holding the bearer token Alertmanager sends (a mounted "
+                     "Secret key); without it the receiver is off")
+    run.add_argument("--alerts-max-body-bytes", type=int, default=1 << 20, metavar="N",
+                     help="refuse webhook bodies larger than N bytes with 413 (default 1 MiB)")
     crds = sub.add_parser("crds", help="write the CRD YAML generated from the API models")
     crds.add_argument("-o", "--output", default="crds", help="directory (default: crds)")
     args = parser.parse_args(argv)
@@ -60,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         privileged_namespaces=args.allow_privileged_namespace,
         runner_service_accounts=args.runner_service_account or ["runbook-runner"],
         max_reconcile_failures=args.max_reconcile_failures,
+        alerts_port=args.alerts_port, alerts_address=args.alerts_address,
+        alerts_token_file=args.alerts_token_file,
+        alerts_max_body_bytes=args.alerts_max_body_bytes,
     )
     return run_operator(settings)
 

@@ -1,8 +1,8 @@
 """The operator process: kopf embedded in our own asyncio loop, with its handlers.
 
-One process serves kopf's watches, the work queue's workers, and ``/healthz`` and
-``/metrics`` (later the Alertmanager receiver) in one event loop; reconciles run
-in worker threads because the kubernetes client blocks.
+One process serves kopf's watches, the work queue's workers, ``/healthz`` and
+``/metrics``, and on a port of its own the Alertmanager receiver, in one event loop;
+reconciles run in worker threads because the kubernetes client blocks.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from runbook_operator.controllers.circuits import CircuitRegistry
 from runbook_operator.controllers.executions import PLURAL, ExecutionReconciler
 from runbook_operator.controllers.store import Key, Store
 from runbook_operator.controllers.workqueue import WorkQueue
+from runbook_operator.engine.validation import validate_spec
 from runbook_operator.k8s.client import Clients, load_config, make_clients, observe_api_errors
 from runbook_operator.k8s.events import EventPoster
 from runbook_operator.k8s.jobs import LABEL_EXECUTION, job_finished, pod_terminated
@@ -30,6 +31,8 @@ from runbook_operator.observability.logs import log_context
 from runbook_operator.observability.metrics import Metrics, metrics_handler
 from runbook_operator.observability.tracing import configure_tracing
 from runbook_operator.settings import OperatorSettings
+from runbook_operator.triggers.alertmanager import AlertReceiver, ReceiverSettings, start_receiver
+from runbook_operator.triggers.index import TriggerIndex
 
 log = logging.getLogger("runbook_operator")
 
@@ -94,6 +97,14 @@ class Operator:
                                               circuits=self.circuits,
                                               security=settings.security())
         self.failures: dict[Key, int] = {}
+        self.triggers = TriggerIndex(
+            lambda spec, ns: not validate_spec(spec, settings.security(), ns))
+        self.receiver = AlertReceiver(clients, self.store, self.triggers, self.metrics,
+                                      self.tracer, ReceiverSettings(
+                                          address=settings.alerts_address,
+                                          port=settings.alerts_port,
+                                          token_file=settings.alerts_token_file,
+                                          max_body_bytes=settings.alerts_max_body_bytes))
 
     async def handle(self, key: Key) -> None:
         """One pass over one execution, in a thread (the kubernetes client blocks)."""
@@ -157,6 +168,7 @@ class Operator:
             body = _body(event)
             deleted = type == "DELETED"
             store.put_runbook(body, deleted)
+            self.triggers.observe(body, deleted)
             if not deleted and not body.get("metadata", {}).get("deletionTimestamp"):
                 runbooks.reconcile(clients, body, security=self.settings.security())
 
@@ -283,6 +295,7 @@ async def serve(settings: OperatorSettings, configuration: kubernetes.client.Con
     tasks.append(asyncio.create_task(refresh_gauges(operator), name="gauges"))
     tasks.append(asyncio.create_task(flush_circuits(operator), name="circuits"))
     runner = await start_http(operator, settings, kopf_task)
+    alerts = await start_receiver(operator.receiver)
     try:
         await kopf_task
     finally:
@@ -290,5 +303,7 @@ async def serve(settings: OperatorSettings, configuration: kubernetes.client.Con
             task.cancel()
         await flush_circuits_once(operator)
         await runner.cleanup()
+        if alerts is not None:
+            await alerts.cleanup()
         operator.events.close()
         await asyncio.to_thread(operator.tracer.shutdown)

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from runbook_operator.api.common import parse_duration
 from runbook_operator.api.runbook import Param, RunbookSpec, Step
+from runbook_operator.engine.alerts import compile_triggers
 from runbook_operator.engine.cel import (
     ROOT_VARIABLES,
     CelError,
@@ -76,8 +77,17 @@ def validate_spec(raw: Mapping[str, Any] | RunbookSpec,
     has_cycle = any(p.reason == "DependencyCycle" for p in dependency_problems)
     problems += _check_steps(spec, has_cycle)
     problems += _check_durations(spec)
+    problems += _check_triggers(spec)
     problems += security_problems(spec, security or SecurityPolicy(), namespace)
     return problems
+
+
+def _check_triggers(spec: RunbookSpec) -> list[Problem]:
+    """Alert triggers: matchers that parse, CEL that compiles, parameters that exist."""
+    if spec.triggers is None:
+        return []
+    _, problems = compile_triggers("", "", spec.triggers.alerts, (p.name for p in spec.params))
+    return [Problem("InvalidTrigger", str(p)) for p in problems]
 
 
 def security_problems(spec: RunbookSpec, security: SecurityPolicy,

@@ -41,6 +41,12 @@ ACTIVE_PHASES = frozenset({"Pending", "Running", "WaitingForApproval"})
 QUEUED_PHASES = frozenset({"Queued"})
 """Execution phases counted in ``runbook_executions_queued``."""
 
+ALERT_OUTCOMES = frozenset({"created", "duplicate", "unmatched", "cooldown", "rejected",
+                            "invalid", "unauthorized", "cancelled", "resolved"})
+"""Values of the ``outcome`` label of ``runbook_alerts_received_total``: one count per
+alert and runbook decided (``unmatched``: per alert), or per request refused as a
+whole (``unauthorized``; ``rejected`` also counts alerts the API server refused)."""
+
 CIRCUIT_OUTCOMES = frozenset({"success", "failure", "slow", "rejected"})
 """Values of the ``outcome`` label of ``runbook_circuit_calls_total``."""
 
@@ -57,6 +63,9 @@ class Buckets:
     """From a step becoming runnable to its Job being created: the operator's own lag."""
     reconcile: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
     """One reconcile pass of one object."""
+    alert_request: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                        0.5, 1, 2.5, 5)
+    """One Alertmanager webhook request, from its arrival to the response."""
 
 
 class Metrics:
@@ -119,6 +128,16 @@ class Metrics:
         self.watch_restarts = Counter(
             "runbook_operator_watch_restarts_total", "Watch streams restarted.",
             ["resource"], registry=r)
+        self.alerts_received = Counter(
+            "runbook_alerts_received_total",
+            "Alerts received from Alertmanager, by what the receiver decided.",
+            ["outcome"], registry=r)
+        self.alert_request_duration = Histogram(
+            "runbook_alert_request_duration_seconds",
+            "Time to handle one Alertmanager webhook request, by HTTP status code.",
+            ["code"], buckets=b.alert_request, registry=r)
+        for outcome in sorted(ALERT_OUTCOMES):  # every series exists from the start
+            self.alerts_received.labels(outcome)
         self._execution_series: set[tuple[str, str]] = set()
         self._circuit_series: set[tuple[str, str, str]] = set()
 
@@ -201,6 +220,14 @@ class Metrics:
     def api_error(self, code: int | str) -> None:
         """The Kubernetes API answered with an error status (or none: ``code="none"``)."""
         self.api_errors.labels(str(code)).inc()
+
+    def alert_decided(self, outcome: str, count: int = 1) -> None:
+        """``count`` alerts were decided ``outcome`` (one of :data:`ALERT_OUTCOMES`)."""
+        self.alerts_received.labels(outcome).inc(count)
+
+    def alert_request(self, code: int, duration_s: float) -> None:
+        """One webhook request was answered with ``code`` after ``duration_s``."""
+        self.alert_request_duration.labels(str(code)).observe(duration_s)
 
     def watch_restarted(self, resource: str) -> None:
         """A watch on ``resource`` (e.g. ``runbookexecutions``) was restarted."""

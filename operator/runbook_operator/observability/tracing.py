@@ -51,11 +51,12 @@ from urllib.parse import unquote
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from runbook_operator.engine.redact import redact
+from runbook_operator.engine.severity import severity_of
 
 __all__ = [
     "TRACEPARENT_ANNOTATION",
@@ -66,6 +67,7 @@ __all__ = [
     "approval_event",
     "circuit_rejection_event",
     "configure_tracing",
+    "format_traceparent",
 ]
 
 log = logging.getLogger(__name__)
@@ -180,7 +182,7 @@ class ExecutionInfo:
     annotations: Mapping[str, str] = field(default_factory=dict)
     """``metadata.annotations``; only :data:`TRACEPARENT_ANNOTATION` is read."""
     severity: str | None = None
-    """``spec.params.severity``, else the triggering alert's ``severity`` label."""
+    """By :func:`~runbook_operator.engine.severity.severity_of`."""
     trigger: str = "Manual"
     """``spec.triggeredBy.kind``."""
 
@@ -189,9 +191,7 @@ class ExecutionInfo:
         """From a RunbookExecution as read from the cluster (missing parts are empty)."""
         meta, spec = _part(body, "metadata"), _part(body, "spec")
         triggered = _part(spec, "triggeredBy")
-        severity = _part(spec, "params").get("severity")
-        if not isinstance(severity, str):
-            severity = _part(_part(triggered, "alert"), "labels").get("severity")
+        severity = severity_of(spec)
         annotations = {k: v for k, v in _part(meta, "annotations").items()
                        if isinstance(k, str) and isinstance(v, str)}
         return cls(
@@ -361,6 +361,40 @@ class ExecutionTracer:
             status=_status(error=phase == "Failed", ok=phase == "Succeeded",
                            description=message or reason))
 
+    def notification_context(self) -> tuple[int, int, bool]:
+        """A fresh (trace ID, span ID, sampled) for one incoming alert notification."""
+        trace_id = _nonzero(int.from_bytes(os.urandom(16), "big"))
+        span_id = _nonzero(int.from_bytes(os.urandom(8), "big"))
+        return trace_id, span_id, self._sampled(trace_id, None)
+
+    def notification_span(self, trace_id: int, span_id: int, *, start_ns: int, end_ns: int,
+                          attributes: Mapping[str, Any], executions: Sequence[str],
+                          error: str | None = None) -> None:
+        """Export the span of one Alertmanager notification (kind SERVER).
+
+        ``executions``: uids of the executions it created; the span links to their
+        root spans (which are its children: they were created with its traceparent).
+        """
+        if not self.enabled or not self._sampled(trace_id, None):
+            return
+        flags = TraceFlags(TraceFlags.SAMPLED)
+        span = ReadableSpan(
+            name="alertmanager notification",
+            context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags),
+            parent=None, resource=self._resource, attributes=_attributes(attributes),
+            links=[Link(SpanContext(trace_id, _root_span_id(uid), is_remote=False,
+                                    trace_flags=flags)) for uid in executions],
+            kind=SpanKind.SERVER, status=_status(error=error is not None, ok=False,
+                                                 description=error),
+            start_time=start_ns, end_time=max(start_ns, end_ns), instrumentation_scope=_SCOPE)
+        processor = self._processor
+        if processor is None or self._closed:
+            return
+        try:
+            processor.on_end(span)
+        except Exception:  # tracing must never break the receiver
+            log.exception("notification span could not be queued for export")
+
     def note_restart(self, uid: str, time: str) -> None:
         """This process took over the running execution ``uid`` at ``time`` (RFC 3339).
 
@@ -499,6 +533,11 @@ def _parse_traceparent(value: object) -> tuple[int, int, int] | None:
     if trace_id == 0 or span_id == 0:
         return None
     return trace_id, span_id, int(match.group(3), 16)
+
+
+def format_traceparent(trace_id: int, span_id: int, sampled: bool) -> str:
+    """A W3C version-00 ``traceparent``."""
+    return f"00-{_hex32(trace_id)}-{_hex16(span_id)}-{'01' if sampled else '00'}"
 
 
 def _hash(size: int, *parts: str) -> int:
