@@ -1,0 +1,310 @@
+"""Admission and identity on the real API server: immutable runs, Runbook writers, approvers.
+
+The chart's ValidatingAdmissionPolicies (charts/runbook-operator/files/
+admission-policies.yaml, applied verbatim; the chart test checks the chart renders
+exactly these) are applied for this module only and removed afterwards. Users are
+real: client certificates issued from the cluster CA (hack/cluster.py
+``user_kubeconfig``) with RBAC Roles in the test namespace.
+
+Cases:
+- a RunbookExecution's spec is frozen by the CRD: changing params (also renaming a
+  key at the same size, by PUT), runbookRef or triggeredBy, or adding severity, is
+  refused naming the field; approvals may be appended but not edited or removed;
+  cancel may be turned on but not back off;
+- Runbook writers: alice (may create Runbooks and Jobs) creates a Runbook; bob (may
+  create Runbooks, not Jobs) is refused with the message naming the missing right,
+  for a create and for a spec update; his label-only update passes;
+- approvals: dave (not in the step's approvers group) is refused when he writes
+  ``by: carol`` (not himself) and when he writes ``by: dave``, the message naming
+  the approvers, also through ``kubectl runbook reject``; carol (group sre-oncall)
+  approves with ``kubectl runbook approve`` and the status says "approved by carol";
+  an approval for a step the run does not have, and one given at creation (no
+  frozen runbook yet), are refused; a step listing only users lets erin decide and
+  not dave.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+from kube import GROUP, VERSION, Kube, step, wait_for
+from kubernetes.client.exceptions import ApiException
+
+from cluster import ClusterError, LocalCluster
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+POLICIES = REPO / "charts" / "runbook-operator" / "files" / "admission-policies.yaml"
+PROBE_USER = "rbo-admission-probe"
+
+
+def as_list(docs: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": docs})
+
+
+def refusal(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body)["message"])
+    except (ValueError, KeyError, TypeError):
+        return str(exc)
+
+
+class Probe:
+    """Dry-run requests that tell whether each policy is in force right now."""
+
+    def __init__(self, admin: Any, user: Any, namespace: str) -> None:
+        self.admin = kubernetes.client.CustomObjectsApi(admin)
+        self.user = kubernetes.client.CustomObjectsApi(user)
+        self.ns = namespace
+
+    def writers_enforced(self) -> bool:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Runbook",
+                "metadata": {"name": "probe"}, "spec": {"steps": [step("a")]}}
+        try:
+            self.user.create_namespaced_custom_object(GROUP, VERSION, self.ns, "runbooks",
+                                                      body, dry_run="All")
+        except ApiException as exc:
+            if "may not create Jobs" in refusal(exc):
+                return True
+            raise
+        return False
+
+    def approvals_enforced(self) -> bool:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RunbookExecution",
+                "metadata": {"name": "probe"},
+                "spec": {"runbookRef": {"name": "probe"}, "approvals": [
+                    {"step": "gate", "decision": "Approve", "by": "somebody-else"}]}}
+        try:
+            self.admin.create_namespaced_custom_object(GROUP, VERSION, self.ns,
+                                                       "runbookexecutions", body, dry_run="All")
+        except ApiException as exc:
+            if "records who made it" in refusal(exc):
+                return True
+            raise
+        return False
+
+
+@pytest.fixture(scope="module")
+def users(cluster: LocalCluster) -> LocalCluster:
+    try:
+        cluster.user_kubeconfig(PROBE_USER)
+    except ClusterError as exc:
+        pytest.skip(f"needs a cluster whose CA this run holds: {exc}")
+    return cluster
+
+
+def client_for(cluster: LocalCluster, user: str, *groups: str) -> Any:
+    return kubernetes.config.new_client_from_config(
+        config_file=str(cluster.user_kubeconfig(user, groups)))
+
+
+@pytest.fixture(scope="module")
+def policies(users: LocalCluster, k8s_api: Any, crds: None) -> Iterator[None]:
+    """The chart's policies in force for this module, and surely gone after it."""
+    core = kubernetes.client.CoreV1Api(k8s_api)
+    rbac = kubernetes.client.RbacAuthorizationV1Api(k8s_api)
+    ns = f"rbo-admission-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": ns}})
+    rbac.create_namespaced_role(ns, {"metadata": {"name": "probe"}, "rules": [
+        {"apiGroups": [GROUP], "resources": ["runbooks"], "verbs": ["create"]}]})
+    rbac.create_namespaced_role_binding(ns, {
+        "metadata": {"name": "probe"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "probe"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                      "name": PROBE_USER}]})
+    probe = Probe(k8s_api, client_for(users, PROBE_USER), ns)
+    docs = yaml.safe_load(POLICIES.read_text())
+    out = users.kubectl("apply", "-f", "-", input=as_list(docs), check=False)
+    assert out.returncode == 0, out.stderr
+    try:
+        wait_for("the admission policies in force",
+                 lambda: probe.writers_enforced() and probe.approvals_enforced(), timeout=60)
+        yield
+    finally:
+        users.kubectl("delete", "--ignore-not-found", "-f", "-", input=as_list(docs))
+        # Other modules patch approvals freely: wait until the API server forgot them.
+        wait_for("the admission policies gone",
+                 lambda: not probe.writers_enforced() and not probe.approvals_enforced(),
+                 timeout=60)
+        core.delete_namespace(ns)
+
+
+def grant(kube: Kube, user: str, rules: list[dict[str, Any]], *, group: bool = False) -> None:
+    rbac = kubernetes.client.RbacAuthorizationV1Api(kube.api)
+    name = f"test-{user}"
+    rbac.create_namespaced_role(kube.ns, {"metadata": {"name": name}, "rules": rules})
+    rbac.create_namespaced_role_binding(kube.ns, {
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io",
+                      "kind": "Group" if group else "User", "name": user}]})
+
+
+RUNBOOKS_RW = {"apiGroups": [GROUP], "resources": ["runbooks"],
+               "verbs": ["get", "list", "create", "update", "patch"]}
+CREATE_JOBS = {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}
+DECIDE = {"apiGroups": [GROUP], "resources": ["runbookexecutions"],
+          "verbs": ["get", "list", "patch", "update"]}
+
+
+def refused(call: Any, *args: Any, **kwargs: Any) -> str:
+    """Call the API expecting a refusal; the API server's message."""
+    with pytest.raises(ApiException) as info:
+        call(*args, **kwargs)
+    assert info.value.status in (403, 422), info.value
+    return refusal(info.value)
+
+
+# -- immutable runs ---------------------------------------------------------------------------
+
+def test_run_spec_is_immutable(kube: Kube, policies: None) -> None:
+    kube.ready_runbook("frozen", {
+        "params": [{"name": "a", "type": "integer"}, {"name": "b"}],
+        "steps": [{"name": "gate", "type": "approval"}, step("after", after=["gate"])]})
+    kube.execute("frozen-1", "frozen", {"a": 1, "b": "x"},
+                 triggeredBy={"kind": "Manual", "user": "me"})
+    kube.wait_phase("frozen-1", "WaitingForApproval")
+    rbx = "runbookexecutions"
+    for field, patch in [("params", {"params": {"a": 2}}),
+                         ("runbookRef", {"runbookRef": {"name": "other"}}),
+                         ("triggeredBy", {"triggeredBy": {"kind": "Alert"}}),
+                         ("severity", {"severity": "SEV1"})]:
+        message = refused(kube.patch, rbx, "frozen-1", {"spec": patch})
+        assert f"spec.{field} cannot change once the execution exists" in message, message
+    # Same number of keys, a renamed one: a free-form object's CEL equality would miss it.
+    body = kube.execution("frozen-1")
+    body["spec"]["params"] = {"c": 1, "b": "x"}
+    message = refused(kube.custom.replace_namespaced_custom_object, GROUP, VERSION, kube.ns,
+                      rbx, "frozen-1", body)
+    assert "spec.params cannot change" in message
+    decision = {"step": "gate", "decision": "Reject", "by": "rbo-admin", "comment": "no"}
+    kube.patch(rbx, "frozen-1", {"spec": {"approvals": [decision]}})
+    edited = {**decision, "decision": "Approve"}
+    for approvals in ([edited], [], [edited, decision]):
+        message = refused(kube.patch, rbx, "frozen-1", {"spec": {"approvals": approvals}})
+        assert "spec.approvals can only be appended to" in message, message
+    finished = kube.wait_finished("frozen-1")
+    assert finished["status"]["steps"]["gate"]["reason"] == "Rejected"
+    assert finished["spec"]["params"] == {"a": 1, "b": "x"}
+    kube.patch(rbx, "frozen-1", {"spec": {"cancel": True}})
+    message = refused(kube.patch, rbx, "frozen-1", {"spec": {"cancel": False}})
+    assert "spec.cancel cannot be set back to false" in message
+
+
+# -- who may write a Runbook ----------------------------------------------------------------
+
+def test_only_users_who_may_create_jobs_write_runbooks(kube: Kube, users: LocalCluster,
+                                                       policies: None) -> None:
+    grant(kube, "alice", [RUNBOOKS_RW, CREATE_JOBS])
+    grant(kube, "bob", [RUNBOOKS_RW])
+    alice = kubernetes.client.CustomObjectsApi(client_for(users, "alice"))
+    bob = kubernetes.client.CustomObjectsApi(client_for(users, "bob"))
+
+    def runbook(name: str) -> dict[str, Any]:
+        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Runbook",
+                "metadata": {"name": name}, "spec": {"steps": [step("a")]}}
+
+    alice.create_namespaced_custom_object(GROUP, VERSION, kube.ns, "runbooks", runbook("ok"))
+    message = refused(bob.create_namespaced_custom_object, GROUP, VERSION, kube.ns, "runbooks",
+                      runbook("nope"))
+    assert f"user bob may not create Jobs in namespace {kube.ns}" in message, message
+    assert "kubectl auth can-i create jobs.batch" in message
+    assert kube.get("runbooks", "nope") is None
+    changed = {"spec": {"steps": [step("a", image="alpine:3.20")]}}
+    message = refused(bob.patch_namespaced_custom_object, GROUP, VERSION, kube.ns, "runbooks",
+                      "ok", changed)
+    assert "may not create Jobs" in message
+    bob.patch_namespaced_custom_object(GROUP, VERSION, kube.ns, "runbooks", "ok",
+                                       {"metadata": {"labels": {"team": "sre"}}})
+    alice.patch_namespaced_custom_object(GROUP, VERSION, kube.ns, "runbooks", "ok", changed)
+    body = kube.get("runbooks", "ok") or {}
+    assert body["metadata"]["labels"] == {"team": "sre"}
+    assert body["spec"]["steps"][0]["image"] == "alpine:3.20"
+
+
+# -- approver identity ------------------------------------------------------------------------
+
+def plugin(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    binary = Path(sys.executable).parent / "kubectl-runbook"
+    return subprocess.run([str(binary), *args, "--kubeconfig", str(kubeconfig)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def approval(user: str, by: str | None = None, step_name: str = "gate",
+             decision: str = "Approve") -> dict[str, Any]:
+    return {"step": step_name, "decision": decision, "by": by or user}
+
+
+def test_approvals_are_recorded_as_the_real_user(kube: Kube, users: LocalCluster,
+                                                  policies: None) -> None:
+    grant(kube, "carol", [DECIDE])
+    grant(kube, "dave", [DECIDE])
+    kube.ready_runbook("gated", {"steps": [
+        {"name": "gate", "type": "approval",
+         "approval": {"timeout": "10m", "approvers": {"groups": ["sre-oncall"]}}},
+        step("deploy", after=["gate"])]})
+    kube.execute("gated-1", "gated")
+    kube.wait_phase("gated-1", "WaitingForApproval")
+    dave = kubernetes.client.CustomObjectsApi(client_for(users, "dave"))
+    rbx = "runbookexecutions"
+
+    def decide(api: Any, *decisions: dict[str, Any]) -> Any:
+        return api.patch_namespaced_custom_object(GROUP, VERSION, kube.ns, rbx, "gated-1",
+                                                  {"spec": {"approvals": list(decisions)}})
+
+    message = refused(decide, dave, approval("dave", by="carol"))
+    assert "an approval records who made it: set by to dave (you)" in message, message
+    message = refused(decide, dave, approval("dave"))
+    assert "user dave is not an approver of step gate" in message, message
+    assert "groups [sre-oncall]" in message
+    out = plugin(users.user_kubeconfig("dave"), "reject", "gated-1", "gate", "-n", kube.ns)
+    assert out.returncode == 1 and "not an approver of step gate" in out.stderr, out.stderr
+    carol = users.user_kubeconfig("carol", ["sre-oncall"])
+    out = plugin(carol, "approve", "gated-1", "gate", "-n", kube.ns, "-m", "go")
+    assert out.returncode == 0, out.stderr
+    assert "approved by carol" in out.stdout
+    body = kube.wait_finished("gated-1")
+    assert body["spec"]["approvals"] == [{"step": "gate", "decision": "Approve", "by": "carol",
+                                          "comment": "go"}]
+    gate = body["status"]["steps"]["gate"]
+    assert (gate["phase"], gate["reason"]) == ("Succeeded", "Approved")
+    assert "approved by carol" in gate["message"]
+    assert body["status"]["phase"] == "Succeeded"
+    carol_api = kubernetes.client.CustomObjectsApi(client_for(users, "carol", "sre-oncall"))
+    message = refused(decide, carol_api, body["spec"]["approvals"][0],
+                      approval("carol", step_name="deploy"))
+    assert "this execution has no approval step named deploy" in message, message
+
+
+def test_no_approval_before_the_run_started(kube: Kube, policies: None) -> None:
+    message = refused(kube.execute, "early-1", "gated",
+                      approvals=[approval("rbo-admin")])
+    assert "has not started yet" in message, message
+    assert kube.get("runbookexecutions", "early-1") is None
+
+
+def test_approvers_by_user(kube: Kube, users: LocalCluster, policies: None) -> None:
+    grant(kube, "erin", [DECIDE])
+    grant(kube, "dave", [DECIDE])
+    kube.ready_runbook("by-user", {"steps": [
+        {"name": "gate", "type": "approval", "approval": {"approvers": {"users": ["erin"]}}}]})
+    kube.execute("by-user-1", "by-user")
+    kube.wait_phase("by-user-1", "WaitingForApproval")
+    out = plugin(users.user_kubeconfig("dave"), "approve", "by-user-1", "gate", "-n", kube.ns)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "user dave is not an approver of step gate: ask one of users [erin]" in out.stderr
+    out = plugin(users.user_kubeconfig("erin"), "reject", "by-user-1", "gate", "-n", kube.ns)
+    assert out.returncode == 0, out.stderr
+    body = kube.wait_finished("by-user-1")
+    assert body["status"]["steps"]["gate"]["reason"] == "Rejected"
+    assert "rejected by erin" in body["status"]["steps"]["gate"]["message"]
