@@ -1,0 +1,191 @@
+"""The receiver's HTTP edge (triggers/alertmanager.py), before any Kubernetes call.
+
+Cases: off without a token file (never open); 401 without a header, with a wrong
+token, another scheme, or an empty/missing token file, counted ``unauthorized``; the
+token file re-read after rotation; 415 for a wrong content type; 413 by
+Content-Length and by a chunked body past the cap; 400/422 for bodies that are not
+a v4 notification, counted ``rejected``; a valid notification that matches no
+Runbook is 200 with ``unmatched`` and makes no API call (the client is absent, so
+any call would fail the test). Creating executions is proven against the real API
+server in tests/integration/test_alerts.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+
+from runbook_operator.controllers.store import Store
+from runbook_operator.observability.metrics import Metrics
+from runbook_operator.observability.tracing import ExecutionTracer
+from runbook_operator.triggers.alertmanager import (
+    AlertReceiver,
+    ReceiverSettings,
+    start_receiver,
+)
+from runbook_operator.triggers.index import TriggerIndex
+
+TOKEN = "s3cret-token"
+BODY = {
+    "version": "4", "status": "firing", "receiver": "r", "groupKey": "{}:{}",
+    "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "",
+    "alerts": [{"status": "firing", "labels": {"alertname": "NoRunbookForThis"},
+                "annotations": {}, "startsAt": "2026-12-01T00:00:00Z", "endsAt": "",
+                "generatorURL": "", "fingerprint": "abc123"}],
+}
+
+
+def receiver(token_file: Path | None, max_body: int = 1 << 20) -> AlertReceiver:
+    return AlertReceiver(None, Store(), TriggerIndex(), Metrics(),  # type: ignore[arg-type]
+                         ExecutionTracer(), ReceiverSettings(
+                             token_file=str(token_file) if token_file else None,
+                             max_body_bytes=max_body))
+
+
+def run(rx: AlertReceiver, scenario: Callable[[TestClient[Any, Any]], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with TestClient(TestServer(rx.app())) as client:
+            await scenario(client)
+    asyncio.run(main())
+
+
+def counted(rx: AlertReceiver, outcome: str) -> float:
+    value = rx.metrics.registry.get_sample_value("runbook_alerts_received_total",
+                                                 {"outcome": outcome})
+    return value or 0.0
+
+
+async def reason(response: ClientResponse) -> str:
+    body = await response.json()
+    assert body["status"] == "error"
+    assert "\n" not in body["error"]
+    return str(body["error"])
+
+
+def post(client: TestClient[Any, Any], body: Any = BODY, token: str | None = TOKEN,
+         scheme: str = "Bearer", **kwargs: Any) -> Any:
+    headers = dict(kwargs.pop("headers", {}))
+    if token is not None:
+        headers["Authorization"] = f"{scheme} {token}"
+    data = body if isinstance(body, bytes) or hasattr(body, "__aiter__") \
+        else json.dumps(body).encode()
+    headers.setdefault("Content-Type", "application/json")
+    return client.post("/alerts", data=data, headers=headers, **kwargs)
+
+
+def token_file(tmp_path: Path, value: str = TOKEN) -> Path:
+    path = tmp_path / "token"
+    path.write_text(value + "\n")
+    return path
+
+
+def test_without_a_token_file_the_receiver_does_not_listen() -> None:
+    assert asyncio.run(start_receiver(receiver(None))) is None
+
+
+def test_requests_without_the_right_token_are_401(tmp_path: Path) -> None:
+    rx = receiver(token_file(tmp_path))
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        for kwargs in ({"token": None}, {"token": "wrong"}, {"token": TOKEN[:-1]},
+                       {"token": TOKEN, "scheme": "Basic"}, {"token": ""}):
+            async with post(client, **kwargs) as response:
+                assert response.status == 401, kwargs
+                assert response.headers["WWW-Authenticate"].startswith("Bearer")
+                assert "token" in await reason(response)
+    run(rx, scenario)
+    assert counted(rx, "unauthorized") == 5
+    assert counted(rx, "unmatched") == 0
+
+
+def test_an_empty_or_missing_token_file_refuses_everything(tmp_path: Path) -> None:
+    empty = token_file(tmp_path, "   ")
+    rx = receiver(empty)
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        async with post(client, token="") as response:
+            assert response.status == 401
+        empty.unlink()
+        async with post(client) as response:
+            assert response.status == 401
+    run(rx, scenario)
+
+
+def test_a_rotated_token_takes_effect_without_a_restart(tmp_path: Path) -> None:
+    path = token_file(tmp_path)
+    rx = receiver(path)
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        async with post(client) as response:
+            assert response.status == 200
+        path.write_text("rotated-token-value")
+        os.utime(path, (1, 1))  # a new mtime even within the same clock tick
+        async with post(client) as response:
+            assert response.status == 401
+        async with post(client, token="rotated-token-value") as response:
+            assert response.status == 200
+    run(rx, scenario)
+
+
+def test_wrong_content_type_is_415(tmp_path: Path) -> None:
+    rx = receiver(token_file(tmp_path))
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        async with post(client, headers={"Content-Type": "text/plain"}) as response:
+            assert response.status == 415
+            assert "application/json" in await reason(response)
+    run(rx, scenario)
+    assert counted(rx, "rejected") == 1
+
+
+def test_bodies_over_the_cap_are_413_by_length_and_when_streamed(tmp_path: Path) -> None:
+    rx = receiver(token_file(tmp_path), max_body=1000)
+    big = json.dumps({**BODY, "pad": "x" * 2000}).encode()
+
+    async def chunks() -> Any:
+        for i in range(0, len(big), 100):
+            yield big[i:i + 100]
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        async with post(client, big) as response:
+            assert response.status == 413
+            assert "1000 bytes" in await reason(response)
+        async with post(client, chunks()) as response:  # no Content-Length
+            assert response.status == 413
+    run(rx, scenario)
+    assert counted(rx, "rejected") == 2
+
+
+def test_bodies_that_are_not_a_v4_notification_are_4xx(tmp_path: Path) -> None:
+    rx = receiver(token_file(tmp_path))
+    cases = [(b"{oops", 400), (json.dumps({**BODY, "version": "3"}).encode(), 422),
+             (json.dumps({k: v for k, v in BODY.items() if k != "alerts"}).encode(), 422),
+             (b"[]", 400)]
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        for body, status in cases:
+            async with post(client, body) as response:
+                assert response.status == status, body
+                await reason(response)
+    run(rx, scenario)
+    assert counted(rx, "rejected") == len(cases)
+    assert rx.metrics.registry.get_sample_value(
+        "runbook_alert_request_duration_seconds_count", {"code": "422"}) == 2
+
+
+def test_an_alert_no_runbook_wants_is_200_unmatched_without_api_calls(tmp_path: Path) -> None:
+    rx = receiver(token_file(tmp_path))
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        async with post(client) as response:
+            assert response.status == 200
+            assert (await response.json())["outcomes"] == {"unmatched": 1}
+    run(rx, scenario)
+    assert counted(rx, "unmatched") == 1
