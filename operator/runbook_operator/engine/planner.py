@@ -39,6 +39,7 @@ from runbook_operator.engine.bulkhead import Ticket, rebuild
 from runbook_operator.engine.cel import CelError, evaluate, evaluate_bool
 from runbook_operator.engine.circuit import CallOutcome, CircuitState, Transition
 from runbook_operator.engine.names import job_name
+from runbook_operator.engine.outputs import clean_text, parse_outputs
 from runbook_operator.engine.redact import redact, redact_text
 from runbook_operator.engine.timeutil import fmt, parse
 
@@ -49,6 +50,8 @@ POD_GRACE = timedelta(seconds=5)
 """How long to wait, after a Job finished, for its pod's exit code and message."""
 
 MAX_MESSAGE = 1024
+MAX_SCANNED = 64 * 1024
+"""Characters of a termination message read for a step's failure detail."""
 
 MAX_TOTAL_OUTPUTS = 128 * 1024
 """Bytes of step outputs one execution's status may hold (etcd takes 1.5 MiB per object)."""
@@ -322,7 +325,9 @@ class _Pass:
         outputs, _ = parse_outputs(job.termination_message)
         self.keep_outputs(st, redact(outputs))
         # What a failing tool prints is the likeliest place for a credential.
-        detail = _clip(redact_text(job.termination_message or job.message or ""))
+        # Bounded before the scan and made valid UTF-8: the status must stay writable.
+        detail = _clip(redact_text(clean_text(
+            (job.termination_message or job.message or "")[:MAX_SCANNED])))
         failed_at = job.finished_at or self.now
         reason = job.reason or "Failed"
         what = f"attempt {st.attempts} failed ({reason}"
@@ -793,19 +798,6 @@ class _Pass:
             "cancelled": self.stop_reason() == "Cancelled",
         }
         return {"params": dict(self.obs.params), "steps": steps, "execution": execution}
-
-
-def parse_outputs(message: str | None) -> tuple[dict[str, Any], str | None]:
-    """A step's outputs from its termination message, and a warning when it is not JSON."""
-    if not message or not message.strip():
-        return {}, None
-    try:
-        value = json.loads(message)
-    except ValueError:
-        return {}, "outputs ignored: the termination message is not a JSON object"
-    if not isinstance(value, dict):
-        return {}, "outputs ignored: the termination message is not a JSON object"
-    return value, None
 
 
 def _topological(steps: list[Step]) -> list[Step]:

@@ -619,8 +619,11 @@ def test_status_with_maximal_outputs_fits_in_etcd() -> None:
     assert status.phase == "Succeeded"
 
 
-def test_outputs_budget_counts_only_the_latest_attempt() -> None:
-    big = json.dumps({"blob": "y" * (MAX_TOTAL_OUTPUTS // 2)})
+def test_outputs_budget_counts_only_the_latest_attempt(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # One termination message holds 4 KiB at most: a budget of 6,000 bytes, two 3,000s.
+    monkeypatch.setattr("runbook_operator.engine.planner.MAX_TOTAL_OUTPUTS", 6000)
+    big = json.dumps({"blob": "y" * 3000})
     sim = sim_of([{"name": "a", "retry": {"limit": 1, "backoff": {"initial": "1s"}}},
                   {"name": "b", "dependsOn": ["a"]}])
     sim.script("a", Outcome.fail(1, big), Outcome.ok(big))
