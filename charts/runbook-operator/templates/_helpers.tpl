@@ -10,3 +10,4 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/name: {{ include "rbo.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+{{- define "rbo.alertsTokenSecret" -}}{{ .Values.alerts.tokenSecret.name | default (printf "%s-alerts-token" (include "rbo.fullname" .)) }}{{- end -}}

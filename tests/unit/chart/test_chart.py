@@ -11,7 +11,9 @@ and on request a ServiceMonitor selecting it, the PrometheusRule with the groups
 of deploy/monitoring/rules.yaml and the dashboard ConfigMap (whose files equal
 deploy/monitoring's); the admission policies and bindings are those of
 files/admission-policies.yaml with the chart's labels, on by default and gone with
-admission.enabled=false.
+admission.enabled=false; the alert receiver's port, flags, token Secret mounted
+(optional, so the pod starts without it), its Service, and the Secret only on
+request; none of it with alerts.enabled=false.
 helm is built from the Go module proxy by hack/build-helm.sh (cached).
 """
 
@@ -157,3 +159,36 @@ def test_admission_policies_are_the_file() -> None:
     assert {d["kind"] for d in rendered} == set(ADMISSION_KINDS)
     off = render("admission.enabled=false")
     assert not [d for d in off if d["kind"] in ADMISSION_KINDS]
+
+
+def test_alert_receiver_is_served_with_the_token_from_a_secret() -> None:
+    docs = render("alerts.tokenSecret.create=true", "alerts.tokenSecret.token=t0ken")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert "--alerts-port=9095" in container["args"]
+    assert "--alerts-token-file=/etc/runbook-operator/alerts/token" in container["args"]
+    assert "--alerts-max-body-bytes=1048576" in container["args"]
+    assert {"name": "alerts", "containerPort": 9095} in container["ports"]
+    (volume,) = pod["volumes"]
+    assert volume["secret"]["secretName"] == "rbo-alerts-token"
+    assert volume["secret"]["optional"] is True
+    assert container["volumeMounts"][0]["mountPath"] == "/etc/runbook-operator/alerts"
+    service = next(d for d in docs if d["kind"] == "Service"
+                   and d["metadata"]["name"] == "rbo-alerts")
+    assert service["spec"]["ports"] == [{"name": "alerts", "port": 9095,
+                                         "targetPort": "alerts"}]
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    assert secret["stringData"] == {"token": "t0ken"}
+
+
+def test_alert_receiver_defaults_and_off() -> None:
+    docs = render()
+    assert not [d for d in docs if d["kind"] == "Secret"], "no Secret unless asked for"
+    assert any(d["kind"] == "Service" and d["metadata"]["name"] == "rbo-alerts" for d in docs)
+    off = render("alerts.enabled=false")
+    container = next(d for d in off if d["kind"] == "Deployment")[
+        "spec"]["template"]["spec"]["containers"][0]
+    assert not any(a.startswith("--alerts") for a in container["args"])
+    assert not any(d["kind"] == "Service" and d["metadata"]["name"] == "rbo-alerts"
+                   for d in off)
