@@ -26,8 +26,12 @@ class OperatorProcess:
     """Start, kill and restart ``runbook-operator run``; its output goes to a log file."""
 
     def __init__(self, kubeconfig: Path, log_dir: Path, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, alerts_token: str | None = None):
+        """``alerts_token``: serve the Alertmanager receiver (at :attr:`alerts_url`) with
+        this bearer token, written to a file in ``log_dir``."""
         self.kubeconfig = kubeconfig
+        self.alerts_token = alerts_token
+        self.alerts_port = free_port() if alerts_token else None
         self.env = env or {}
         self.log_dir = log_dir
         self.extra_args = extra_args or []
@@ -39,16 +43,32 @@ class OperatorProcess:
     def log_path(self) -> Path:
         return self.log_dir / f"operator-{self.starts}.log"
 
+    @property
+    def alerts_url(self) -> str:
+        """``http://127.0.0.1:<port>/alerts``: where Alertmanager posts."""
+        if self.alerts_port is None:
+            raise RuntimeError("this operator was started without an alerts token")
+        return f"http://127.0.0.1:{self.alerts_port}/alerts"
+
+    @property
+    def alerts_token_file(self) -> Path:
+        return self.log_dir / "alerts-token"
+
     def start(self, timeout: float = 60.0) -> None:
         self.starts += 1
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        alerts: list[str] = []
+        if self.alerts_token is not None:
+            self.alerts_token_file.write_text(self.alerts_token + "\n")
+            alerts = [f"--alerts-port={self.alerts_port}", "--alerts-address=127.0.0.1",
+                      f"--alerts-token-file={self.alerts_token_file}"]
         out = self.log_path.open("wb")
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1",
                    **self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "runbook_operator.cli.operator", "run",
              "--kubeconfig", str(self.kubeconfig), "--health-port", str(self.port),
-             *self.extra_args],
+             *alerts, *self.extra_args],
             stdout=out, stderr=subprocess.STDOUT, env=env,
         )
         deadline = time.monotonic() + timeout

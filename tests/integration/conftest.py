@@ -6,7 +6,8 @@
   stopped at the end.
 - `k8s_api` (session): a kubernetes.client.ApiClient for the cluster.
 - `namespace` (function): a fresh namespace, deleted afterwards.
-- `operator` (session): the operator as a real process; `kube` (function): a
+- `operator` (session): the operator as a real process, its Alertmanager receiver on
+  (``operator.alerts_url``, token ``ALERTS_TOKEN``); `kube` (function): a
   helper on a fresh namespace; `traced` (function): in place of the session's
   operator, one exporting traces to a real OTLP/HTTP receiver on 127.0.0.1.
 
@@ -130,6 +131,9 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "unit" / "observability"))
 
 from otlp_receiver import OtlpReceiver  # noqa: E402
 
+ALERTS_TOKEN = f"alerts-{uuid.uuid4().hex}"
+"""The bearer token of the session operator's Alertmanager receiver."""
+
 
 @pytest.fixture(scope="session")
 def crds(cluster: LocalCluster) -> None:
@@ -151,7 +155,7 @@ def operator(cluster: LocalCluster, crds: None,
     the pipeline's fields: a stray print or an unrouted library log fails here.
     """
     log_dir = tmp_path_factory.mktemp("operator")
-    proc = OperatorProcess(cluster.kubeconfig, log_dir)
+    proc = OperatorProcess(cluster.kubeconfig, log_dir, alerts_token=ALERTS_TOKEN)
     proc.start()
     try:
         yield proc

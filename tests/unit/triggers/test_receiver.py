@@ -6,8 +6,11 @@ token file re-read after rotation; 415 for a wrong content type; 413 by
 Content-Length and by a chunked body past the cap; 400/422 for bodies that are not
 a v4 notification, counted ``rejected``; a valid notification that matches no
 Runbook is 200 with ``unmatched`` and makes no API call (the client is absent, so
-any call would fail the test). Creating executions is proven against the real API
-server in tests/integration/test_alerts.py.
+any call would fail the test); the API's answers to a create, scripted by a stand-in
+for this one adapter: 201 created, 409 duplicate, 422 rejected (200 to Alertmanager:
+retrying would not help), 503 or a dropped connection 503 (Alertmanager retries), a
+transient error retried. Creating executions is proven against the real API server in
+tests/integration/test_alerts.py.
 """
 
 from __future__ import annotations
@@ -189,3 +192,62 @@ def test_an_alert_no_runbook_wants_is_200_unmatched_without_api_calls(tmp_path: 
             assert (await response.json())["outcomes"] == {"unmatched": 1}
     run(rx, scenario)
     assert counted(rx, "unmatched") == 1
+
+
+class FakeCustomObjects:
+    """Stands in for the API server in this adapter test only: answers each create
+    with the next scripted status (201, 409, 422, 503 or a dropped connection)."""
+
+    def __init__(self, *answers: int | Exception) -> None:
+        self.answers = list(answers)
+        self.creates = 0
+
+    def create_namespaced_custom_object(self, group: str, version: str, namespace: str,
+                                        plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+
+        self.creates += 1
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        if answer != 201:
+            raise ApiException(status=answer, reason="scripted")
+        return {**body, "metadata": {**body["metadata"], "uid": f"uid-{self.creates}"}}
+
+
+class FakeClients:
+    def __init__(self, custom: FakeCustomObjects) -> None:
+        self.custom = custom
+
+
+def matching_receiver(tmp_path: Path, custom: FakeCustomObjects) -> AlertReceiver:
+    rx = receiver(token_file(tmp_path))
+    rx.clients = FakeClients(custom)  # type: ignore[assignment]
+    rx.index.observe({"metadata": {"name": "rb", "namespace": "ns", "resourceVersion": "1"},
+                      "spec": {"triggers": {"alerts": [
+                                   {"match": ['alertname="NoRunbookForThis"']}]},
+                               "steps": [{"name": "a", "image": "busybox"}]}})
+    return rx
+
+
+def test_api_answers_map_to_outcomes_and_only_unavailability_is_503(tmp_path: Path) -> None:
+    import urllib3
+
+    cases = [((201,), 200, {"created": 1}), ((409,), 200, {"duplicate": 1}),
+             ((422,), 200, {"rejected": 1}),
+             ((503,), 503, None), ((urllib3.exceptions.ProtocolError("reset"),), 503, None),
+             ((503, 201), 200, {"created": 1})]          # a transient error, retried
+    for answers, status, outcomes in cases:
+        custom = FakeCustomObjects(*answers)
+        rx = matching_receiver(tmp_path, custom)
+
+        async def scenario(client: TestClient[Any, Any], status: int = status,
+                           outcomes: Any = outcomes) -> None:
+            async with post(client) as response:
+                assert response.status == status
+                body = await response.json()
+                if outcomes is not None:
+                    assert body["outcomes"] == outcomes
+                else:
+                    assert "retry" in body["error"]
+        run(rx, scenario)
