@@ -19,7 +19,9 @@ Cases:
 * the ratio sampler decides deterministically (as the SDK's would) and the
   parent-based one follows the annotation's sampled flag;
 * settings come from the ``OTEL_*`` variables; export headers are sent, never shown;
-* timestamps: offsets, no fraction, a missing start, an end before the start.
+* timestamps: offsets, no fraction, a missing start, an end before the start;
+* an alert notification's span is the parent of the executions created with its
+  traceparent (same trace).
 """
 
 from __future__ import annotations
@@ -617,3 +619,29 @@ def test_spans_after_shutdown_are_dropped(tracers: Tracers, receiver: OtlpReceiv
     assert tracer.force_flush()
     assert receiver.spans == []
 
+
+
+def test_notification_span_is_the_parent_of_the_executions_it_created(
+        tracers: Tracers, receiver: OtlpReceiver) -> None:
+    from runbook_operator.observability.tracing import format_traceparent
+
+    tracer = tracers()
+    trace_id, span_id, sampled = tracer.notification_context()
+    assert sampled and trace_id and span_id
+    traceparent = format_traceparent(trace_id, span_id, sampled)
+    tracer.notification_span(trace_id, span_id, start_ns=ns("2026-11-27T10:00:00Z"),
+                             end_ns=ns("2026-11-27T10:00:00.020Z"),
+                             attributes={"alertmanager.receiver": "runbook-operator",
+                                         "runbook.executions": ["restart-x1"]},
+                             executions=[UID])
+    info = ExecutionInfo.from_body(body(annotations={TRACEPARENT_ANNOTATION: traceparent}))
+    tracer.execution_span(info, phase="Succeeded", started_at="2026-11-27T10:00:01Z",
+                          finished_at="2026-11-27T10:00:09Z")
+    spans = {s.name: s for s in flushed(tracer, receiver, 2)}
+    notification, root = spans["alertmanager notification"], spans["execution restart"]
+    assert notification.trace_id == root.trace_id == f"{trace_id:032x}"
+    assert root.parent_span_id == notification.span_id == f"{span_id:016x}"
+    assert notification.parent_span_id == ""
+    assert notification.attributes["runbook.executions"] == ["restart-x1"]
+    assert notification.end_ns - notification.start_ns == 20_000_000
+    assert tracer.trace_id(UID, info.annotations) == notification.trace_id
