@@ -96,10 +96,20 @@ class AlertRef(ApiModel):
     generator_url: str | None = Field(default=None, alias="generatorURL", max_length=4096)
 
 
+class ScheduleRef(ApiModel):
+    """The schedule slot that started an execution."""
+
+    scheduled_time: str = Field(max_length=64)
+    """The slot, RFC 3339 UTC: the execution's name derives from it."""
+    cron: str | None = Field(default=None, max_length=256)
+    time_zone: str | None = Field(default=None, max_length=64)
+
+
 class TriggeredBy(ApiModel):
     kind: Literal["Manual", "Alert", "GitOps", "Schedule"] = "Manual"
     user: str | None = Field(default=None, max_length=256)
     alert: AlertRef | None = None
+    schedule: ScheduleRef | None = None
 
 
 class ApprovalDecision(ApiModel):
@@ -183,6 +193,9 @@ class RunbookExecutionStatus(ApiModel):
     """The runbook's ``concurrency.key`` for this execution; peers share it."""
     cancel_requested: str | None = None
     """Why the operator cancels this run (e.g. replaced by a newer one; policy Replace)."""
+    params_secret: str | None = Field(default=None, max_length=253)
+    """The Secret holding this run's secret parameters: named by the apiserver when the
+    operator created it (``generateName``), so nobody could have planted it first."""
     cancel_reason: str | None = Field(default=None, max_length=64)
     """The reason the run ends with when cancelled that way (``Replaced``, ``AlertResolved``)."""
 

@@ -26,6 +26,7 @@ from runbook_operator.api.common import GROUP, VERSION, Condition
 from runbook_operator.api.execution import (
     FINISHED_EXECUTION_PHASES,
     FINISHED_STEP_PHASES,
+    MAX_HISTORY,
     HistoryEntry,
     RunbookExecution,
     RunbookExecutionStatus,
@@ -40,6 +41,8 @@ from runbook_operator.engine import merge
 from runbook_operator.engine.cel import CelError
 from runbook_operator.engine.cel import evaluate as cel_evaluate
 from runbook_operator.engine.concurrency import Peer, decide
+from runbook_operator.engine.names import generate_prefix, label_value
+from runbook_operator.engine.outputs import clean_text
 from runbook_operator.engine.params import env_value, resolve_params, secret_names
 from runbook_operator.engine.planner import (
     BulkheadRow,
@@ -52,6 +55,7 @@ from runbook_operator.engine.planner import (
     plan,
 )
 from runbook_operator.engine.podsecurity import SecurityPolicy
+from runbook_operator.engine.redact import SECRETS
 from runbook_operator.engine.severity import severity_of
 from runbook_operator.engine.start import (
     cancelled_before_start,
@@ -62,6 +66,8 @@ from runbook_operator.engine.timeutil import fmt, parse
 from runbook_operator.k8s.client import Clients, retrying
 from runbook_operator.k8s.events import EventPoster
 from runbook_operator.k8s.jobs import (
+    ANNOTATION_EXECUTION,
+    LABEL_EXECUTION,
     MANAGED_BY,
     JobContext,
     build_job,
@@ -121,6 +127,7 @@ class ExecutionReconciler:
     def reconcile(self, key: Key) -> Outcome:
         body = self.store.executions.get(key)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            SECRETS.forget(key)
             return Outcome()
         try:
             execution = RunbookExecution.from_k8s(body)
@@ -130,6 +137,7 @@ class ExecutionReconciler:
             return Outcome()
         status = execution.status or RunbookExecutionStatus()
         if status.phase in FINISHED_EXECUTION_PHASES:
+            SECRETS.forget(key)
             self.store.forget_children(key)
             return Outcome()
         if status.runbook_spec is None:
@@ -156,6 +164,9 @@ class ExecutionReconciler:
         status.trace_id = self.tracer.trace_id(execution.metadata.uid or "",
                                                execution.metadata.annotations)
         spec = RunbookSpec.model_validate(status.runbook_spec) if status.runbook_spec else None
+        if spec is not None:
+            SECRETS.learn((namespace, execution.metadata.name), secret_literals(
+                spec, resolve_params(spec.params, execution.spec.params)[0]))
         if spec is not None and spec.concurrency and spec.concurrency.policy != "Allow":
             # One decision at a time, and each written before the next is made.
             with self._start_lock:
@@ -261,6 +272,7 @@ class ExecutionReconciler:
             self.tracer.note_restart(execution.metadata.uid or "", fmt(self.clock()))
         spec = self.frozen_spec(execution.metadata.uid or "", status)
         params, _ = resolve_params(spec.params, execution.spec.params)
+        SECRETS.learn(key, secret_literals(spec, params))  # before anything is logged
         jobs = self.observed_jobs(key, execution.metadata.uid)
         lost, recheck_in = self.lost_jobs(key[0], status, jobs)
         observation = Observation(
@@ -334,6 +346,7 @@ class ExecutionReconciler:
                     self.circuits.observe_policy(body)
         observation = replace(
             observation, policies=self.circuits.specs(namespace, policies),
+            invalid_policies=self.circuits.invalid(namespace, policies),
             circuits=self.circuits.circuits(namespace, policies),
             bulkheads=self.bulkhead_rows(namespace, policies, observation.name))
         return plan(observation)
@@ -523,10 +536,12 @@ class ExecutionReconciler:
         creates = [a for a in result.actions if isinstance(a, CreateJob)]
         namespace = execution.metadata.namespace or ""
         secrets = secret_names(spec.params) & {k for k, v in params.items() if v is not None}
-        secret_name = f"{execution.metadata.name}-params" if secrets else None
-        if creates and secret_name:
-            self.ensure_params_secret(execution, secret_name,
-                                      {k: params[k] for k in secrets})
+        secret_name = result.status.params_secret
+        if creates and secrets and not secret_name:
+            # Created before any Job names it and recorded in the status written next.
+            secret_name = self.create_params_secret(execution,
+                                                    {k: params[k] for k in secrets})
+            result.status.params_secret = secret_name
         ctx = JobContext(
             execution=execution.metadata.name, namespace=namespace,
             uid=execution.metadata.uid or "", runbook=execution.spec.runbook_ref.name,
@@ -590,27 +605,36 @@ class ExecutionReconciler:
                 raise
 
     @retrying
-    def ensure_params_secret(self, execution: RunbookExecution, name: str,
-                             values: dict[str, Any]) -> None:
-        """Secret parameters live in a Secret owned by the execution, not in Job specs."""
+    def create_params_secret(self, execution: RunbookExecution,
+                             values: dict[str, Any]) -> str:
+        """Secret parameters live in a Secret owned by the execution, not in Job specs.
+
+        Its name is chosen by the apiserver (``generateName``): a Secret planted under
+        a name the operator would pick cannot exist, so a run never reads a Secret it
+        did not create, and the operator needs no right to read Secrets at all.
+        """
         owner = owner_reference(execution.metadata.name, execution.metadata.uid or "")
         body = {
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": name, "namespace": execution.metadata.namespace,
-                         "labels": dict(MANAGED_BY), "ownerReferences": [owner]},
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
+            "metadata": {"generateName": generate_prefix(execution.metadata.name, "-params-"),
+                         "namespace": execution.metadata.namespace,
+                         "labels": {**MANAGED_BY,
+                                    LABEL_EXECUTION: label_value(execution.metadata.name)},
+                         "annotations": {ANNOTATION_EXECUTION: execution.metadata.name},
+                         "ownerReferences": [owner]},
             "stringData": {k: env_value(v) for k, v in values.items()},
         }
-        try:
-            self.clients.core.create_namespaced_secret(execution.metadata.namespace, body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
+        created = self.clients.core.create_namespaced_secret(execution.metadata.namespace, body)
+        name: str = created.metadata.name
+        return name
 
     # -- status ----------------------------------------------------------------------
 
     def write_status(self, body: dict[str, Any], status: RunbookExecutionStatus) -> bool:
         """Merge-patch what changed. False when the object moved on (409): plan again."""
         old = body.get("status") or {}
+        # Every write says which spec it acted on (an approval or cancel bumps it).
+        status.observed_generation = (body.get("metadata") or {}).get("generation")
         new = status.to_k8s()
         patch = merge.diff(old, new)
         if not patch:
@@ -631,6 +655,47 @@ class ExecutionReconciler:
                 return True
             raise
         self.store.put_execution(updated)
+        return True
+
+    def fail_internal(self, key: Key, summary: str, count: int) -> bool:
+        """Mark an execution whose passes keep raising ``summary`` as Failed (InternalError).
+
+        Built from the raw object, not the models: what broke the pass may be in them.
+        Returns whether the status was written (or there is nothing left to write).
+        """
+        body = self.store.executions.get(key)
+        status = (body or {}).get("status") or {}
+        if body is None or status.get("phase") in FINISHED_EXECUTION_PHASES:
+            return True
+        now = fmt(self.clock())
+        message = clean_text(SECRETS.text(
+            f"the operator failed to reconcile this execution {count} times in a row: "
+            f"{summary}; running Jobs were left to finish. Report this with the "
+            "operator's log; a new execution may succeed"))[:1024]
+        old = status.get("history")
+        history: list[Any] = old if isinstance(old, list) else []
+        history = [*history, {"time": now, "event": "ExecutionFailed",
+                              "message": message[:512]}][-MAX_HISTORY:]
+        patch = {"status": {
+            "phase": "Failed", "reason": "InternalError", "message": message,
+            "finishedAt": now, "history": history,
+            "observedGeneration": (body.get("metadata") or {}).get("generation"),
+            "conditions": [{"type": "Succeeded", "status": "False", "reason": "InternalError",
+                            "message": message, "lastTransitionTime": now}]}}
+        meta = body["metadata"]
+        try:
+            updated = self._patch(meta["namespace"], meta["name"], patch)
+        except ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        self.store.put_execution(updated)
+        self.store.forget_children(key)
+        self._specs.pop(meta.get("uid") or "", None)
+        runbook = ((body.get("spec") or {}).get("runbookRef") or {}).get("name") or ""
+        self.metrics.execution_finished(key[0], str(runbook), "Failed", None)
+        self.events.post(body, "InternalError", message, warning=True)
+        audit.error("InternalError", runbook=runbook, message=message)
         return True
 
     @retrying
@@ -698,6 +763,16 @@ class ExecutionReconciler:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def secret_literals(spec: RunbookSpec, params: dict[str, Any]) -> list[str]:
+    """The forms in which secret parameter values may appear in text (as given, as JSON)."""
+    out: list[str] = []
+    for name in secret_names(spec.params):
+        value = params.get(name)
+        if value is not None:
+            out += [env_value(value), json.dumps(value)]
+    return out
 
 
 def _severity_of(body: dict[str, Any]) -> str | None:

@@ -15,7 +15,9 @@ from typing import Any, cast
 
 import kopf
 import kubernetes
+import urllib3
 from aiohttp import web
+from kubernetes.client.exceptions import ApiException
 
 from runbook_operator.api.common import GROUP, VERSION
 from runbook_operator.controllers import circuits, runbooks, watches
@@ -96,7 +98,8 @@ class Operator:
                                               metrics=self.metrics, tracer=self.tracer,
                                               circuits=self.circuits,
                                               security=settings.security())
-        self.failures: dict[Key, int] = {}
+        self.failures: dict[Key, tuple[str, int]] = {}
+        """Per execution: the last reconcile error's summary, and how often in a row."""
         self.triggers = TriggerIndex(
             lambda spec, ns: not validate_spec(spec, settings.security(), ns))
         self.receiver = AlertReceiver(clients, self.store, self.triggers, self.metrics,
@@ -107,18 +110,36 @@ class Operator:
                                           max_body_bytes=settings.alerts_max_body_bytes))
 
     async def handle(self, key: Key) -> None:
-        """One pass over one execution, in a thread (the kubernetes client blocks)."""
+        """One pass over one execution, in a thread (the kubernetes client blocks).
+
+        A pass that raises is retried with backoff (the queue's other keys go on
+        meanwhile); the same error ``max_reconcile_failures`` times in a row, unless
+        the cluster itself is failing, fails the execution with ``InternalError``:
+        a poison input must not keep a run Running forever in silence.
+        """
         try:
             # to_thread copies the context: the log fields bound here reach the thread.
             with self.metrics.time_reconcile("RunbookExecution"), \
                     log_context(namespace=key[0], execution=key[1]):
                 outcome = await asyncio.to_thread(self.executions.reconcile, key)
-        except Exception:
-            count = self.failures.get(key, 0) + 1
-            self.failures[key] = count
+        except Exception as exc:
+            summary = error_summary(exc)
+            last, count = self.failures.get(key, ("", 0))
+            count = count + 1 if last == summary else 1
+            self.failures[key] = (summary, count)
             delay = min(60.0, 0.5 * 2 ** (count - 1))
-            log.exception("reconcile of %s/%s failed (attempt %d); again in %.1fs",
+            log.exception("reconcile of %s/%s failed (%d in a row); again in %.1fs",
                           *key, count, delay)
+            if count >= self.settings.max_reconcile_failures and not transient(exc):
+                try:
+                    written = await asyncio.to_thread(self.executions.fail_internal, key,
+                                                      summary, count)
+                except Exception:
+                    log.exception("could not mark %s/%s as failed", *key)
+                    written = False
+                if written:
+                    self.failures.pop(key, None)
+                    return
             self.queue.add_after(key, delay)
             return
         self.failures.pop(key, None)
@@ -201,6 +222,20 @@ class Operator:
             key = store.put_pod(body, deleted=type == "DELETED")
             if key is not None and key in store.executions and pod_terminated(body):
                 queue.add(key)
+
+
+def error_summary(exc: BaseException) -> str:
+    """An error in one line: its type and the first line of its message."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def transient(exc: BaseException) -> bool:
+    """Errors of the cluster, not of the execution: never a reason to fail a run."""
+    if isinstance(exc, ApiException):
+        return exc.status in (None, 0, 429) or (exc.status or 0) >= 500
+    return isinstance(exc, OSError | urllib3.exceptions.HTTPError)
 
 
 def connection_info(config: kubernetes.client.Configuration) -> kopf.ConnectionInfo:

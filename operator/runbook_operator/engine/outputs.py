@@ -29,16 +29,19 @@ class OutputsError(ValueError):
 
 def clean_text(text: Any) -> str:
     """``text`` as valid UTF-8 text: lone surrogates and NULs replaced (never raises)."""
-    if not isinstance(text, str):
+    out: str
+    if isinstance(text, str):
+        out = text
+    else:
         try:
-            text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+            out = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
         except Exception:
             return ""
     try:
-        text.encode("utf-8")
+        out.encode("utf-8")
     except UnicodeEncodeError:
-        text = text.encode("utf-8", "replace").decode("utf-8")
-    return text.replace("\x00", "\ufffd")
+        out = out.encode("utf-8", "replace").decode("utf-8")
+    return out.replace("\x00", "\ufffd")
 
 
 def _reject_constant(name: str) -> Any:

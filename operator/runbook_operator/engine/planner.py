@@ -97,6 +97,8 @@ class Observation:
     """Jobs of running steps confirmed gone from the cluster (deleted before they finished)."""
     policies: Mapping[str, CircuitPolicySpec] = field(default_factory=dict)
     """The CircuitPolicies the guarded steps name (absent: the policy does not exist)."""
+    invalid_policies: Mapping[str, str] = field(default_factory=dict)
+    """Policies that exist but are not valid (``Ready=False``), with why."""
     circuits: Mapping[tuple[str, str], CircuitState] = field(default_factory=dict)
     """Current state of each circuit, by (policy, key); absent means a fresh circuit."""
     bulkheads: Mapping[str, Sequence[BulkheadRow]] = field(default_factory=dict)
@@ -577,8 +579,15 @@ class _Pass:
         policy = self.obs.policies.get(ident[0])
         if policy is None:
             st.finished_at = fmt(self.now)
-            self.transition(step.name, "Failed", "CircuitPolicyNotFound",
-                            f"CircuitPolicy {ident[0]!r} does not exist", warning=True)
+            why = self.obs.invalid_policies.get(ident[0])
+            if why is not None:
+                self.transition(step.name, "Failed", "CircuitPolicyInvalid",
+                                _clip(f"CircuitPolicy {ident[0]!r} is not valid: {why}; fix "
+                                      "the policy (its Ready condition says the same)"),
+                                warning=True)
+            else:
+                self.transition(step.name, "Failed", "CircuitPolicyNotFound",
+                                f"CircuitPolicy {ident[0]!r} does not exist", warning=True)
             return False
         if policy.bulkhead is not None and not self.bulkhead_slot(step, st, ident, policy):
             return False

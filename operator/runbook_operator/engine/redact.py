@@ -13,6 +13,9 @@ Two layers:
 * :class:`Redactor` also knows *values*: the literal secrets of one execution
   (params marked ``secret: true``, values read from Secrets), replaced wherever
   they appear.
+* :data:`SECRETS` is the process' one redactor: the execution reconciler teaches
+  it each running execution's secret parameter values (:meth:`Redactor.learn`),
+  and logs, Events and span attributes all go through it.
 
 Both are pure, deep, idempotent and never raise: on anything unexpected the value
 is replaced by the marker rather than let through.
@@ -21,10 +24,11 @@ is replaced by the marker rather than let through.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["REDACTED", "Redactor", "is_sensitive_key", "redact", "redact_text"]
+__all__ = ["REDACTED", "SECRETS", "Redactor", "is_sensitive_key", "redact", "redact_text"]
 
 REDACTED = "[REDACTED]"
 """What a redacted value becomes."""
@@ -144,20 +148,38 @@ class Redactor:
     """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        literals: set[str] = set()
-        try:
-            for secret in secrets:
-                s = secret if isinstance(secret, str) else str(secret)
-                if len(s) >= MIN_LITERAL_SECRET and s != REDACTED:
-                    literals.add(s)
-        except Exception:
-            pass
-        self._literals = frozenset(literals)
+        self._lock = threading.Lock()
+        self._owned: dict[object, frozenset[str]] = {None: _literals(secrets)}
+        self._literals: frozenset[str] = frozenset()
         self._pattern: re.Pattern[str] | None = None
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        literals = frozenset().union(*self._owned.values())
+        pattern = None
         if literals:
             ordered = sorted(literals, key=lambda s: (-len(s), s))
-            self._pattern = re.compile(
-                "|".join([_MARKER, *(re.escape(s) for s in ordered)]))
+            pattern = re.compile("|".join([_MARKER, *(re.escape(s) for s in ordered)]))
+        # One assignment each: readers on other threads see the old or the new set.
+        self._literals, self._pattern = literals, pattern
+
+    def learn(self, owner: object, secrets: Iterable[Any]) -> None:
+        """Also redact ``secrets`` (replacing what ``owner``, e.g. an execution, had)."""
+        found = _literals(secrets)
+        with self._lock:
+            if self._owned.get(owner, frozenset()) == found:
+                return
+            if found:
+                self._owned[owner] = found
+            else:
+                self._owned.pop(owner, None)
+            self._rebuild()
+
+    def forget(self, owner: object) -> None:
+        """Stop redacting what ``owner`` taught (its execution is gone)."""
+        with self._lock:
+            if self._owned.pop(owner, None) is not None:
+                self._rebuild()
 
     def __len__(self) -> int:
         """How many literal secrets this redactor knows."""
@@ -166,8 +188,9 @@ class Redactor:
     def text(self, text: str) -> str:
         """``text`` without any known secret and without shape-recognised credentials."""
         try:
-            if self._pattern is not None:
-                text = self._pattern.sub(REDACTED, text)
+            pattern = self._pattern
+            if pattern is not None:
+                text = pattern.sub(REDACTED, text)
             return redact_text(text)
         except Exception:
             return REDACTED
@@ -175,3 +198,20 @@ class Redactor:
     def value(self, value: Any) -> Any:
         """Like :func:`redact`, also removing the known secrets from every string."""
         return _walk(value, self.text)
+
+
+def _literals(secrets: Iterable[Any]) -> frozenset[str]:
+    """The literal forms to replace: as text, and as JSON for non-strings."""
+    literals: set[str] = set()
+    try:
+        for secret in secrets:
+            s = secret if isinstance(secret, str) else str(secret)
+            if len(s) >= MIN_LITERAL_SECRET and s != REDACTED:
+                literals.add(s)
+    except Exception:
+        pass
+    return frozenset(literals)
+
+
+SECRETS = Redactor()
+"""The process' redactor: every execution's secret values, used by logs, Events, spans."""

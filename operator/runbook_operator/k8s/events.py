@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runbook_operator.api.common import API_VERSION
-from runbook_operator.engine.redact import redact_text
+from runbook_operator.engine.redact import SECRETS
 from runbook_operator.k8s.client import Clients
 
 log = logging.getLogger("runbook_operator.events")
@@ -49,7 +49,7 @@ class EventPoster:
                                "name": meta.get("name"), "namespace": meta.get("namespace"),
                                "uid": meta.get("uid")},
             "reason": reason[:128],
-            "message": redact_text(message)[:1024],
+            "message": SECRETS.text(message)[:1024],
             "type": "Warning" if warning else "Normal",
             "firstTimestamp": now,
             "lastTimestamp": now,

@@ -36,7 +36,7 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from runbook_operator.engine.redact import Redactor, redact
+from runbook_operator.engine.redact import SECRETS, Redactor
 
 __all__ = ["LogFormat", "bind", "configure_logging", "get_logger", "log_context", "unbind"]
 
@@ -61,7 +61,8 @@ def configure_logging(fmt: LogFormat = "json", level: str = "INFO",
     ``fmt``: ``json`` (one object per line, for machines) or ``console`` (for a
     person at a terminal). ``level``: the root level, e.g. ``INFO`` or ``DEBUG``.
     ``stream``: where lines go (default: ``sys.stdout`` at call time).
-    ``redactor``: also remove these literal secrets (shape-based redaction always
+    ``redactor``: the redactor of literal secrets (default: the process' one,
+    :data:`~runbook_operator.engine.redact.SECRETS`; shape-based redaction always
     applies). Calling it again replaces the previous configuration.
     """
     out = stream if stream is not None else sys.stdout
@@ -161,7 +162,7 @@ def _record_extras(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
 
 def _redaction(redactor: Redactor | None) -> Processor:
     """The processor that redacts the whole event dict, just before rendering."""
-    walk = redactor.value if redactor is not None else redact
+    walk = (redactor if redactor is not None else SECRETS).value
 
     def processor(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
         safe = walk(_plain(event_dict))

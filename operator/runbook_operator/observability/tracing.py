@@ -19,7 +19,7 @@ they are hashes, not random numbers:
 Times come from the status timestamps, never from the clock, and the sampling
 decision is a function of the trace ID (and the annotation's sampled flag), so two
 processes agree on it too. Attribute values, event attributes and status messages
-go through :func:`~runbook_operator.engine.redact.redact`.
+go through the process' redactor, :data:`~runbook_operator.engine.redact.SECRETS`.
 
 Configured from the standard ``OTEL_*`` variables. Without an endpoint, or with
 ``OTEL_SDK_DISABLED=true``, the tracer is off: same API, IDs still computed (so
@@ -55,7 +55,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from runbook_operator.engine.redact import redact
+from runbook_operator.engine.redact import SECRETS
 from runbook_operator.engine.severity import severity_of
 
 __all__ = [
@@ -488,7 +488,7 @@ def configure_tracing(env: Mapping[str, str] | None = None) -> ExecutionTracer:
     tracer = ExecutionTracer(settings)
     if tracer.enabled:
         log.info("tracing on: spans go to %s (sampler %s)",
-                 redact(settings.endpoint), settings.sampler)
+                 SECRETS.value(settings.endpoint), settings.sampler)
     else:
         log.info("tracing off (%s)", "OTEL_SDK_DISABLED" if settings.disabled
                  else "no OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -586,7 +586,7 @@ def _base_attributes(info: ExecutionInfo) -> dict[str, Any]:
 
 def _attributes(values: Mapping[str, Any]) -> dict[str, AttributeValue]:
     """Redacted, None dropped, anything that is not an attribute value made a string."""
-    safe = redact(dict(values))
+    safe = SECRETS.value(dict(values))
     out: dict[str, AttributeValue] = {}
     for key, value in (safe.items() if isinstance(safe, dict) else ()):
         if value is None:
@@ -596,13 +596,13 @@ def _attributes(values: Mapping[str, Any]) -> dict[str, AttributeValue]:
         elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
             out[key] = [str(v) for v in value]
         else:
-            out[key] = str(redact(repr(value)))
+            out[key] = str(SECRETS.value(repr(value)))
     return out
 
 
 def _status(*, error: bool, ok: bool, description: str | None) -> Status:
     if error:
-        text = redact(description) if description else None
+        text = SECRETS.value(description) if description else None
         return Status(StatusCode.ERROR, text if isinstance(text, str) else None)
     return Status(StatusCode.OK) if ok else Status(StatusCode.UNSET)
 

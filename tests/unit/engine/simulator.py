@@ -171,6 +171,7 @@ class Simulator:
             jobs=dict(self.jobs if jobs is None else jobs), now=self.now, cancel=self.cancel,
             approvals=tuple(self.approvals), runbook=self.runbook,
             policies=dict(getattr(self, "policies", {})),
+            invalid_policies=dict(getattr(self, "invalid_policies", {})),
             circuits=dict(getattr(self, "circuits", {})),
         )
 

@@ -4,7 +4,8 @@ Cases: failed calls open the circuit at the threshold and the next attempt of a
 guarded step creates no Job and fails with CircuitOpen; onOpen Skip skips;
 onOpen Fallback skips the step and runs its fallback, which is otherwise
 FallbackNotNeeded; onOpen Wait waits and wakes when the circuit half-opens, then
-runs as its trial call; a missing policy fails the step with CircuitPolicyNotFound;
+runs as its trial call; a missing policy fails the step with CircuitPolicyNotFound,
+an invalid one with CircuitPolicyInvalid naming why;
 a cancelled trial gives its HalfOpen permit back; the key is CEL over params;
 every settled call is counted once by outcome (success, failure, slow, rejected),
 a step waiting on an open circuit counting as one rejection however often it asks.
@@ -100,6 +101,16 @@ def test_missing_policy_fails_the_step() -> None:
     status = sim([guarded("call")], policies={}).run()
     assert (status.steps["call"].phase, status.steps["call"].reason) == (
         "Failed", "CircuitPolicyNotFound")
+
+
+def test_invalid_policy_fails_the_step_naming_why() -> None:
+    s = sim([guarded("call")], policies={})
+    s.invalid_policies = {"ai": "ContradictorySettings: minimumCalls 50 exceeds ..."}
+    status = s.run()
+    st = status.steps["call"]
+    assert (st.phase, st.reason) == ("Failed", "CircuitPolicyInvalid")
+    assert "minimumCalls 50" in (st.message or "")
+    assert not [a for p in s.plans for a in p.actions if isinstance(a, CreateJob)]
 
 
 def test_key_is_cel_over_params() -> None:

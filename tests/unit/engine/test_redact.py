@@ -1,4 +1,8 @@
-"""Redaction: planted secrets never survive, everything else is left exactly as it was."""
+"""Redaction: planted secrets never survive, everything else is left exactly as it was.
+
+Also: a Redactor learns and forgets literal secrets per owner (an execution), and
+the process redactor SECRETS is what the log pipeline uses by default.
+"""
 
 from __future__ import annotations
 
@@ -155,3 +159,34 @@ def test_redactor_literals() -> None:
     assert redactor.value({"out": ["id 12345"], "password": "p"}) == \
         {"out": ["id [REDACTED]"], "password": REDACTED}
     assert Redactor([]).text("plain") == "plain"
+
+
+def test_a_redactor_learns_and_forgets_per_owner() -> None:
+    redactor = Redactor()
+    redactor.learn(("ns", "a"), ["alpha-secret", 12345, "no"])  # "no": too short to hunt
+    redactor.learn(("ns", "b"), ["beta-secret"])
+    assert redactor.text("alpha-secret beta-secret 12345 no") == \
+        f"{REDACTED} {REDACTED} {REDACTED} no"
+    redactor.learn(("ns", "a"), ["alpha-2"])  # replaces what a had taught
+    assert redactor.text("alpha-secret alpha-2") == f"alpha-secret {REDACTED}"
+    redactor.forget(("ns", "b"))
+    redactor.forget(("ns", "never"))
+    assert redactor.text("beta-secret") == "beta-secret"
+    assert len(redactor) == 1
+
+
+def test_the_process_redactor_is_the_logs_default() -> None:
+    import io
+
+    from runbook_operator.engine.redact import SECRETS
+    from runbook_operator.observability.logs import configure_logging, get_logger
+
+    buf = io.StringIO()
+    configure_logging("json", stream=buf)
+    SECRETS.learn("test-owner", ["learned-at-runtime"])
+    try:
+        get_logger("x").info("value learned-at-runtime", extra_field="learned-at-runtime")
+    finally:
+        SECRETS.forget("test-owner")
+    assert "learned-at-runtime" not in buf.getvalue()
+    assert REDACTED in buf.getvalue()
