@@ -7,10 +7,13 @@ real: client certificates issued from the cluster CA (hack/cluster.py
 ``user_kubeconfig``) with RBAC Roles in the test namespace.
 
 Cases:
-- a RunbookExecution's spec is frozen by the CRD: changing params (also renaming a
-  key at the same size, by PUT), runbookRef or triggeredBy, or adding severity, is
-  refused naming the field; approvals may be appended but not edited or removed;
-  cancel may be turned on but not back off;
+- a RunbookExecution's spec is frozen by the CRD alone (before the policies are
+  applied): changing a param's value, adding a param, changing runbookRef or
+  triggeredBy, or adding severity, is refused naming the field; approvals may be
+  appended but not edited, reordered or removed; cancel may be turned on but not
+  back off; the run keeps its params;
+- a param renamed at the same number of keys (invisible to the CRD's CEL) is
+  refused by the immutable-runs policy;
 - Runbook writers: alice (may create Runbooks and Jobs) creates a Runbook; bob (may
   create Runbooks, not Jobs) is refused with the message naming the missing right,
   for a create and for a spec update; his label-only update passes;
@@ -153,6 +156,7 @@ def grant(kube: Kube, user: str, rules: list[dict[str, Any]], *, group: bool = F
 RUNBOOKS_RW = {"apiGroups": [GROUP], "resources": ["runbooks"],
                "verbs": ["get", "list", "create", "update", "patch"]}
 CREATE_JOBS = {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}
+RBX = "runbookexecutions"
 DECIDE = {"apiGroups": [GROUP], "resources": ["runbookexecutions"],
           "verbs": ["get", "list", "patch", "update"]}
 
@@ -167,38 +171,49 @@ def refused(call: Any, *args: Any, **kwargs: Any) -> str:
 
 # -- immutable runs ---------------------------------------------------------------------------
 
-def test_run_spec_is_immutable(kube: Kube, policies: None) -> None:
+def test_run_spec_is_frozen_by_the_crd(kube: Kube) -> None:
+    # Runs before the module's policies are applied: the CRD alone refuses these.
     kube.ready_runbook("frozen", {
         "params": [{"name": "a", "type": "integer"}, {"name": "b"}],
         "steps": [{"name": "gate", "type": "approval"}, step("after", after=["gate"])]})
     kube.execute("frozen-1", "frozen", {"a": 1, "b": "x"},
                  triggeredBy={"kind": "Manual", "user": "me"})
     kube.wait_phase("frozen-1", "WaitingForApproval")
-    rbx = "runbookexecutions"
     for field, patch in [("params", {"params": {"a": 2}}),
+                         ("params", {"params": {"a": 1, "b": "x", "c": 3}}),
                          ("runbookRef", {"runbookRef": {"name": "other"}}),
                          ("triggeredBy", {"triggeredBy": {"kind": "Alert"}}),
                          ("severity", {"severity": "SEV1"})]:
-        message = refused(kube.patch, rbx, "frozen-1", {"spec": patch})
+        message = refused(kube.patch, RBX, "frozen-1", {"spec": patch})
         assert f"spec.{field} cannot change once the execution exists" in message, message
-    # Same number of keys, a renamed one: a free-form object's CEL equality would miss it.
-    body = kube.execution("frozen-1")
-    body["spec"]["params"] = {"c": 1, "b": "x"}
-    message = refused(kube.custom.replace_namespaced_custom_object, GROUP, VERSION, kube.ns,
-                      rbx, "frozen-1", body)
-    assert "spec.params cannot change" in message
-    decision = {"step": "gate", "decision": "Reject", "by": "rbo-admin", "comment": "no"}
-    kube.patch(rbx, "frozen-1", {"spec": {"approvals": [decision]}})
+    decision = {"step": "gate", "decision": "Reject", "by": "whoever", "comment": "no"}
+    kube.patch(RBX, "frozen-1", {"spec": {"approvals": [decision]}})
     edited = {**decision, "decision": "Approve"}
     for approvals in ([edited], [], [edited, decision]):
-        message = refused(kube.patch, rbx, "frozen-1", {"spec": {"approvals": approvals}})
+        message = refused(kube.patch, RBX, "frozen-1", {"spec": {"approvals": approvals}})
         assert "spec.approvals can only be appended to" in message, message
     finished = kube.wait_finished("frozen-1")
     assert finished["status"]["steps"]["gate"]["reason"] == "Rejected"
     assert finished["spec"]["params"] == {"a": 1, "b": "x"}
-    kube.patch(rbx, "frozen-1", {"spec": {"cancel": True}})
-    message = refused(kube.patch, rbx, "frozen-1", {"spec": {"cancel": False}})
+    kube.patch(RBX, "frozen-1", {"spec": {"cancel": True}})
+    message = refused(kube.patch, RBX, "frozen-1", {"spec": {"cancel": False}})
     assert "spec.cancel cannot be set back to false" in message
+
+
+def test_renamed_param_is_refused_by_the_policy(kube: Kube, policies: None) -> None:
+    kube.ready_runbook("renamed", {"params": [{"name": "a"}, {"name": "b"}],
+                                   "steps": [step("long", duration="10m")]})
+    kube.execute("renamed-1", "renamed", {"a": "1"})
+    kube.wait_phase("renamed-1", "Running")
+    # Same number of keys, one renamed: the CRD's CEL cannot see free-form keys.
+    body = kube.execution("renamed-1")
+    body["spec"]["params"] = {"b": "1"}
+    message = refused(kube.custom.replace_namespaced_custom_object, GROUP, VERSION, kube.ns,
+                      RBX, "renamed-1", body)
+    assert "immutable-runs.runbooks.dev" in message, message
+    assert "spec.params cannot change once the execution exists" in message
+    kube.patch(RBX, "renamed-1", {"spec": {"cancel": True}})
+    assert kube.wait_finished("renamed-1")["spec"]["params"] == {"a": "1"}
 
 
 # -- who may write a Runbook ----------------------------------------------------------------
@@ -256,10 +271,9 @@ def test_approvals_are_recorded_as_the_real_user(kube: Kube, users: LocalCluster
     kube.execute("gated-1", "gated")
     kube.wait_phase("gated-1", "WaitingForApproval")
     dave = kubernetes.client.CustomObjectsApi(client_for(users, "dave"))
-    rbx = "runbookexecutions"
 
     def decide(api: Any, *decisions: dict[str, Any]) -> Any:
-        return api.patch_namespaced_custom_object(GROUP, VERSION, kube.ns, rbx, "gated-1",
+        return api.patch_namespaced_custom_object(GROUP, VERSION, kube.ns, RBX, "gated-1",
                                                   {"spec": {"approvals": list(decisions)}})
 
     message = refused(decide, dave, approval("dave", by="carol"))

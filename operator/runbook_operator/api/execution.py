@@ -8,9 +8,9 @@ frozen runbook spec) and stay small (a bounded history, outputs capped by the
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import Field, WithJsonSchema
+from pydantic import Field
 
 from runbook_operator.api.common import (
     API_VERSION,
@@ -34,17 +34,6 @@ FINISHED_STEP_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Skippe
 FINISHED_EXECUTION_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Cancelled"})
 MAX_HISTORY = 100
 
-ParamValues = Annotated[
-    dict[str, Any],
-    WithJsonSchema({
-        "type": "object",
-        "additionalProperties": {"x-kubernetes-preserve-unknown-fields": True, "nullable": True},
-    }),
-]
-"""Parameter values by name. A map, not a free-form object, so that CEL sees its keys:
-the apiserver compares a free-form object's unknown fields only by the keys of one side,
-and ``{a: 1} == {b: 1}`` would hold in a transition rule."""
-
 # Spec fields that may change after creation; every other one is frozen by a CRD rule.
 MUTABLE_SPEC_FIELDS = ("cancel", "approvals")
 
@@ -54,6 +43,10 @@ def immutable_spec_rules(schema: dict[str, Any], cls: type) -> None:
 
     Generated from the model's properties, so a field added later is frozen too.
     ``approvals`` may only grow at its end; ``cancel`` may only be turned on.
+    CEL cannot see the keys of a free-form object such as ``params`` (the API server
+    compares such objects by size and by the values of one side's keys, so a
+    renamed key at the same size passes); the chart's ``immutable-runs`` admission
+    policy, which sees the raw object, closes that gap.
     """
     rules: list[dict[str, str]] = []
     for field in schema.get("properties", {}):
@@ -129,7 +122,7 @@ class RunbookExecutionSpec(ApiModel):
     model_config = ApiModel.model_config | {"json_schema_extra": immutable_spec_rules}
 
     runbook_ref: RunbookRef
-    params: ParamValues = Field(default_factory=dict)
+    params: JSONObject = Field(default_factory=dict)
     triggered_by: TriggeredBy | None = None
     severity: Severity | None = None
     """Queue priority for concurrency and bulkheads (SEV1 first); default: the

@@ -5,21 +5,25 @@ Cases:
   (``oldSelf``) comparing presence and value, so a field added to the model later
   (``severity``) is frozen without anyone writing a rule for it;
 - ``approvals`` has an append-only rule and ``cancel`` a may-only-turn-on rule;
-- ``params`` is a map (``additionalProperties``), not a free-form object: the API
-  server's CEL compares unknown fields of a free-form object only by one side's
-  keys, so renaming a parameter would pass ``self == oldSelf``;
+- ``params`` is free-form, whose keys the API server's CEL cannot see (a renamed
+  key at the same size passes ``self == oldSelf``): the chart's immutable-runs
+  policy compares the raw spec, with the same mutable fields;
 - the rules reach the generated CRD on the spec node.
 (That the API server enforces them is tested in tests/integration/test_admission.py.)
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from runbook_operator.api.crdgen import render_all, structural_schema
 from runbook_operator.api.execution import MUTABLE_SPEC_FIELDS, RunbookExecutionSpec
+
+POLICIES = (Path(__file__).resolve().parents[3] / "charts" / "runbook-operator" / "files"
+            / "admission-policies.yaml")
 
 
 def spec_schema() -> dict[str, Any]:
@@ -45,11 +49,19 @@ def test_approvals_append_only_and_cancel_one_way() -> None:
     assert "oldSelf.cancel" in cancel
 
 
-def test_params_is_a_map() -> None:
+def test_free_form_params_are_covered_by_the_chart_policy() -> None:
+    # CEL in a CRD cannot see a free-form object's keys: {a: 1} -> {b: 1} passes the
+    # CRD rule, so the chart's immutable-runs policy compares the raw spec.
     params = spec_schema()["properties"]["params"]
-    assert params["type"] == "object"
-    assert params["additionalProperties"]["x-kubernetes-preserve-unknown-fields"] is True
-    assert "x-kubernetes-preserve-unknown-fields" not in params
+    assert params.get("x-kubernetes-preserve-unknown-fields") is True
+    policies = yaml.safe_load(POLICIES.read_text())
+    policy = next(p for p in policies if p["metadata"]["name"] == "immutable-runs.runbooks.dev")
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == [
+        "runbookexecutions"]
+    changed = next(v for v in policy["spec"]["variables"] if v["name"] == "changed")
+    assert "object.spec[k] != oldObject.spec[k]" in changed["expression"]
+    mutable = next(v for v in policy["spec"]["variables"] if v["name"] == "mutable")
+    assert mutable["expression"] == repr(list(MUTABLE_SPEC_FIELDS))
 
 
 def test_rules_reach_the_crd() -> None:
