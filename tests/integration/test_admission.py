@@ -2,7 +2,8 @@
 
 The chart's ValidatingAdmissionPolicies (charts/runbook-operator/files/
 admission-policies.yaml, applied verbatim; the chart test checks the chart renders
-exactly these) are applied for this module only and removed afterwards. Users are
+exactly these) are applied for this module only, with no type-checking warnings
+from the API server, and removed afterwards. Users are
 real: client certificates issued from the cluster CA (hack/cluster.py
 ``user_kubeconfig``) with RBAC Roles in the test namespace.
 
@@ -132,6 +133,13 @@ def policies(users: LocalCluster, k8s_api: Any, crds: None) -> Iterator[None]:
     try:
         wait_for("the admission policies in force",
                  lambda: probe.writers_enforced() and probe.approvals_enforced(), timeout=60)
+        admission = kubernetes.client.AdmissionregistrationV1Api(k8s_api)
+        for doc in docs:
+            if doc["kind"] == "ValidatingAdmissionPolicy":
+                policy = admission.read_validating_admission_policy(doc["metadata"]["name"])
+                checked = policy.status and policy.status.type_checking
+                # The API server type-checks every expression against the CRD schemas.
+                assert not (checked and checked.expression_warnings), checked
         yield
     finally:
         users.kubectl("delete", "--ignore-not-found", "-f", "-", input=as_list(docs))

@@ -191,6 +191,7 @@ def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"kubectl-runbook: step {args.step!r} is not waiting for approval "
               f"(waiting: {', '.join(waiting) or 'none'})", file=err)
         return EXIT_USAGE
+    done = "approved" if args.decision == "Approve" else "rejected"
     decision = {"step": args.step, "decision": args.decision, "by": by}
     if args.message:
         decision["comment"] = args.message
@@ -201,10 +202,10 @@ def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         api.patch_namespaced_custom_object(GROUP, VERSION, ns, "runbookexecutions",
                                            args.execution, patch)
     except ApiException as exc:
-        print(f"kubectl-runbook: {args.execution}: step {args.step} not "
-              f"{args.decision.lower()}d: {api_message(exc)}", file=err)
+        print(f"kubectl-runbook: {args.execution}: step {args.step} not {done}: "
+              f"{api_message(exc)}", file=err)
         return EXIT_FAILED
-    print(f"{args.execution}: step {args.step} {args.decision.lower()}d by {by}", file=out)
+    print(f"{args.execution}: step {args.step} {done} by {by}", file=out)
     return EXIT_OK
 
 
