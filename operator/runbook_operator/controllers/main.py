@@ -1,7 +1,8 @@
 """The operator process: kopf embedded in our own asyncio loop, with its handlers.
 
 One process serves kopf's watches, the work queue's workers, ``/healthz`` and
-``/metrics``, and on a port of its own the Alertmanager receiver, in one event loop;
+``/metrics``, the scheduler of Runbook schedules, and on a port of its own the
+Alertmanager receiver, in one event loop;
 reconciles run in worker threads because the kubernetes client blocks.
 """
 
@@ -35,6 +36,7 @@ from runbook_operator.observability.tracing import configure_tracing
 from runbook_operator.settings import OperatorSettings
 from runbook_operator.triggers.alertmanager import AlertReceiver, ReceiverSettings, start_receiver
 from runbook_operator.triggers.index import TriggerIndex
+from runbook_operator.triggers.schedule import Scheduler
 
 log = logging.getLogger("runbook_operator")
 
@@ -102,12 +104,16 @@ class Operator:
         """Per execution: the last reconcile error's summary, and how often in a row."""
         self.triggers = TriggerIndex(
             lambda spec, ns: not validate_spec(spec, settings.security(), ns))
+        self.scheduler = Scheduler(
+            clients, self.store, self.metrics, self.events,
+            lambda spec, ns: not validate_spec(spec, settings.security(), ns))
         self.receiver = AlertReceiver(clients, self.store, self.triggers, self.metrics,
                                       self.tracer, ReceiverSettings(
                                           address=settings.alerts_address,
                                           port=settings.alerts_port,
                                           token_file=settings.alerts_token_file,
-                                          max_body_bytes=settings.alerts_max_body_bytes))
+                                          max_body_bytes=settings.alerts_max_body_bytes,
+                                          namespaces=tuple(settings.namespaces)))
 
     async def handle(self, key: Key) -> None:
         """One pass over one execution, in a thread (the kubernetes client blocks).
@@ -190,6 +196,7 @@ class Operator:
             deleted = type == "DELETED"
             store.put_runbook(body, deleted)
             self.triggers.observe(body, deleted)
+            self.scheduler.wake()
             if not deleted and not body.get("metadata", {}).get("deletionTimestamp"):
                 runbooks.reconcile(clients, body, security=self.settings.security())
 
@@ -329,6 +336,7 @@ async def serve(settings: OperatorSettings, configuration: kubernetes.client.Con
              for i in range(settings.workers)]
     tasks.append(asyncio.create_task(refresh_gauges(operator), name="gauges"))
     tasks.append(asyncio.create_task(flush_circuits(operator), name="circuits"))
+    tasks.append(asyncio.create_task(operator.scheduler.run(), name="schedules"))
     runner = await start_http(operator, settings, kopf_task)
     alerts = await start_receiver(operator.receiver)
     try:

@@ -86,6 +86,9 @@ class ReceiverSettings:
     so a rotated Secret takes effect without a restart. None: the receiver is off."""
     max_body_bytes: int = MAX_BODY_BYTES
     """Larger bodies are refused with 413 before they are read."""
+    namespaces: tuple[str, ...] = ()
+    """Where Runbooks are read from at start (the operator's watched namespaces; empty:
+    the whole cluster)."""
 
 
 class ApiUnavailable(Exception):
@@ -148,6 +151,11 @@ class AlertReceiver:
         self.settings = settings
         self.clock = clock
         self.token = TokenFile(settings.token_file) if settings.token_file else None
+        self.ready = False
+        self.priming: asyncio.Task[None] | None = None
+        """Whether every Runbook has been read once. Until then a notification is
+        answered 503 (Alertmanager retries): an alert matched against a half-filled
+        index would be answered "unmatched" and lost."""
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body_bytes)
@@ -168,6 +176,8 @@ class AlertReceiver:
                         request.remote)
             return _reply(401, "missing or wrong bearer token",
                           headers={"WWW-Authenticate": 'Bearer realm="runbook-operator"'})
+        if not self.ready:
+            return _reply(503, "the receiver is still reading the Runbooks; retry shortly")
         if request.content_type != "application/json":
             return self._rejected(415, f"content type must be application/json, not "
                                        f"{request.content_type[:60]!r}")
@@ -200,6 +210,45 @@ class AlertReceiver:
         self.metrics.alert_decided("rejected")
         log.warning("alert notification rejected (%d): %s", status, reason)
         return _reply(status, reason)
+
+    def prime(self) -> int:
+        """Read every Runbook once into the index (blocking); then the receiver is ready.
+
+        The watch fills the index too, but a receiver that answered before the watch's
+        first listing completed would call a matching alert unmatched. Returns how
+        many Runbooks were read.
+        """
+        count = 0
+        for body in self._list_runbooks():
+            self.index.observe(body)
+            count += 1
+        self.ready = True
+        return count
+
+    def _list_runbooks(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for namespace in self.settings.namespaces or (None,):
+            token = None
+            while True:
+                page = self._list_page(namespace, token)
+                items += page.get("items") or []
+                token = (page.get("metadata") or {}).get("continue")
+                if not token:
+                    break
+        return items
+
+    @retrying
+    def _list_page(self, namespace: str | None, token: str | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"limit": 500}
+        if token:
+            kwargs["_continue"] = token
+        custom = self.clients.custom
+        if namespace is None:
+            result = custom.list_cluster_custom_object(GROUP, VERSION, "runbooks", **kwargs)
+        else:
+            result = custom.list_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                          "runbooks", **kwargs)
+        return dict(result)
 
     # -- decisions, carried out (in a thread: the kubernetes client blocks) -------------
 
@@ -407,4 +456,21 @@ async def start_receiver(receiver: AlertReceiver) -> web.AppRunner | None:
     await runner.setup()
     await web.TCPSite(runner, settings.address, settings.port).start()
     log.info("alert receiver listening on %s:%d%s", settings.address, settings.port, PATH)
+    receiver.priming = asyncio.create_task(_prime(receiver), name="alerts-prime")
     return runner
+
+
+async def _prime(receiver: AlertReceiver) -> None:
+    """Read the Runbooks until that works; the receiver answers 503 until then."""
+    delay = 0.5
+    while True:
+        try:
+            count = await asyncio.to_thread(receiver.prime)
+        except Exception as exc:
+            log.warning("alert receiver: could not list Runbooks (%s); again in %.0fs",
+                        exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            continue
+        log.info("alert receiver ready: %d Runbooks read", count)
+        return

@@ -54,8 +54,8 @@ class TriggerIndex:
                     self._publish()
                 self._versions.pop(key, None)
                 return
-            if self._versions.get(key) == version and version:
-                return
+            if _older_or_same(version, self._versions.get(key)):
+                return  # a listing older than what a watch event already brought
             self._versions[key] = version
             triggers = _compile(key, body.get("spec"), self._is_valid)
             if not triggers and key not in self._triggers:
@@ -89,6 +89,15 @@ class TriggerIndex:
                     by_name.setdefault(name, []).append(trigger)
         self._by_name = {k: tuple(v) for k, v in by_name.items()}
         self._unnamed = tuple(unnamed)
+
+
+def _older_or_same(version: str, seen: str | None) -> bool:
+    if not version or seen is None:
+        return False
+    try:
+        return int(version) <= int(seen)
+    except ValueError:  # resourceVersions are opaque; ours are integers, compare if so
+        return version == seen
 
 
 def _compile(key: Key, raw: Any, is_valid: Callable[[RunbookSpec, str], bool]

@@ -1,16 +1,17 @@
 """The receiver's HTTP edge (triggers/alertmanager.py), before any Kubernetes call.
 
-Cases: off without a token file (never open); 401 without a header, with a wrong
-token, another scheme, or an empty/missing token file, counted ``unauthorized``; the
-token file re-read after rotation; 415 for a wrong content type; 413 by
-Content-Length and by a chunked body past the cap; 400/422 for bodies that are not
-a v4 notification, counted ``rejected``; a valid notification that matches no
-Runbook is 200 with ``unmatched`` and makes no API call (the client is absent, so
-any call would fail the test); the API's answers to a create, scripted by a stand-in
-for this one adapter: 201 created, 409 duplicate, 422 rejected (200 to Alertmanager:
-retrying would not help), 503 or a dropped connection 503 (Alertmanager retries), a
-transient error retried. Creating executions is proven against the real API server in
-tests/integration/test_alerts.py.
+Cases: off without a token file (never open); 503 until the Runbooks have been read
+once (an alert matched against a half-filled index would be lost); 401 without a
+header, with a wrong token, another scheme, or an empty/missing token file, counted
+``unauthorized``; the token file re-read after rotation; 415 for a wrong content
+type; 413 by Content-Length and by a chunked body past the cap; 400/422 for bodies
+that are not a v4 notification, counted ``rejected``; a valid notification that
+matches no Runbook is 200 with ``unmatched`` and makes no API call (the client is
+absent, so any call would fail the test); the API's answers to a create, scripted
+by a stand-in for this one adapter: 201 created, 409 duplicate, 422 rejected (200
+to Alertmanager: retrying would not help), 503 or a dropped connection 503
+(Alertmanager retries), a transient error retried. Creating executions is proven
+against the real API server in tests/integration/test_alerts.py.
 """
 
 from __future__ import annotations
@@ -45,11 +46,14 @@ BODY = {
 }
 
 
-def receiver(token_file: Path | None, max_body: int = 1 << 20) -> AlertReceiver:
-    return AlertReceiver(None, Store(), TriggerIndex(), Metrics(),  # type: ignore[arg-type]
-                         ExecutionTracer(), ReceiverSettings(
-                             token_file=str(token_file) if token_file else None,
-                             max_body_bytes=max_body))
+def receiver(token_file: Path | None, max_body: int = 1 << 20,
+             ready: bool = True) -> AlertReceiver:
+    rx = AlertReceiver(None, Store(), TriggerIndex(), Metrics(),  # type: ignore[arg-type]
+                       ExecutionTracer(), ReceiverSettings(
+                           token_file=str(token_file) if token_file else None,
+                           max_body_bytes=max_body))
+    rx.ready = ready
+    return rx
 
 
 def run(rx: AlertReceiver, scenario: Callable[[TestClient[Any, Any]], Awaitable[None]]) -> None:
@@ -135,6 +139,19 @@ def test_a_rotated_token_takes_effect_without_a_restart(tmp_path: Path) -> None:
         async with post(client, token="rotated-token-value") as response:
             assert response.status == 200
     run(rx, scenario)
+
+
+def test_until_the_runbooks_are_read_notifications_are_503(tmp_path: Path) -> None:
+    rx = receiver(token_file(tmp_path), ready=False)
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        async with post(client, token="wrong") as response:
+            assert response.status == 401     # authentication first, always
+        async with post(client) as response:
+            assert response.status == 503     # Alertmanager retries; nothing is lost
+            assert "retry" in await reason(response)
+    run(rx, scenario)
+    assert counted(rx, "unmatched") == 0
 
 
 def test_wrong_content_type_is_415(tmp_path: Path) -> None:
