@@ -106,8 +106,8 @@ def wait_indexed(op: OperatorProcess, namespace: str) -> None:
                         for r in RUNBOOKS]}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        _, answer = post(op, probe)
-        if answer.get("outcomes", {}).get("unmatched", 0) == 0:
+        status, answer = post(op, probe)
+        if status == 200 and answer.get("outcomes", {}).get("unmatched", 0) == 0:
             return
         time.sleep(0.2)
     raise RuntimeError("the operator never indexed the bench runbooks")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -81,16 +82,24 @@ def alert_executions(kube: Kube, runbook: str | None = None) -> list[dict[str, A
 
 
 def post(operator: OperatorProcess, body: Any, token: str | None = None,
-         path: str = "") -> tuple[int, dict[str, Any]]:
+         path: str = "", retry_503_for: float = 60.0) -> tuple[int, dict[str, Any]]:
+    """POST a notification; like Alertmanager, retry while the answer is 503."""
     token = token or operator.alerts_token
-    request = urllib.request.Request(
-        operator.alerts_url + path, data=json.dumps(body).encode(), method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+    deadline = time.monotonic() + retry_503_for
+    while True:
+        request = urllib.request.Request(
+            operator.alerts_url + path, data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or time.monotonic() > deadline:
+                return exc.code, json.loads(exc.read() or b"{}")
+        except urllib.error.URLError:  # not listening yet, right after a restart
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
 
 
 def alert(name: str, fingerprint: str, starts_at: str = "2026-12-01T10:00:00Z",
