@@ -38,6 +38,7 @@ from runbook_operator.controllers import circuits
 from runbook_operator.controllers.circuits import CircuitRegistry
 from runbook_operator.controllers.store import Key, Store
 from runbook_operator.engine import merge
+from runbook_operator.engine.approvals import may_decide
 from runbook_operator.engine.cel import CelError
 from runbook_operator.engine.cel import evaluate as cel_evaluate
 from runbook_operator.engine.concurrency import Peer, decide
@@ -307,7 +308,7 @@ class ExecutionReconciler:
                 self.commit_circuits(key[0], guarded, result)
         self.record_metrics(key[0], execution.spec.runbook_ref.name, spec, status, result,
                             observation.now)
-        self.record_spans(body, execution, status, result.status)
+        self.record_spans(body, execution, status, result.status, spec)
         for event in result.events:
             self.events.post(body, event.reason, event.message, event.warning)
             # The audit trail as logs too (redacted by the logging pipeline).
@@ -429,7 +430,8 @@ class ExecutionReconciler:
                                             _seconds(after.started_at, after.finished_at))
 
     def record_spans(self, body: dict[str, Any], execution: RunbookExecution,
-                     before: RunbookExecutionStatus, after: RunbookExecutionStatus) -> None:
+                     before: RunbookExecutionStatus, after: RunbookExecutionStatus,
+                     spec: RunbookSpec | None = None) -> None:
         """One span per finished attempt and one for the execution, from the status alone."""
         if not self.tracer.enabled:
             return
@@ -454,8 +456,12 @@ class ExecutionReconciler:
                 continue
             events = []
             if old.phase == "WaitingForApproval":
+                step = next((s for s in spec.all_steps() if s.name == name), None) \
+                    if spec else None
+                # The decision the planner acted on: one it may take (see engine.approvals).
                 decision = next((a for a in reversed(execution.spec.approvals)
-                                 if a.step == name), None)
+                                 if a.step == name and (step is None or may_decide(step, a))),
+                                None)
                 if decision is not None:
                     events.append(approval_event(st.finished_at, decision.decision,
                                                  decision.by, decision.comment))
