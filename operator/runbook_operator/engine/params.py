@@ -123,5 +123,8 @@ def _type_name(value: Any) -> str:
 
 
 def _quote(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    try:
+        text = json.dumps(value) if not isinstance(value, str) else repr(value[:80])
+    except (ValueError, TypeError, RecursionError):  # too deep, or an integer too long
+        return f"<a {_type_name(value)} too large to show>"
     return text if len(text) <= 60 else text[:57] + "..."
