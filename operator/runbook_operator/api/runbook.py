@@ -250,6 +250,23 @@ class Triggers(ApiModel):
     alerts: list[AlertTrigger] = Field(default_factory=list, max_length=MAX_ALERT_TRIGGERS)
 
 
+class Schedule(ApiModel):
+    """Start executions on a cron schedule, like a CronJob (``engine.schedule``)."""
+
+    cron: str = Field(max_length=256)
+    """Five fields (minute hour day-of-month month day-of-week), or six with seconds
+    first, or ``@hourly``, ``@daily``, ``@weekly``, ``@monthly``, ``@yearly``."""
+    time_zone: str = Field(default="UTC", max_length=64)
+    """An IANA time zone, e.g. ``Europe/Berlin``: the cron fields are its wall time."""
+    starting_deadline: Duration | None = None
+    """A slot not started within this long of its time (the operator was down) is
+    recorded as missed instead; default: the latest missed slot starts however late."""
+    suspend: bool = False
+    """Start nothing while true; slots passing meanwhile are skipped, not caught up."""
+    params: JSONObject = Field(default_factory=dict)
+    """Parameter values of every scheduled execution."""
+
+
 class RunbookSpec(ApiModel):
     """The procedure: parameters, steps, limits."""
 
@@ -264,6 +281,8 @@ class RunbookSpec(ApiModel):
     history: History | None = None
     triggers: Triggers | None = None
     """Alerts that start this runbook (only in its own namespace)."""
+    schedule: Schedule | None = None
+    """Start executions at the times of a cron expression."""
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS, json_schema_extra=_STEP_LIST)
     finally_: list[Step] = Field(
         default_factory=list, alias="finally", max_length=MAX_FINALLY_STEPS,
@@ -275,6 +294,19 @@ class RunbookSpec(ApiModel):
         return [*self.steps, *self.finally_]
 
 
+class ScheduleStatus(ApiModel):
+    """Where the schedule stands; written only by the operator."""
+
+    last_schedule_time: str | None = None
+    """The slot of the last execution the schedule started."""
+    last_execution: str | None = None
+    last_slot_time: str | None = None
+    """Every slot up to this one is decided (started, missed or skipped while suspended)."""
+    next_schedule_time: str | None = None
+    missed: int = 0
+    """Slots missed so far (the operator was down past ``startingDeadline``)."""
+
+
 class RunbookStatus(ApiModel):
     """What the operator found: Ready or not, and why."""
 
@@ -282,6 +314,7 @@ class RunbookStatus(ApiModel):
     observed_generation: int | None = None
     step_count: int | None = None
     spec_hash: str | None = None
+    schedule: ScheduleStatus | None = None
 
 
 class Runbook(ApiModel):

@@ -30,6 +30,7 @@ from runbook_operator.engine.podsecurity import (
     allowance_hint,
     check_step_security,
 )
+from runbook_operator.engine.schedule import ScheduleError, compile_schedule
 
 SECURITY_REASONS = frozenset({"PrivilegedStep", "ServiceAccountNotAllowed"})
 """Problems that depend on the operator's allowances, not on the spec alone."""
@@ -42,7 +43,7 @@ class Problem:
     reason: str
     """CamelCase, stable: InvalidSpec, DuplicateName, UnknownDependency, DependencyCycle,
     InvalidExpression, InvalidDefault, UnknownFallback, InvalidStep, PrivilegedStep,
-    ServiceAccountNotAllowed."""
+    ServiceAccountNotAllowed, InvalidTrigger, InvalidSchedule."""
     message: str
     step: str | None = None
 
@@ -78,6 +79,7 @@ def validate_spec(raw: Mapping[str, Any] | RunbookSpec,
     problems += _check_steps(spec, has_cycle)
     problems += _check_durations(spec)
     problems += _check_triggers(spec)
+    problems += _check_schedule(spec)
     problems += security_problems(spec, security or SecurityPolicy(), namespace)
     return problems
 
@@ -88,6 +90,28 @@ def _check_triggers(spec: RunbookSpec) -> list[Problem]:
         return []
     _, problems = compile_triggers("", "", spec.triggers.alerts, (p.name for p in spec.params))
     return [Problem("InvalidTrigger", str(p)) for p in problems]
+
+
+def _check_schedule(spec: RunbookSpec) -> list[Problem]:
+    """A cron expression and time zone that work; parameters the runbook declares."""
+    if spec.schedule is None:
+        return []
+    problems = []
+    try:
+        compile_schedule(spec.schedule)
+    except ScheduleError as exc:
+        problems.append(Problem("InvalidSchedule", str(exc)))
+    declared = {p.name: p for p in spec.params}
+    for name, value in spec.schedule.params.items():
+        if name not in declared:
+            problems.append(Problem("InvalidSchedule", f"schedule.params.{name}: the runbook "
+                                    "declares no such parameter"))
+            continue
+        try:
+            check_value(declared[name], value)
+        except ParamError as exc:
+            problems.append(Problem("InvalidSchedule", f"schedule.params.{name}: {exc}"))
+    return problems
 
 
 def security_problems(spec: RunbookSpec, security: SecurityPolicy,

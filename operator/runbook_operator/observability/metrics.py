@@ -136,6 +136,15 @@ class Metrics:
             "runbook_alert_request_duration_seconds",
             "Time to handle one Alertmanager webhook request, by HTTP status code.",
             ["code"], buckets=b.alert_request, registry=r)
+        self.schedule_missed = Counter(
+            "runbook_schedule_missed_total",
+            "Schedule slots not started: the operator was down past startingDeadline.",
+            ["namespace", "runbook"], registry=r)
+        self.schedule_runs = Counter(
+            "runbook_schedule_runs_total",
+            "Schedule slots acted on, by outcome (created; duplicate: another replica or "
+            "an earlier attempt created it; failed: the API server refused it).",
+            ["namespace", "runbook", "outcome"], registry=r)
         for outcome in sorted(ALERT_OUTCOMES):  # every series exists from the start
             self.alerts_received.labels(outcome)
         self._execution_series: set[tuple[str, str]] = set()
@@ -224,6 +233,12 @@ class Metrics:
     def alert_decided(self, outcome: str, count: int = 1) -> None:
         """``count`` alerts were decided ``outcome`` (one of :data:`ALERT_OUTCOMES`)."""
         self.alerts_received.labels(outcome).inc(count)
+
+    def schedule_missed_slots(self, namespace: str, runbook: str, count: int) -> None:
+        self.schedule_missed.labels(namespace, runbook).inc(count)
+
+    def schedule_run(self, namespace: str, runbook: str, outcome: str) -> None:
+        self.schedule_runs.labels(namespace, runbook, outcome).inc()
 
     def alert_request(self, code: int, duration_s: float) -> None:
         """One webhook request was answered with ``code`` after ``duration_s``."""

@@ -36,6 +36,10 @@ EXPECTED_FAMILIES = {
     "runbook_operator_reconcile_duration_seconds": ("histogram", {"kind"}),
     "runbook_operator_api_errors": ("counter", {"code"}),
     "runbook_operator_watch_restarts": ("counter", {"resource"}),
+    "runbook_alerts_received": ("counter", {"outcome"}),
+    "runbook_alert_request_duration_seconds": ("histogram", {"code"}),
+    "runbook_schedule_missed": ("counter", {"namespace", "runbook"}),
+    "runbook_schedule_runs": ("counter", {"namespace", "runbook", "outcome"}),
 }
 
 
@@ -71,6 +75,10 @@ def record_everything(m: Metrics) -> None:
         pass
     m.api_error(409)
     m.watch_restarted("runbookexecutions")
+    m.alert_decided("created")
+    m.alert_request(200, 0.004)
+    m.schedule_missed_slots("ops", "restart", 3)
+    m.schedule_run("ops", "restart", "created")
 
 
 def test_families_names_types_and_labels() -> None:
