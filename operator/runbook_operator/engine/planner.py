@@ -384,6 +384,7 @@ class _Pass:
                 self.transition(step.name, "Failed", "Rejected", f"rejected{who}{note}",
                                 warning=True)
             return
+        self.note_ignored_decisions(step, st)
         if step.approval and step.approval.timeout and started:
             deadline = started + parse_duration(step.approval.timeout)
             if self.now >= deadline:
@@ -392,6 +393,22 @@ class _Pass:
                                 f"no decision within {step.approval.timeout}", warning=True)
             else:
                 self.wake(deadline)
+
+    def note_ignored_decisions(self, step: Step, st: StepStatus) -> None:
+        """Say on the waiting step whose decisions were ignored (once per new name)."""
+        ignored = sorted({a.by or "(no by)" for a in self.obs.approvals
+                          if a.step == step.name and not may_decide(step, a)})
+        if not ignored:
+            return
+        waiting = step.approval.message if step.approval and step.approval.message else \
+            f"waiting for an approval of step {step.name!r} in spec.approvals"
+        note = _clip(f"{waiting}; ignored decisions by {', '.join(ignored)}: only "
+                     "approvers.users of this step may decide")
+        if st.message != note:
+            st.message = note
+            self.record("ApprovalIgnored", step.name, note)
+            self.event("ApprovalIgnored", f"step {step.name}: {note}", warning=True,
+                       step=step.name)
 
     # -- stopping ---------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 Cases:
 - without approvers anyone's decision counts, with or without ``by``;
 - approvers with users only: a decision by a listed user counts, one by anyone
-  else or without ``by`` is ignored, and the step keeps waiting (the simulated run
-  then takes the listed user's later decision, not the earlier stranger's);
+  else or without ``by`` is ignored, and the step keeps waiting, saying whose
+  decision it ignored (one ApprovalIgnored Event, not one per pass); the simulated
+  run then takes the listed user's later decision, not the earlier stranger's;
 - approvers with groups: the operator cannot see group membership and trusts
   admission, so any decision counts;
 - an ``approvers`` naming no one is refused by the model (and the CRD rule).
@@ -69,8 +70,12 @@ def test_planner_ignores_a_stranger_and_takes_the_approver() -> None:
     sim = Simulator.start(spec)
     sim.step()
     sim.approvals.append(ApprovalDecision(step="gate", decision="Reject", by="mallory"))
-    sim.step()
-    assert sim.status.steps["gate"].phase == "WaitingForApproval"
+    result = sim.step()
+    gate = sim.status.steps["gate"]
+    assert gate.phase == "WaitingForApproval"
+    assert "ignored decisions by mallory" in (gate.message or "")
+    assert [e.reason for e in result.events] == ["ApprovalIgnored"]
+    assert sim.step().events == []  # said once, not on every pass
     sim.approvals.append(ApprovalDecision(step="gate", decision="Approve", by="alice"))
     status = sim.run()
     gate = status.steps["gate"]
