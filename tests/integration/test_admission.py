@@ -13,6 +13,8 @@ Cases:
   triggeredBy, or adding severity, is refused naming the field; approvals may be
   appended but not edited, reordered or removed; cancel may be turned on but not
   back off; the run keeps its params;
+- without the policies, the operator itself ignores an approval by a user not in
+  the step's approvers.users (the step says so) and takes the listed user's;
 - a param renamed at the same number of keys (invisible to the CRD's CEL) is
   refused by the immutable-runs policy;
 - Runbook writers: alice (may create Runbooks and Jobs) creates a Runbook; bob (may
@@ -206,6 +208,23 @@ def test_run_spec_is_frozen_by_the_crd(kube: Kube) -> None:
     kube.patch(RBX, "frozen-1", {"spec": {"cancel": True}})
     message = refused(kube.patch, RBX, "frozen-1", {"spec": {"cancel": False}})
     assert "spec.cancel cannot be set back to false" in message
+
+
+def test_operator_ignores_non_approvers_without_the_policy(kube: Kube) -> None:
+    # Also before the policies: what a cluster without them still gets.
+    kube.ready_runbook("no-policy", {"steps": [
+        {"name": "gate", "type": "approval", "approval": {"approvers": {"users": ["erin"]}}}]})
+    kube.execute("no-policy-1", "no-policy")
+    kube.wait_phase("no-policy-1", "WaitingForApproval")
+    stranger = {"step": "gate", "decision": "Approve", "by": "mallory"}
+    kube.patch(RBX, "no-policy-1", {"spec": {"approvals": [stranger]}})
+    wait_for("the ignored decision on the step", lambda: "ignored decisions by mallory" in (
+        kube.execution("no-policy-1")["status"]["steps"]["gate"].get("message") or ""))
+    assert kube.execution("no-policy-1")["status"]["phase"] == "WaitingForApproval"
+    kube.patch(RBX, "no-policy-1", {"spec": {"approvals": [
+        stranger, {"step": "gate", "decision": "Reject", "by": "erin"}]}})
+    gate = kube.wait_finished("no-policy-1")["status"]["steps"]["gate"]
+    assert (gate["reason"], gate["message"]) == ("Rejected", "rejected by erin")
 
 
 def test_renamed_param_is_refused_by_the_policy(kube: Kube, policies: None) -> None:
