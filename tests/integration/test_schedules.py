@@ -94,8 +94,8 @@ def test_sigkill_catches_up_at_most_the_latest(kube: Kube, operator: OperatorPro
     assert len(down) <= 1, (down, before, after)
     status = schedule_status(kube, "killed")
     assert status.get("missed", 0) >= 3
-    reasons = [e.reason for e in kube.events("killed")]
-    assert "ScheduleMissed" in reasons
+    wait_for("a ScheduleMissed Event", lambda: [
+        e for e in kube.events("killed") if e.reason == "ScheduleMissed"] or None, timeout=30)
 
 
 def test_two_operators_never_create_a_slot_twice(kube: Kube, cluster: Any,

@@ -165,6 +165,21 @@ class RunbookRefStatus(ApiModel):
     spec_hash: str | None = None
 
 
+class NotificationDelivery(ApiModel):
+    """One notification owed by this execution, and how its delivery went."""
+
+    id: str = Field(max_length=64)
+    """The idempotency key (stable per execution, notification, channel and event)."""
+    channel: str = Field(max_length=16)
+    event: str = Field(max_length=32)
+    step: str | None = Field(default=None, max_length=63)
+    state: Literal["Pending", "Delivered", "Failed"] = "Pending"
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=256)
+    """HTTP status or error type only: never a URL, key or response body."""
+    updated_at: str | None = None
+
+
 class RunbookExecutionStatus(ApiModel):
     phase: ExecutionPhase = "Pending"
     reason: str | None = None
@@ -189,6 +204,9 @@ class RunbookExecutionStatus(ApiModel):
     params_secret: str | None = Field(default=None, max_length=253)
     """The Secret holding this run's secret parameters: named by the apiserver when the
     operator created it (``generateName``), so nobody could have planted it first."""
+    notifications: list[NotificationDelivery] = Field(default_factory=list, max_length=512)
+    """Delivery state of every notification owed, so a restart resumes the pending ones
+    and never sends a delivered one again."""
     cancel_reason: str | None = Field(default=None, max_length=64)
     """The reason the run ends with when cancelled that way (``Replaced``, ``AlertResolved``)."""
 

@@ -267,6 +267,63 @@ class Schedule(ApiModel):
     """Parameter values of every scheduled execution."""
 
 
+NotifyEvent = Literal["Started", "WaitingForApproval", "StepFailed", "Failed", "Succeeded",
+                      "Cancelled", "CircuitOpened"]
+MAX_NOTIFICATIONS = 16
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the Runbook's namespace (read by the operator, never copied)."""
+
+    name: str = Field(max_length=253, pattern=NAME_PATTERN)
+    key: str = Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
+class SlackTarget(ApiModel):
+    """A Slack incoming webhook; its URL is the secret."""
+
+    webhook_secret_ref: SecretKeyRef
+
+
+class PagerDutyTarget(ApiModel):
+    """PagerDuty Events API v2: trigger on Failed, resolve on Succeeded."""
+
+    routing_key_secret_ref: SecretKeyRef
+
+
+class WebhookTarget(ApiModel):
+    """A generic webhook: a versioned JSON document, signed when a signing secret is given."""
+
+    url_secret_ref: SecretKeyRef
+    signing_secret_ref: SecretKeyRef | None = None
+    """HMAC-SHA256 key: the body's signature goes in ``X-Runbook-Signature``."""
+
+
+class NotificationSpec(ApiModel):
+    """Who hears about which of an execution's events; exactly one channel."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [{
+                "rule": "(has(self.slack) ? 1 : 0) + (has(self.pagerduty) ? 1 : 0) + "
+                        "(has(self.webhook) ? 1 : 0) == 1",
+                "message": "a notification needs exactly one of slack, pagerduty, webhook",
+            }]
+        }
+    }
+
+    on: list[NotifyEvent] = Field(min_length=1, max_length=7)
+    slack: SlackTarget | None = None
+    pagerduty: PagerDutyTarget | None = None
+    webhook: WebhookTarget | None = None
+
+    @model_validator(mode="after")
+    def _one_channel(self) -> NotificationSpec:
+        if sum(x is not None for x in (self.slack, self.pagerduty, self.webhook)) != 1:
+            raise ValueError("a notification needs exactly one of slack, pagerduty, webhook")
+        return self
+
+
 class RunbookSpec(ApiModel):
     """The procedure: parameters, steps, limits."""
 
@@ -283,6 +340,9 @@ class RunbookSpec(ApiModel):
     """Alerts that start this runbook (only in its own namespace)."""
     schedule: Schedule | None = None
     """Start executions at the times of a cron expression."""
+    notifications: list[NotificationSpec] = Field(default_factory=list,
+                                                  max_length=MAX_NOTIFICATIONS)
+    """Slack, PagerDuty and webhook notifications of executions' events."""
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS, json_schema_extra=_STEP_LIST)
     finally_: list[Step] = Field(
         default_factory=list, alias="finally", max_length=MAX_FINALLY_STEPS,

@@ -30,6 +30,7 @@ from runbook_operator.engine.validation import validate_spec
 from runbook_operator.k8s.client import Clients, load_config, make_clients, observe_api_errors
 from runbook_operator.k8s.events import EventPoster
 from runbook_operator.k8s.jobs import LABEL_EXECUTION, job_finished, pod_terminated
+from runbook_operator.notify.deliver import Notifier
 from runbook_operator.observability.logs import log_context
 from runbook_operator.observability.metrics import Metrics, metrics_handler
 from runbook_operator.observability.tracing import configure_tracing
@@ -104,6 +105,7 @@ class Operator:
         """Per execution: the last reconcile error's summary, and how often in a row."""
         self.triggers = TriggerIndex(
             lambda spec, ns: not validate_spec(spec, settings.security(), ns))
+        self.notifier = Notifier(clients, self.metrics, self.events)
         self.scheduler = Scheduler(
             clients, self.store, self.metrics, self.events,
             lambda spec, ns: not validate_spec(spec, settings.security(), ns))
@@ -206,7 +208,10 @@ class Operator:
 
         @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
         async def execution_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
-            key = store.put_execution(_body(event), deleted=type == "DELETED")
+            body = _body(event)
+            # Off the reconcile path: only starts delivery tasks for new events.
+            self.notifier.observe(body, deleted=type == "DELETED")
+            key = store.put_execution(body, deleted=type == "DELETED")
             if type == "DELETED":
                 queue.forget(key)
             else:
@@ -348,5 +353,6 @@ async def serve(settings: OperatorSettings, configuration: kubernetes.client.Con
         await runner.cleanup()
         if alerts is not None:
             await alerts.cleanup()
+        await operator.notifier.drain()
         operator.events.close()
         await asyncio.to_thread(operator.tracer.shutdown)

@@ -145,6 +145,10 @@ class Metrics:
             "Schedule slots acted on, by outcome (created; duplicate: another replica or "
             "an earlier attempt created it; failed: the API server refused it).",
             ["namespace", "runbook", "outcome"], registry=r)
+        self.notifications = Counter(
+            "runbook_notifications_total",
+            "Notifications finished, by channel, execution event and outcome "
+            "(delivered, failed).", ["channel", "event", "outcome"], registry=r)
         for outcome in sorted(ALERT_OUTCOMES):  # every series exists from the start
             self.alerts_received.labels(outcome)
         self._execution_series: set[tuple[str, str]] = set()
@@ -239,6 +243,9 @@ class Metrics:
 
     def schedule_run(self, namespace: str, runbook: str, outcome: str) -> None:
         self.schedule_runs.labels(namespace, runbook, outcome).inc()
+
+    def notification(self, channel: str, event: str, outcome: str) -> None:
+        self.notifications.labels(channel, event, outcome).inc()
 
     def alert_request(self, code: int, duration_s: float) -> None:
         """One webhook request was answered with ``code`` after ``duration_s``."""

@@ -40,6 +40,7 @@ EXPECTED_FAMILIES = {
     "runbook_alert_request_duration_seconds": ("histogram", {"code"}),
     "runbook_schedule_missed": ("counter", {"namespace", "runbook"}),
     "runbook_schedule_runs": ("counter", {"namespace", "runbook", "outcome"}),
+    "runbook_notifications": ("counter", {"channel", "event", "outcome"}),
 }
 
 
@@ -79,6 +80,7 @@ def record_everything(m: Metrics) -> None:
     m.alert_request(200, 0.004)
     m.schedule_missed_slots("ops", "restart", 3)
     m.schedule_run("ops", "restart", "created")
+    m.notification("slack", "Failed", "delivered")
 
 
 def test_families_names_types_and_labels() -> None:

@@ -1,0 +1,362 @@
+"""Notifications: which ones an execution owes, what they say, whether to retry.
+
+Pure, with time passed in, like the rest of the engine. The shell
+(:mod:`runbook_operator.notify.deliver`) reads Secrets and speaks HTTP.
+
+- **What happened** is read from the execution's status, level-triggered
+  (:func:`happened`): Started, WaitingForApproval (per approval step), StepFailed
+  (per step), CircuitOpened (per step refused by an open circuit), and the end
+  phases Succeeded, Failed, Cancelled. A restart recomputes the same list.
+- **What is owed** (:func:`owed`): each of those events times each of the Runbook's
+  ``notifications`` entries that listens for it, one :class:`Delivery` each, with
+  an idempotency key stable per (execution uid, entry, channel, event) so that a
+  receiver can drop the second copy of an at-least-once delivery.
+- **What it says**: Slack Block Kit (:func:`slack_payload`), PagerDuty Events API v2
+  (:func:`pagerduty_payload`: trigger on Failed, resolve on Succeeded, one
+  ``dedup_key`` per execution, or per alert when an alert started it), and a
+  versioned JSON document for generic webhooks (:func:`webhook_payload`), signed
+  with HMAC-SHA256 (:func:`signature`).
+- **Whether to retry** (:func:`classify`): 5xx, 429 (after ``Retry-After``),
+  timeouts and connection errors are retried; any other 4xx is final.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+from runbook_operator.engine.timeutil import fmt, parse
+
+NotifyEvent = Literal["Started", "WaitingForApproval", "StepFailed", "Failed", "Succeeded",
+                      "Cancelled", "CircuitOpened"]
+NOTIFY_EVENTS: tuple[str, ...] = ("Started", "WaitingForApproval", "StepFailed", "Failed",
+                                  "Succeeded", "Cancelled", "CircuitOpened")
+Channel = Literal["slack", "pagerduty", "webhook"]
+CHANNELS: tuple[str, ...] = ("slack", "pagerduty", "webhook")
+
+WEBHOOK_SCHEMA_VERSION = "runbooks.dev/notification/v1"
+SIGNATURE_HEADER = "X-Runbook-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+PAGERDUTY_SEVERITY = {"SEV1": "critical", "SEV2": "error", "SEV3": "warning", "SEV4": "info"}
+"""Our severities as PagerDuty's; an execution without one is ``warning`` (SEV3)."""
+
+MAX_AGE = timedelta(hours=1)
+"""Events older than this when first seen (the operator was down, or notifications
+were added later) are not sent: a page about yesterday helps nobody."""
+
+_END = {"Succeeded", "Failed", "Cancelled"}
+
+
+@dataclass(frozen=True)
+class Happened:
+    """One thing an execution did that someone may want to hear about."""
+
+    event: str
+    subject: str = ""
+    """The step, for per-step events; empty otherwise."""
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One notification owed: an event to one channel of one ``notifications`` entry."""
+
+    key: str
+    """The idempotency key; also the delivery's id in ``status.notifications``."""
+    entry: int
+    """Index in the Runbook's ``notifications``."""
+    channel: str
+    event: str
+    subject: str
+    at: datetime | None
+
+
+def happened(status: Mapping[str, Any], frozen_spec: Mapping[str, Any] | None = None
+             ) -> list[Happened]:
+    """Everything worth notifying that the execution's status shows, in a stable order."""
+    found: list[Happened] = []
+    phase = status.get("phase")
+    started = parse(status.get("startedAt"))
+    if started is not None or phase in ("Running", "WaitingForApproval") or (phase in _END \
+            and status.get("steps")):
+        found.append(Happened("Started", "", started))
+    steps: Mapping[str, Any] = status.get("steps") or {}
+    approvals = {s.get("name") for s in (frozen_spec or {}).get("steps") or []
+                 if isinstance(s, Mapping) and s.get("type") == "approval"}
+    for name in sorted(steps):
+        step = steps[name] or {}
+        at = parse(step.get("finishedAt")) or parse(step.get("startedAt"))
+        if step.get("phase") == "WaitingForApproval" or (
+                name in approvals and step.get("startedAt")):
+            found.append(Happened("WaitingForApproval", name, parse(step.get("startedAt"))))
+        if step.get("phase") == "Failed":
+            found.append(Happened("StepFailed", name, at))
+        if step.get("reason") == "CircuitOpen":
+            found.append(Happened("CircuitOpened", name, at))
+    if phase in _END:
+        found.append(Happened(str(phase), "", parse(status.get("finishedAt"))))
+    return found
+
+
+def delivery_key(uid: str, entry: int, channel: str, event: str, subject: str) -> str:
+    """Stable per (execution, entry, channel, event): the same across restarts and replicas."""
+    text = f"{uid}\x1f{entry}\x1f{channel}\x1f{event}\x1f{subject}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def channel_of(entry: Mapping[str, Any]) -> str | None:
+    return next((c for c in CHANNELS if entry.get(c)), None)
+
+
+def owed(uid: str, notifications: Sequence[Mapping[str, Any]], status: Mapping[str, Any],
+         frozen_spec: Mapping[str, Any] | None, now: datetime,
+         first_seen: datetime | None = None) -> list[Delivery]:
+    """Deliveries the execution owes, whether or not already made.
+
+    An event older than :data:`MAX_AGE` at ``now`` is owed only if the execution was
+    first seen (``first_seen``) before it: nothing stale is sent after a long outage.
+    """
+    result = []
+    for thing in happened(status, frozen_spec):
+        if thing.at is not None and now - thing.at > MAX_AGE and \
+                (first_seen is None or first_seen > thing.at):
+            continue
+        for index, entry in enumerate(notifications):
+            channel = channel_of(entry)
+            if channel is None or thing.event not in (entry.get("on") or []):
+                continue
+            result.append(Delivery(delivery_key(uid, index, channel, thing.event,
+                                                thing.subject),
+                                   index, channel, thing.event, thing.subject, thing.at))
+    return result
+
+
+# -- payloads ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a message says about the execution (nothing secret: params are left out)."""
+
+    namespace: str
+    execution: str
+    runbook: str
+    phase: str
+    severity: str | None
+    event: str
+    subject: str
+    reason: str | None
+    message: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    steps: tuple[tuple[str, str, int, str | None], ...]
+    """(name, phase, attempts, reason) of every step."""
+    approvers: tuple[str, ...] = ()
+    alert: Mapping[str, Any] | None = None
+    """``triggeredBy.alert`` when an alert started the execution."""
+
+    @property
+    def duration(self) -> str | None:
+        if self.started_at is None:
+            return None
+        seconds = int(((self.finished_at or self.started_at) - self.started_at)
+                      .total_seconds())
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s" \
+            if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+    @property
+    def failed_step(self) -> tuple[str, str | None] | None:
+        if self.event == "StepFailed":
+            found = next((s for s in self.steps if s[0] == self.subject), None)
+            return (self.subject, found[3] if found else None)
+        failed = [s for s in self.steps if s[1] == "Failed"]
+        return (failed[0][0], failed[0][3]) if failed else None
+
+    def describe_command(self) -> str:
+        return f"kubectl runbook describe {self.execution} -n {self.namespace}"
+
+    def approve_command(self) -> str:
+        return f"kubectl runbook approve {self.execution} {self.subject} -n {self.namespace}"
+
+
+def context_of(body: Mapping[str, Any], delivery: Delivery,
+               redact: Any = None) -> Context:
+    """The :class:`Context` of one delivery from the execution's body."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    frozen = status.get("runbookSpec") or {}
+    steps = tuple((name, str((s or {}).get("phase") or "Pending"),
+                   int((s or {}).get("attempts") or 0), (s or {}).get("reason"))
+                  for name, s in sorted((status.get("steps") or {}).items()))
+    approvers: tuple[str, ...] = ()
+    if delivery.event == "WaitingForApproval":
+        for step in frozen.get("steps") or []:
+            if isinstance(step, Mapping) and step.get("name") == delivery.subject:
+                who = ((step.get("approval") or {}).get("approvers") or {})
+                approvers = tuple([*(who.get("users") or []),
+                                   *(f"group:{g}" for g in who.get("groups") or [])])
+    message = status.get("message")
+    if delivery.subject:
+        message = ((status.get("steps") or {}).get(delivery.subject) or {}).get("message") \
+            or message
+    if redact is not None and message:
+        message = redact(message)
+    return Context(
+        namespace=str(meta.get("namespace") or ""), execution=str(meta.get("name") or ""),
+        runbook=str((spec.get("runbookRef") or {}).get("name") or ""),
+        phase=str(status.get("phase") or "Pending"), severity=spec.get("severity"),
+        event=delivery.event, subject=delivery.subject, reason=status.get("reason"),
+        message=(message or None) and str(message)[:1000],
+        started_at=parse(status.get("startedAt")), finished_at=parse(status.get("finishedAt")),
+        steps=steps, approvers=approvers,
+        alert=(spec.get("triggeredBy") or {}).get("alert"))
+
+
+def _headline(ctx: Context) -> str:
+    what = {"Started": "started", "WaitingForApproval": f"waits for approval of {ctx.subject}",
+            "StepFailed": f"step {ctx.subject} failed", "Failed": "failed",
+            "Succeeded": "succeeded", "Cancelled": "was cancelled",
+            "CircuitOpened": f"step {ctx.subject} was refused by an open circuit"}
+    return f"Runbook {ctx.runbook}: {ctx.execution} {what.get(ctx.event, ctx.event)}"
+
+
+def slack_payload(ctx: Context, idempotency_key: str) -> dict[str, Any]:
+    """An incoming-webhook message with Block Kit blocks (and ``text`` as the fallback)."""
+    fields = [f"*Runbook*\n{ctx.runbook}", f"*Execution*\n{ctx.execution}",
+              f"*Phase*\n{ctx.phase}", f"*Severity*\n{ctx.severity or 'none'}"]
+    if ctx.duration:
+        fields.append(f"*Duration*\n{ctx.duration}")
+    failed = ctx.failed_step
+    if failed is not None:
+        fields.append(f"*Failed step*\n{failed[0]}" + (f" ({failed[1]})" if failed[1] else ""))
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _headline(ctx)[:150]}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:2000]} for f in fields]},
+    ]
+    if ctx.message:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": f"```{ctx.message[:2900]}```"}})
+    if ctx.event == "WaitingForApproval":
+        who = ", ".join(ctx.approvers) if ctx.approvers else \
+            "anyone who may patch the execution"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": (
+            f"*May approve:* {who}\n`{ctx.approve_command()}`")[:3000]}})
+    blocks.append({"type": "context", "elements": [
+        {"type": "mrkdwn", "text": f"`{ctx.describe_command()}` · id {idempotency_key}"}]})
+    return {"text": _headline(ctx), "blocks": blocks}
+
+
+def dedup_key(ctx: Context, uid: str) -> str:
+    """PagerDuty's incident key: per alert (runbook, fingerprint) when an alert started
+    the run, so a later success of the same incident resolves it; else per execution."""
+    fingerprint = (ctx.alert or {}).get("fingerprint")
+    if fingerprint:
+        basis = f"{ctx.namespace}/{ctx.runbook}/alert/{fingerprint}"
+    else:
+        basis = f"{ctx.namespace}/{ctx.execution}/{uid}"
+    return "runbook-" + hashlib.sha256(basis.encode()).hexdigest()[:32]
+
+
+def pagerduty_payload(ctx: Context, routing_key: str, uid: str) -> dict[str, Any]:
+    """An Events API v2 event: ``resolve`` on Succeeded, ``trigger`` on anything else."""
+    key = dedup_key(ctx, uid)
+    if ctx.event == "Succeeded":
+        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": key}
+    failed = ctx.failed_step
+    return {
+        "routing_key": routing_key, "event_action": "trigger", "dedup_key": key,
+        "payload": {
+            "summary": _headline(ctx)[:1024],
+            "source": f"{ctx.namespace}/{ctx.execution}",
+            "severity": PAGERDUTY_SEVERITY.get(ctx.severity or "", "warning"),
+            "component": ctx.runbook,
+            "group": ctx.namespace,
+            "class": ctx.event,
+            "custom_details": {
+                "phase": ctx.phase, "reason": ctx.reason, "message": ctx.message,
+                "failed_step": failed[0] if failed else None,
+                "duration": ctx.duration, "describe": ctx.describe_command(),
+                "steps": [{"name": n, "phase": p, "attempts": a, "reason": r}
+                          for n, p, a, r in ctx.steps],
+            },
+        },
+    }
+
+
+def webhook_payload(ctx: Context, delivery: Delivery, now: datetime) -> dict[str, Any]:
+    """The generic webhook's document (schema :data:`WEBHOOK_SCHEMA_VERSION`)."""
+    failed = ctx.failed_step
+    return {
+        "schemaVersion": WEBHOOK_SCHEMA_VERSION,
+        "idempotencyKey": delivery.key,
+        "event": ctx.event,
+        "subject": ctx.subject or None,
+        "sentAt": fmt(now),
+        "occurredAt": fmt(delivery.at) if delivery.at else None,
+        "execution": {"namespace": ctx.namespace, "name": ctx.execution,
+                      "runbook": ctx.runbook, "phase": ctx.phase, "severity": ctx.severity,
+                      "reason": ctx.reason, "message": ctx.message,
+                      "failedStep": failed[0] if failed else None,
+                      "startedAt": fmt(ctx.started_at) if ctx.started_at else None,
+                      "finishedAt": fmt(ctx.finished_at) if ctx.finished_at else None,
+                      "steps": [{"name": n, "phase": p, "attempts": a, "reason": r}
+                                for n, p, a, r in ctx.steps]},
+    }
+
+
+def encode(payload: Mapping[str, Any]) -> bytes:
+    """The exact bytes sent (and signed): compact, keys sorted, UTF-8."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True,
+                      ensure_ascii=False).encode()
+
+
+def signature(secret: bytes, body: bytes) -> str:
+    """``X-Runbook-Signature``: ``sha256=<hex HMAC-SHA256 of the body>``."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: bytes, body: bytes, header: str) -> bool:
+    """What a receiver does: constant-time comparison of the signature."""
+    return hmac.compare_digest(signature(secret, body), header)
+
+
+# -- answers ------------------------------------------------------------------------------
+
+Verdict = Literal["delivered", "retry", "final"]
+
+
+def classify(status: int | None) -> Verdict:
+    """A response's verdict; ``None`` means no response (timeout, connection error)."""
+    if status is None or status == 429 or status >= 500:
+        return "retry"
+    if 200 <= status < 300:
+        return "delivered"
+    return "final"
+
+
+def retry_after(header: str | None, now: datetime, cap: float = 300.0) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), capped."""
+    if not header:
+        return None
+    text = header.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, min(cap, seconds))

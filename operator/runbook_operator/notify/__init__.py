@@ -1,0 +1,1 @@
+"""Notifications of executions' events to Slack, PagerDuty and webhooks."""

@@ -1,0 +1,393 @@
+"""Delivering notifications: durably, at least once, never in the execution's way.
+
+The execution handler hands every execution body it sees to :meth:`Notifier.observe`,
+which asks :func:`engine.notify.owed` what the execution owes and starts an asyncio
+task for each delivery not yet Delivered or Failed and not already running here.
+Nothing is sent on the reconcile path, and a failed notification changes nothing
+about the execution.
+
+Durability lives in the execution's ``status.notifications``: a delivery is recorded
+Pending (with its attempts) before the first request and after each failed attempt,
+and Delivered or Failed at the end, with an entry in the history. After a restart
+the same deliveries are owed again (same idempotency keys); those recorded Delivered
+or Failed are skipped, the others resume with their attempt count. A crash between
+a successful request and its record sends once more with the same key: at least
+once, deduplicated by the receiver.
+
+Retries (tenacity): 5xx, 429 (waiting ``Retry-After``), timeouts and connection
+errors, with exponential backoff and jitter; any other 4xx is final. Credentials
+come from the Secrets the Runbook names, read one by one with ``get`` (the chart
+may limit that to the names it is given), cached briefly, and taught to the
+process redactor so they never reach logs, Events, status or spans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from kubernetes.client.exceptions import ApiException
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from runbook_operator.api.common import GROUP, VERSION
+from runbook_operator.api.execution import MAX_HISTORY
+from runbook_operator.engine.notify import (
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    Delivery,
+    classify,
+    context_of,
+    encode,
+    owed,
+    pagerduty_payload,
+    retry_after,
+    signature,
+    slack_payload,
+    webhook_payload,
+)
+from runbook_operator.engine.redact import SECRETS
+from runbook_operator.engine.timeutil import fmt
+from runbook_operator.k8s.client import Clients, retrying
+from runbook_operator.k8s.events import EventPoster
+from runbook_operator.observability.metrics import Metrics
+
+log = logging.getLogger("runbook_operator.notify")
+
+PLURAL = "runbookexecutions"
+PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
+
+
+@dataclass
+class NotifierSettings:
+    """How deliveries are attempted."""
+
+    timeout: float = 10.0
+    """Seconds one request may take (connect, send, answer) before it counts as failed."""
+    max_attempts: int = 6
+    """Attempts per delivery, across restarts; then it is Failed."""
+    backoff_initial: float = 1.0
+    """Seconds before the first retry; doubled each time, plus jitter."""
+    backoff_max: float = 60.0
+    """Longest wait between attempts (also the cap on ``Retry-After``)."""
+    jitter: float = 1.0
+    """Up to this many seconds added at random to each wait."""
+    concurrency: int = 16
+    """Deliveries in flight at once (the others wait their turn)."""
+    secret_ttl: float = 30.0
+    """Seconds a Secret's value is reused before it is read again (rotation)."""
+    pagerduty_url: str = PAGERDUTY_URL
+    """The Events API v2 endpoint (tests point it at a local server)."""
+
+
+class Retryable(Exception):
+    """An attempt worth repeating: 5xx, 429, a timeout or a dropped connection."""
+
+    def __init__(self, error: str, wait: float | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.wait = wait
+        """Seconds the receiver asked for (``Retry-After``), if it did."""
+
+
+class SecretProblem(Exception):
+    """A Secret or key the notification names cannot be read: final, nothing sent."""
+
+
+@dataclass(frozen=True)
+class Request:
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+
+
+class Notifier:
+    """Owns the delivery tasks of one operator process; see the module docstring."""
+
+    def __init__(self, clients: Clients, metrics: Metrics, events: EventPoster,
+                 settings: NotifierSettings | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.clients = clients
+        self.metrics = metrics
+        self.events = events
+        self.settings = settings or NotifierSettings()
+        self.clock = clock
+        self._active: set[str] = set()
+        self._first_seen: dict[str, datetime] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._secrets: dict[tuple[str, str], tuple[float, Mapping[str, str]]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+
+    # -- intake (in the event loop, cheap) ---------------------------------------------
+
+    def observe(self, body: Mapping[str, Any], deleted: bool = False) -> None:
+        """Start a task for every delivery this execution owes that is not under way."""
+        try:
+            self._observe(body, deleted)
+        except Exception:  # a notification never gets in the execution's way
+            log.exception("notifications of an execution could not be planned")
+
+    def _observe(self, body: Mapping[str, Any], deleted: bool) -> None:
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        if deleted:
+            self._first_seen.pop(uid, None)
+            return
+        status = body.get("status") or {}
+        frozen = status.get("runbookSpec") or {}
+        entries = frozen.get("notifications") if isinstance(frozen, Mapping) else None
+        if not uid or not entries:
+            return
+        now = self.clock()
+        first_seen = self._first_seen.setdefault(uid, now)
+        done = {r.get("id") for r in status.get("notifications") or []
+                if r.get("state") in ("Delivered", "Failed")}
+        attempts = {r.get("id"): int(r.get("attempts") or 0)
+                    for r in status.get("notifications") or []}
+        for delivery in owed(uid, entries, status, frozen, now, first_seen):
+            if delivery.key in done or delivery.key in self._active:
+                continue
+            self._active.add(delivery.key)
+            task = asyncio.get_running_loop().create_task(
+                self._run(dict(body), delivery, attempts.get(delivery.key, 0)),
+                name=f"notify-{delivery.key[:8]}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Let running deliveries finish (a graceful stop); the rest resume after restart."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+        if self._session is not None:
+            await self._session.close()
+
+    # -- one delivery ------------------------------------------------------------------
+
+    async def _run(self, body: dict[str, Any], delivery: Delivery, attempts: int) -> None:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.settings.concurrency)
+        try:
+            async with self._semaphore:
+                await self._deliver(body, delivery, attempts)
+        except Exception:
+            log.exception("notification %s of %s/%s stopped; retried on the next event",
+                          delivery.key, body["metadata"].get("namespace"),
+                          body["metadata"].get("name"))
+        finally:
+            self._active.discard(delivery.key)
+
+    async def _deliver(self, body: dict[str, Any], delivery: Delivery, attempts: int) -> None:
+        meta = body["metadata"]
+        if not await asyncio.to_thread(self._record, body, delivery, "Pending", attempts, None):
+            return  # the execution is gone, or another replica finished this delivery
+        error: str | None
+        try:
+            request = await asyncio.to_thread(self._request, body, delivery)
+        except SecretProblem as exc:
+            state, error = "Failed", str(exc)
+        else:
+            attempts, state, error = await self._send(body, delivery, request, attempts)
+        await asyncio.to_thread(self._record, body, delivery, state, attempts, error, True)
+        outcome = "delivered" if state == "Delivered" else "failed"
+        self.metrics.notification(delivery.channel, delivery.event, outcome)
+        what = f"{delivery.channel} notification of {delivery.event}" + (
+            f" ({delivery.subject})" if delivery.subject else "")
+        if state == "Failed":
+            self.events.post(body, "NotificationFailed",
+                             f"{what} failed after {attempts} attempt(s): {error}",
+                             warning=True)
+            log.warning("%s for %s/%s failed after %d attempt(s): %s", what,
+                        meta.get("namespace"), meta.get("name"), attempts, error)
+        else:
+            log.info("%s for %s/%s delivered (%d attempt(s))", what, meta.get("namespace"),
+                     meta.get("name"), attempts)
+
+    async def _send(self, body: dict[str, Any], delivery: Delivery, request: Request,
+                    attempts: int) -> tuple[int, str, str | None]:
+        """Attempt until delivered, final, or out of attempts: (attempts, state, error)."""
+        left = self.settings.max_attempts - attempts
+        if left <= 0:
+            return attempts, "Failed", "no attempts left"
+        exponential = wait_exponential_jitter(multiplier=self.settings.backoff_initial,
+                                              max=self.settings.backoff_max,
+                                              jitter=self.settings.jitter)
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, Retryable) and exc.wait is not None:
+                return exc.wait
+            return float(exponential(state))
+
+        try:
+            async for attempt in AsyncRetrying(stop=stop_after_attempt(left), wait=wait,
+                                               retry=retry_if_exception_type(Retryable),
+                                               reraise=True):
+                with attempt:
+                    attempts += 1
+                    status, header = await self._post(request)
+                    verdict = classify(status)
+                    if verdict == "delivered":
+                        return attempts, "Delivered", None
+                    if verdict == "final":
+                        return attempts, "Failed", f"HTTP {status} (not retried)"
+                    error = f"HTTP {status}" if status is not None else header or "no answer"
+                    wait_for = retry_after(header, self.clock(), self.settings.backoff_max) \
+                        if status == 429 else None
+                    # The attempt count survives a restart: a crash loop cannot retry forever.
+                    await asyncio.to_thread(self._record, body, delivery, "Pending", attempts,
+                                            error)
+                    raise Retryable(error, wait_for)
+        except Retryable as exc:
+            return attempts, "Failed", f"{exc.error} after {attempts} attempt(s)"
+        return attempts, "Failed", "no attempts left"  # pragma: no cover
+
+    async def _post(self, request: Request) -> tuple[int | None, str | None]:
+        """(HTTP status, Retry-After) of one POST, or (None, why) without an answer."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.settings.timeout))
+        try:
+            async with self._session.post(request.url, data=request.body,
+                                          headers=dict(request.headers),
+                                          allow_redirects=False) as response:
+                await response.content.read(64 * 1024)  # drained, never logged
+                return response.status, response.headers.get("Retry-After")
+        except TimeoutError:
+            return None, "timeout"
+        except aiohttp.ClientError as exc:
+            return None, type(exc).__name__
+
+    # -- secrets and payloads (in a thread: the kubernetes client blocks) --------------
+
+    def _request(self, body: Mapping[str, Any], delivery: Delivery) -> Request:
+        meta = body["metadata"]
+        namespace = str(meta["namespace"])
+        entry = (body["status"]["runbookSpec"]["notifications"])[delivery.entry]
+        target = entry[delivery.channel]
+        ctx = context_of(body, delivery, SECRETS.text)
+        headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: delivery.key,
+                   "User-Agent": "runbook-operator"}
+        if delivery.channel == "slack":
+            url = self._secret(namespace, target["webhookSecretRef"])
+            return Request(url, encode(slack_payload(ctx, delivery.key)), headers)
+        if delivery.channel == "pagerduty":
+            key = self._secret(namespace, target["routingKeySecretRef"])
+            payload = pagerduty_payload(ctx, key, str(meta.get("uid") or ""))
+            return Request(self.settings.pagerduty_url, encode(payload), headers)
+        url = self._secret(namespace, target["urlSecretRef"])
+        raw = encode(webhook_payload(ctx, delivery, self.clock()))
+        if target.get("signingSecretRef"):
+            secret = self._secret(namespace, target["signingSecretRef"])
+            headers[SIGNATURE_HEADER] = signature(secret.encode(), raw)
+        return Request(url, raw, headers)
+
+    def _secret(self, namespace: str, ref: Mapping[str, str]) -> str:
+        name, key = ref["name"], ref["key"]
+        cached = self._secrets.get((namespace, name))
+        if cached is None or time.monotonic() - cached[0] > self.settings.secret_ttl:
+            try:
+                secret = self._read_secret(namespace, name)
+            except ApiException as exc:
+                raise SecretProblem(f"Secret {name} ({key}) not readable: {exc.status} "
+                                    f"{exc.reason}") from None
+            data = {k: base64.b64decode(v).decode(errors="replace")
+                    for k, v in (secret.data or {}).items()}
+            SECRETS.learn(("notify", namespace, name), data.values())
+            cached = (time.monotonic(), data)
+            self._secrets[(namespace, name)] = cached
+        value = cached[1].get(key, "").strip()
+        if not value:
+            raise SecretProblem(f"Secret {name} has no key {key}")
+        return value
+
+    @retrying
+    def _read_secret(self, namespace: str, name: str) -> Any:
+        return self.clients.core.read_namespaced_secret(name, namespace)
+
+    # -- status --------------------------------------------------------------------------
+
+    def _record(self, body: Mapping[str, Any], delivery: Delivery, state: str, attempts: int,
+                error: str | None, history: bool = False) -> bool:
+        """Write the delivery's record (and a history entry); False when there is no point
+        going on: the execution is gone, or the record is already final."""
+        meta = body["metadata"]
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        for _ in range(5):
+            try:
+                current = self._get(namespace, name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            if (current.get("metadata") or {}).get("uid") != meta.get("uid"):
+                return False
+            status = current.get("status") or {}
+            records = list(status.get("notifications") or [])
+            old = next((r for r in records if r.get("id") == delivery.key), None)
+            if old is not None and old.get("state") in ("Delivered", "Failed"):
+                return False
+            record = {"id": delivery.key, "channel": delivery.channel, "event": delivery.event,
+                      "state": state, "attempts": attempts, "updatedAt": fmt(self.clock())}
+            if delivery.subject:
+                record["step"] = delivery.subject
+            if error:
+                record["lastError"] = SECRETS.text(error)[:256]
+            if old is not None and {k: v for k, v in old.items() if k != "updatedAt"} == \
+                    {k: v for k, v in record.items() if k != "updatedAt"}:
+                return True
+            records = [r for r in records if r.get("id") != delivery.key] + [record]
+            patch: dict[str, Any] = {"notifications": records}
+            if history:
+                patch.update(self._history(status, delivery, state, attempts, error))
+            try:
+                self._patch(namespace, name, {
+                    "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                    "status": patch})
+                return True
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                if exc.status != 409:
+                    raise
+        raise RuntimeError(f"{namespace}/{name} kept changing; notification record not written")
+
+    def _history(self, status: Mapping[str, Any], delivery: Delivery, state: str,
+                 attempts: int, error: str | None) -> dict[str, Any]:
+        history = list(status.get("history") or [])
+        word = "delivered" if state == "Delivered" else f"failed ({error})"
+        entry: dict[str, Any] = {
+            "time": fmt(self.clock()),
+            "event": "NotificationDelivered" if state == "Delivered" else "NotificationFailed",
+            "message": SECRETS.text(f"{delivery.channel} {delivery.event}: {word}, "
+                                    f"{attempts} attempt(s)")[:512]}
+        if delivery.subject:
+            entry["step"] = delivery.subject
+        dropped = max(0, len(history) + 1 - MAX_HISTORY)
+        patch: dict[str, Any] = {"history": [*history[dropped:], entry]}
+        if dropped:
+            patch["historyDropped"] = int(status.get("historyDropped") or 0) + dropped
+        return patch
+
+    @retrying
+    def _get(self, namespace: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.clients.custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name)
+        return result
+
+    @retrying
+    def _patch(self, namespace: str, name: str, payload: dict[str, Any]) -> None:
+        self.clients.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, payload)

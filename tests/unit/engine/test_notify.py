@@ -1,0 +1,183 @@
+"""Notifications' pure core (engine/notify.py): what is owed, what it says, retry verdicts.
+
+Cases:
+- happened: nothing for a Pending run; Started once running; WaitingForApproval and
+  StepFailed per step; CircuitOpened for a step refused by an open circuit; the end
+  phase; the same list for the same status (restart-safe);
+- owed: only entries listening for the event; keys stable per (uid, entry, channel,
+  event, step) and different otherwise; events older than an hour when first seen
+  are not owed, newer ones are;
+- Slack: Block Kit header/section/context, the failed step, the duration, the
+  describe command; WaitingForApproval names approvers and the approve command;
+- PagerDuty: trigger with the severity mapped (SEV1 critical, SEV2 error, SEV3
+  warning, SEV4 info, none warning), custom_details with the step table; resolve on
+  Succeeded with the same dedup_key; per alert fingerprint when an alert started it;
+- webhook: schema version, idempotency key, event; HMAC-SHA256 signature verifies
+  and fails for another body or secret; encoding is deterministic;
+- classify: 2xx delivered, 5xx/429/no answer retried, other 4xx final;
+  Retry-After in seconds, as an HTTP date, capped, garbage ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from runbook_operator.engine.notify import (
+    WEBHOOK_SCHEMA_VERSION,
+    Delivery,
+    classify,
+    context_of,
+    delivery_key,
+    encode,
+    happened,
+    owed,
+    pagerduty_payload,
+    retry_after,
+    signature,
+    slack_payload,
+    verify,
+    webhook_payload,
+)
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+FROZEN = {"steps": [{"name": "probe", "image": "x"},
+                    {"name": "approve", "type": "approval",
+                     "approval": {"approvers": {"users": ["alice"], "groups": ["sre"]}}}]}
+
+
+def status(phase: str = "Running", **steps: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {"phase": phase, "startedAt": "2026-12-01T11:58:00.000Z",
+                            "steps": steps, "runbookSpec": FROZEN}
+    if phase in ("Succeeded", "Failed", "Cancelled"):
+        body["finishedAt"] = "2026-12-01T11:59:30.000Z"
+    return body
+
+
+def execution(st: dict[str, Any], severity: str | None = "SEV2",
+              alert: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"runbookRef": {"name": "recover"}}
+    if severity:
+        spec["severity"] = severity
+    if alert:
+        spec["triggeredBy"] = {"kind": "Alert", "alert": alert}
+    return {"metadata": {"name": "recover-x1", "namespace": "ops", "uid": "u-1"},
+            "spec": spec, "status": st}
+
+
+def test_happened() -> None:
+    assert happened({"phase": "Pending"}) == []
+    events = [(h.event, h.subject) for h in happened(status(
+        "Failed", probe={"phase": "Failed", "finishedAt": "2026-12-01T11:59:00Z"},
+        approve={"phase": "WaitingForApproval", "startedAt": "2026-12-01T11:59:00Z"}),
+        FROZEN)]
+    assert events == [("Started", ""), ("WaitingForApproval", "approve"),
+                      ("StepFailed", "probe"), ("Failed", "")]
+    circuit = happened(status("Running", probe={"phase": "Waiting", "reason": "CircuitOpen"}))
+    assert ("CircuitOpened", "probe") in [(h.event, h.subject) for h in circuit]
+    st = status("Succeeded", probe={"phase": "Succeeded"})
+    assert happened(st) == happened(dict(st))
+
+
+def test_owed_and_keys() -> None:
+    notifications = [{"on": ["Failed", "Succeeded"], "slack": {"webhookSecretRef": {}}},
+                     {"on": ["Failed"], "pagerduty": {"routingKeySecretRef": {}}},
+                     {"on": ["Started"], "webhook": {"urlSecretRef": {}}}]
+    st = status("Failed", probe={"phase": "Failed"})
+    due = owed("u-1", notifications, st, FROZEN, NOW)
+    assert [(d.channel, d.event) for d in due] == [("webhook", "Started"), ("slack", "Failed"),
+                                                   ("pagerduty", "Failed")]
+    assert due == owed("u-1", notifications, st, FROZEN, NOW)
+    assert len({d.key for d in due}) == 3
+    assert delivery_key("u-1", 0, "slack", "Failed", "") != \
+        delivery_key("u-2", 0, "slack", "Failed", "")
+    assert delivery_key("u-1", 0, "slack", "StepFailed", "a") != \
+        delivery_key("u-1", 0, "slack", "StepFailed", "b")
+    late = NOW + timedelta(hours=2)
+    assert owed("u-1", notifications, st, FROZEN, late, first_seen=late) == []
+    early = NOW - timedelta(minutes=5)  # seen before it happened: still owed after an outage
+    assert len(owed("u-1", notifications, st, FROZEN, late, first_seen=early)) == 3
+
+
+def delivery(event: str, subject: str = "", channel: str = "slack") -> Delivery:
+    return Delivery(delivery_key("u-1", 0, channel, event, subject), 0, channel, event,
+                    subject, NOW)
+
+
+def test_slack_blocks() -> None:
+    body = execution(status("Failed", probe={"phase": "Failed", "reason": "ExitCode",
+                                             "message": "exit 3", "attempts": 2}))
+    ctx = context_of(body, delivery("Failed"))
+    payload = slack_payload(ctx, "key-1")
+    assert payload["text"] == "Runbook recover: recover-x1 failed"
+    kinds = [b["type"] for b in payload["blocks"]]
+    assert kinds[0] == "header" and kinds[-1] == "context"
+    fields = " ".join(f["text"] for f in payload["blocks"][1]["fields"])
+    assert "*Failed step*\nprobe (ExitCode)" in fields and "*Severity*\nSEV2" in fields
+    assert "*Duration*\n1m30s" in fields
+    assert "kubectl runbook describe recover-x1 -n ops" in \
+        payload["blocks"][-1]["elements"][0]["text"]
+    approval = context_of(body, delivery("WaitingForApproval", "approve"))
+    text = str(slack_payload(approval, "k")["blocks"])
+    assert "alice, group:sre" in text
+    assert "kubectl runbook approve recover-x1 approve -n ops" in text
+
+
+@pytest.mark.parametrize(("severity", "expected"), [
+    ("SEV1", "critical"), ("SEV2", "error"), ("SEV3", "warning"), ("SEV4", "info"),
+    (None, "warning")])
+def test_pagerduty(severity: str | None, expected: str) -> None:
+    body = execution(status("Failed", probe={"phase": "Failed", "attempts": 3}), severity)
+    trigger = pagerduty_payload(context_of(body, delivery("Failed", channel="pagerduty")),
+                                "rk", "u-1")
+    assert trigger["event_action"] == "trigger" and trigger["routing_key"] == "rk"
+    assert trigger["payload"]["severity"] == expected
+    assert trigger["payload"]["custom_details"]["steps"] == [
+        {"name": "probe", "phase": "Failed", "attempts": 3, "reason": None}]
+    assert set(trigger["payload"]) >= {"summary", "source", "severity"}
+    ok = execution(status("Succeeded"), severity)
+    resolve = pagerduty_payload(context_of(ok, delivery("Succeeded", channel="pagerduty")),
+                                "rk", "u-1")
+    assert resolve == {"routing_key": "rk", "event_action": "resolve",
+                       "dedup_key": trigger["dedup_key"]}
+
+
+def test_pagerduty_dedup_per_alert() -> None:
+    alert = {"name": "HighMemory", "fingerprint": "abc"}
+    one = execution(status("Failed"), alert=alert)
+    two = execution(status("Succeeded"), alert=alert)
+    two["metadata"] = {"name": "recover-x2", "namespace": "ops", "uid": "u-2"}
+    a = pagerduty_payload(context_of(one, delivery("Failed")), "rk", "u-1")
+    b = pagerduty_payload(context_of(two, delivery("Succeeded")), "rk", "u-2")
+    assert a["dedup_key"] == b["dedup_key"]
+    c = pagerduty_payload(context_of(execution(status("Failed")), delivery("Failed")),
+                          "rk", "u-3")
+    assert c["dedup_key"] != a["dedup_key"]
+
+
+def test_webhook_and_signature() -> None:
+    body = execution(status("Failed", probe={"phase": "Failed"}))
+    d = delivery("Failed", channel="webhook")
+    doc = webhook_payload(context_of(body, d), d, NOW)
+    assert doc["schemaVersion"] == WEBHOOK_SCHEMA_VERSION
+    assert doc["idempotencyKey"] == d.key and doc["event"] == "Failed"
+    assert doc["execution"]["failedStep"] == "probe"
+    raw = encode(doc)
+    assert raw == encode(dict(reversed(list(doc.items()))))
+    sig = signature(b"k3y", raw)
+    assert sig.startswith("sha256=") and verify(b"k3y", raw, sig)
+    assert not verify(b"other", raw, sig) and not verify(b"k3y", raw + b" ", sig)
+
+
+def test_classify_and_retry_after() -> None:
+    assert [classify(s) for s in (200, 202, 204)] == ["delivered"] * 3
+    assert [classify(s) for s in (500, 502, 503, 429, None)] == ["retry"] * 5
+    assert [classify(s) for s in (400, 401, 403, 404, 410, 413, 301)] == ["final"] * 7
+    assert retry_after("3", NOW) == 3.0
+    assert retry_after("Tue, 01 Dec 2026 12:00:10 GMT", NOW) == 10.0
+    assert retry_after("100000", NOW) == 300.0
+    assert retry_after("soon", NOW) is None and retry_after(None, NOW) is None
+    assert retry_after("-5", NOW) == 0.0
+    assert retry_after("nan", NOW) is None

@@ -1,0 +1,378 @@
+"""Notification delivery (notify/deliver.py) to real HTTP servers on 127.0.0.1.
+
+The sinks are aiohttp servers speaking each wire format; the Kubernetes API is a
+stand-in holding one execution (status patches guarded by resourceVersion) and
+the Secrets.
+
+Cases:
+- Slack: the incoming-webhook body (text + Block Kit blocks), Idempotency-Key;
+  the record Delivered with 1 attempt, a NotificationDelivered history entry, the
+  metric; nothing sent twice when the same execution is observed again;
+- a sink answering 500 twice then 200: delivered once, 3 attempts recorded, one
+  idempotency key on all three requests;
+- 400: Failed after 1 attempt, a NotificationFailed Event and history entry, the
+  execution's own status untouched otherwise;
+- a sink that hangs past the timeout, then answers: retried, delivered;
+- 429 with Retry-After: the wait honoured;
+- PagerDuty Events v2: trigger on Failed then resolve on a later Succeeded with
+  the same dedup_key; severity mapped;
+- webhook: schema version, the HMAC-SHA256 signature verifies with the secret;
+- restart: a new Notifier resumes a Pending record from its attempt count, and
+  sends nothing for a Delivered one;
+- a missing Secret key: Failed, nothing sent; secrets (URL path, routing key,
+  signing key) appear in no status, Event or log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from kubernetes.client.exceptions import ApiException
+
+from runbook_operator.engine.notify import SIGNATURE_HEADER, verify
+from runbook_operator.notify.deliver import Notifier, NotifierSettings
+from runbook_operator.observability.metrics import Metrics
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Sink:
+    """An HTTP server on 127.0.0.1 answering from a script; records every request."""
+
+    def __init__(self, answers: list[Any] | None = None) -> None:
+        self.answers = list(answers or [200])
+        self.requests: list[tuple[dict[str, str], bytes, str]] = []
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append((dict(request.headers), body, request.path))
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if answer == "hang":
+            await asyncio.sleep(5)
+            return web.Response(status=200)
+        if isinstance(answer, tuple):
+            return web.Response(status=answer[0], headers=answer[1])
+        return web.Response(status=answer, text="ok")
+
+    async def __aenter__(self) -> Sink:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def json(self, i: int = -1) -> Any:
+        return json.loads(self.requests[i][1])
+
+
+class FakeSecret:
+    def __init__(self, data: dict[str, str]) -> None:
+        self.data = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+
+
+class FakeApi:
+    """Custom objects (one execution) and core (Secrets) as the notifier calls them."""
+
+    def __init__(self, execution: dict[str, Any], secrets: dict[str, dict[str, str]]) -> None:
+        self.execution = execution
+        self.secrets = secrets
+        self.secret_reads: list[str] = []
+        self.rv = 10
+
+    def get_namespaced_custom_object(self, *args: Any) -> dict[str, Any]:
+        return copy.deepcopy(self.execution)
+
+    def patch_namespaced_custom_object_status(self, group: str, version: str, ns: str,
+                                              plural: str, name: str,
+                                              body: dict[str, Any]) -> None:
+        if body["metadata"]["resourceVersion"] != self.execution["metadata"]["resourceVersion"]:
+            raise ApiException(status=409, reason="Conflict")
+        self.execution["status"].update(copy.deepcopy(body["status"]))
+        self.rv += 1
+        self.execution["metadata"]["resourceVersion"] = str(self.rv)
+
+    def read_namespaced_secret(self, name: str, namespace: str) -> FakeSecret:
+        self.secret_reads.append(name)
+        if name not in self.secrets:
+            raise ApiException(status=404, reason="Not Found")
+        return FakeSecret(self.secrets[name])
+
+    # Clients has .custom and .core
+    @property
+    def custom(self) -> FakeApi:
+        return self
+
+    @property
+    def core(self) -> FakeApi:
+        return self
+
+
+class FakeEvents:
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, str]] = []
+
+    def post(self, obj: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
+        self.posted.append((reason, message))
+
+
+def execution(phase: str, notifications: list[dict[str, Any]], severity: str = "SEV1",
+              **status: Any) -> dict[str, Any]:
+    st: dict[str, Any] = {
+        "phase": phase, "startedAt": _now_text(-60),
+        "steps": {"probe": {"phase": "Failed" if phase == "Failed" else "Succeeded",
+                            "attempts": 1, "reason": "ExitCode" if phase == "Failed" else None,
+                            "message": "exit 3"}},
+        "runbookSpec": {"steps": [{"name": "probe", "image": "x"}],
+                        "notifications": notifications},
+        "history": [], **status}
+    if phase in ("Failed", "Succeeded", "Cancelled"):
+        st["finishedAt"] = _now_text(0)
+    return {"metadata": {"name": "recover-x1", "namespace": "ops", "uid": "uid-1",
+                         "resourceVersion": "10"},
+            "spec": {"runbookRef": {"name": "recover"}, "severity": severity},
+            "status": st}
+
+
+def _now_text(offset: int) -> str:
+    from datetime import UTC, datetime, timedelta
+    return (datetime.now(UTC) + timedelta(seconds=offset)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+FAST = NotifierSettings(timeout=0.5, max_attempts=4, backoff_initial=0.05, backoff_max=2.0,
+                        jitter=0.01)
+
+
+async def settle(notifier: Notifier) -> None:
+    for _ in range(400):
+        if not notifier._tasks:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("deliveries did not finish")
+
+
+def records(api: FakeApi) -> list[dict[str, Any]]:
+    return list(api.execution["status"].get("notifications") or [])
+
+
+def run(coro: Awaitable[None]) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+SLACK = [{"on": ["Failed"], "slack": {"webhookSecretRef": {"name": "slack", "key": "url"}}}]
+
+
+def make(api: FakeApi, settings: NotifierSettings = FAST) -> tuple[Notifier, Metrics, FakeEvents]:
+    metrics, events = Metrics(), FakeEvents()
+    return Notifier(api, metrics, events, settings), metrics, events  # type: ignore[arg-type]
+
+
+def test_slack_delivered_once() -> None:
+    async def main() -> None:
+        async with Sink() as sink:
+            url = sink.url("/services/T000/B000/SECRETPATH")
+            api = FakeApi(execution("Failed", SLACK), {"slack": {"url": url}})
+            notifier, metrics, _ = make(api)
+            notifier.observe(api.execution)
+            await settle(notifier)
+            assert len(sink.requests) == 1
+            headers, _, path = sink.requests[0]
+            body = sink.json()
+            assert body["text"] == "Runbook recover: recover-x1 failed"
+            assert [b["type"] for b in body["blocks"]][:2] == ["header", "section"]
+            assert path == "/services/T000/B000/SECRETPATH"
+            [record] = records(api)
+            assert headers["Idempotency-Key"] == record["id"]
+            assert (record["state"], record["attempts"], record["channel"],
+                    record["event"]) == ("Delivered", 1, "slack", "Failed")
+            assert api.execution["status"]["history"][-1]["event"] == "NotificationDelivered"
+            assert metrics.registry.get_sample_value("runbook_notifications_total", {
+                "channel": "slack", "event": "Failed", "outcome": "delivered"}) == 1.0
+            notifier.observe(api.execution)
+            await settle(notifier)
+            assert len(sink.requests) == 1
+            assert "SECRETPATH" not in json.dumps(api.execution["status"])
+    run(main())
+
+
+def test_500_twice_then_200() -> None:
+    async def main() -> None:
+        async with Sink([500, 503, 200]) as sink:
+            api = FakeApi(execution("Failed", SLACK), {"slack": {"url": sink.url("/hook")}})
+            notifier, _, _ = make(api)
+            notifier.observe(api.execution)
+            await settle(notifier)
+            assert len(sink.requests) == 3
+            assert len({h["Idempotency-Key"] for h, _, _ in sink.requests}) == 1
+            [record] = records(api)
+            assert (record["state"], record["attempts"]) == ("Delivered", 3)
+    run(main())
+
+
+def test_400_is_final_and_reported() -> None:
+    async def main() -> None:
+        async with Sink([400]) as sink:
+            api = FakeApi(execution("Failed", SLACK), {"slack": {"url": sink.url("/hook")}})
+            phase_before = api.execution["status"]["phase"]
+            notifier, metrics, events = make(api)
+            notifier.observe(api.execution)
+            await settle(notifier)
+            assert len(sink.requests) == 1
+            [record] = records(api)
+            assert (record["state"], record["attempts"]) == ("Failed", 1)
+            assert "HTTP 400" in record["lastError"]
+            assert [r for r, _ in events.posted] == ["NotificationFailed"]
+            assert api.execution["status"]["history"][-1]["event"] == "NotificationFailed"
+            assert api.execution["status"]["phase"] == phase_before
+            assert metrics.registry.get_sample_value("runbook_notifications_total", {
+                "channel": "slack", "event": "Failed", "outcome": "failed"}) == 1.0
+    run(main())
+
+
+def test_hanging_sink_times_out_and_is_retried() -> None:
+    async def main() -> None:
+        async with Sink(["hang", 200]) as sink:
+            api = FakeApi(execution("Failed", SLACK), {"slack": {"url": sink.url("/hook")}})
+            notifier, _, _ = make(api)
+            notifier.observe(api.execution)
+            await settle(notifier)
+            [record] = records(api)
+            assert (record["state"], record["attempts"]) == ("Delivered", 2)
+    run(main())
+
+
+def test_429_retry_after_is_honoured() -> None:
+    async def main() -> None:
+        async with Sink([(429, {"Retry-After": "1"}), 200]) as sink:
+            api = FakeApi(execution("Failed", SLACK), {"slack": {"url": sink.url("/hook")}})
+            notifier, _, _ = make(api)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            notifier.observe(api.execution)
+            await settle(notifier)
+            assert loop.time() - started >= 1.0
+            assert records(api)[0]["attempts"] == 2
+    run(main())
+
+
+def test_pagerduty_trigger_then_resolve() -> None:
+    async def main() -> None:
+        pd = [{"on": ["Failed", "Succeeded"],
+               "pagerduty": {"routingKeySecretRef": {"name": "pd", "key": "routing-key"}}}]
+        async with Sink([202]) as sink:
+            settings = NotifierSettings(**{**FAST.__dict__,
+                                           "pagerduty_url": sink.url("/v2/enqueue")})
+            alert = {"name": "HighMemory", "fingerprint": "f00"}
+            failed = execution("Failed", pd)
+            failed["spec"]["triggeredBy"] = {"kind": "Alert", "alert": alert}
+            api = FakeApi(failed, {"pd": {"routing-key": "R0UT1NGKEY"}})
+            notifier, _, _ = make(api, settings)
+            notifier.observe(api.execution)
+            await settle(notifier)
+            trigger = sink.json()
+            assert trigger["event_action"] == "trigger"
+            assert trigger["routing_key"] == "R0UT1NGKEY"
+            assert trigger["payload"]["severity"] == "critical"
+            # A later run for the same alert succeeds: resolve the same incident.
+            later = execution("Succeeded", pd)
+            later["metadata"]["uid"], later["metadata"]["name"] = "uid-2", "recover-x2"
+            later["spec"]["triggeredBy"] = {"kind": "Alert", "alert": alert}
+            api2 = FakeApi(later, {"pd": {"routing-key": "R0UT1NGKEY"}})
+            notifier2, _, _ = make(api2, settings)
+            notifier2.observe(api2.execution)
+            await settle(notifier2)
+            resolve = sink.json()
+            assert resolve == {"routing_key": "R0UT1NGKEY", "event_action": "resolve",
+                               "dedup_key": trigger["dedup_key"]}
+            assert sink.requests[-1][2] == "/v2/enqueue"
+            assert "R0UT1NGKEY" not in json.dumps(api.execution["status"])
+    run(main())
+
+
+def test_webhook_signed() -> None:
+    async def main() -> None:
+        hook = [{"on": ["Failed"], "webhook": {
+            "urlSecretRef": {"name": "hooks", "key": "url"},
+            "signingSecretRef": {"name": "hooks", "key": "hmac"}}}]
+        async with Sink() as sink:
+            api = FakeApi(execution("Failed", hook),
+                          {"hooks": {"url": sink.url("/in"), "hmac": "S1GNING"}})
+            notifier, _, _ = make(api)
+            notifier.observe(api.execution)
+            await settle(notifier)
+            headers, raw, _ = sink.requests[0]
+            assert verify(b"S1GNING", raw, headers[SIGNATURE_HEADER])
+            doc = json.loads(raw)
+            assert doc["schemaVersion"] == "runbooks.dev/notification/v1"
+            assert doc["idempotencyKey"] == headers["Idempotency-Key"] == records(api)[0]["id"]
+    run(main())
+
+
+def test_restart_resumes_pending_and_skips_delivered(caplog: pytest.LogCaptureFixture
+                                                     ) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def main() -> None:
+        two = [*SLACK, {"on": ["Failed"], "webhook": {
+            "urlSecretRef": {"name": "hooks", "key": "url"}}}]
+        async with Sink([500, 200]) as sink:
+            api = FakeApi(execution("Failed", two), {"slack": {"url": sink.url("/s")},
+                                                     "hooks": {"url": sink.url("/w")}})
+            first, _, _ = make(api)
+            # What the killed process left: slack Pending after 2 attempts, webhook done.
+            from runbook_operator.engine.notify import owed
+            due = owed("uid-1", two, api.execution["status"],
+                       api.execution["status"]["runbookSpec"], _dt())
+            slack, hook = sorted(due, key=lambda d: d.channel)
+            api.execution["status"]["notifications"] = [
+                {"id": slack.key, "channel": "slack", "event": "Failed", "state": "Pending",
+                 "attempts": 2},
+                {"id": hook.key, "channel": "webhook", "event": "Failed",
+                 "state": "Delivered", "attempts": 1}]
+            first.observe(api.execution)
+            await settle(first)
+            assert [p for _, _, p in sink.requests] == ["/s", "/s"]
+            by_channel = {r["channel"]: r for r in records(api)}
+            assert (by_channel["slack"]["state"], by_channel["slack"]["attempts"]) == \
+                ("Delivered", 4)
+            assert by_channel["webhook"]["attempts"] == 1
+    run(main())
+    assert not [r for r in caplog.records if "127.0.0.1" in r.getMessage()]
+
+
+def _dt() -> Any:
+    from datetime import UTC, datetime
+    return datetime.now(UTC)
+
+
+def test_missing_secret_key_fails_without_sending() -> None:
+    async def main() -> None:
+        async with Sink() as sink:
+            api = FakeApi(execution("Failed", SLACK), {"slack": {"other": "x"}})
+            notifier, _, events = make(api)
+            notifier.observe(api.execution)
+            await settle(notifier)
+            assert sink.requests == []
+            [record] = records(api)
+            assert record["state"] == "Failed" and "no key url" in record["lastError"]
+            assert [r for r, _ in events.posted] == ["NotificationFailed"]
+    run(main())
