@@ -13,7 +13,8 @@ deploy/monitoring's); the admission policies and bindings are those of
 files/admission-policies.yaml with the chart's labels, on by default and gone with
 admission.enabled=false; the alert receiver's port, flags, token Secret mounted
 (optional, so the pod starts without it), its Service, and the Secret only on
-request; none of it with alerts.enabled=false.
+request; none of it with alerts.enabled=false; notifications.secretNames become a
+`get` rule on exactly those Secret names (none by default).
 helm is built from the Go module proxy by hack/build-helm.sh (cached).
 """
 
@@ -75,6 +76,16 @@ def test_rendered_objects() -> None:
     assert role["rules"] == yaml.safe_load((CHART / "files" / "rbac-rules.yaml").read_text())
     binding = next(d for d in docs if d["kind"] == "ClusterRoleBinding")
     assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
+
+
+def test_notification_secrets_are_named() -> None:
+    role = next(d for d in render("notifications.secretNames={slack-oncall,pd}")
+                if d["kind"] == "ClusterRole")
+    secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["slack-oncall", "pd"],
+            "verbs": ["get"]} in secret_rules
+    assert not any({"list", "watch"} & set(r["verbs"]) for r in secret_rules)
+    assert all(r.get("resourceNames") for r in secret_rules if "get" in r["verbs"])
 
 
 def test_watch_namespaces_become_flags() -> None:
