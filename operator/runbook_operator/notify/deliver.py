@@ -26,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,8 +89,10 @@ class NotifierSettings:
     """Deliveries in flight at once (the others wait their turn)."""
     secret_ttl: float = 30.0
     """Seconds a Secret's value is reused before it is read again (rotation)."""
-    pagerduty_url: str = PAGERDUTY_URL
-    """The Events API v2 endpoint (tests point it at a local server)."""
+    pagerduty_url: str = field(
+        default_factory=lambda: os.environ.get("RUNBOOK_PAGERDUTY_URL") or PAGERDUTY_URL)
+    """The Events API v2 endpoint; ``$RUNBOOK_PAGERDUTY_URL`` overrides it (a proxy,
+    PagerDuty's EU endpoint, or a test's local server)."""
 
 
 class Retryable(Exception):
