@@ -47,7 +47,7 @@ if [ ! -x "$bin/prometheus" ] || [ ! -x "$bin/alertmanager" ] || [ ! -x "$bin/am
     cp -R "$src" "$tmp/prometheus-src"
     chmod -R u+w "$tmp/prometheus-src"
     (cd "$tmp/prometheus-src" &&
-      go build -trimpath -tags remove_all_sd -ldflags "$ldflags" -o "$tmp/prometheus" ./cmd/prometheus)
+      GOWORK=off go build -trimpath -tags remove_all_sd -ldflags "$ldflags" -o "$tmp/prometheus" ./cmd/prometheus)
     mv -f "$tmp/prometheus" "$bin/prometheus"
   fi
 
