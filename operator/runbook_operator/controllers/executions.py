@@ -166,8 +166,12 @@ class ExecutionReconciler:
                                                execution.metadata.annotations)
         spec = RunbookSpec.model_validate(status.runbook_spec) if status.runbook_spec else None
         if spec is not None:
-            SECRETS.learn((namespace, execution.metadata.name), secret_literals(
-                spec, resolve_params(spec.params, execution.spec.params)[0]))
+            resolved = resolve_params(spec.params, execution.spec.params)[0]
+            SECRETS.learn((namespace, execution.metadata.name), secret_literals(spec, resolved))
+            # What a run resolved its parameters to, for whoever debugs it; the log
+            # pipeline removes the secret ones (learned just above).
+            log.debug("execution %s/%s starts with params %s", namespace,
+                      execution.metadata.name, json.dumps(resolved, default=str))
         if spec is not None and spec.concurrency and spec.concurrency.policy != "Allow":
             # One decision at a time, and each written before the next is made.
             with self._start_lock:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runbook_operator.api.common import API_VERSION
+from runbook_operator.engine.names import generate_prefix
 from runbook_operator.engine.redact import SECRETS
 from runbook_operator.k8s.client import Clients
 
@@ -42,7 +43,9 @@ class EventPoster:
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name', 'object')}.",
+            # A 253-character name leaves no room for the server's suffix: shortened.
+            "metadata": {"generateName": generate_prefix(str(meta.get("name") or "object"),
+                                                         "."),
                          "namespace": meta.get("namespace")},
             "involvedObject": {"apiVersion": obj.get("apiVersion", API_VERSION),
                                "kind": obj.get("kind", "RunbookExecution"),

@@ -1,0 +1,270 @@
+"""Issue 10, the engine's half, on the real control plane: nothing the operator is handed
+makes it create a privileged pod, read a planted Secret, wedge a run or leak a secret.
+
+Cases:
+- pod security: a step's securityContext is merged over the restricted defaults
+  in the created Job; a privileged step makes the Runbook Ready=False
+  (PrivilegedStep, naming step and field) and its execution Failed with that
+  reason and no Job; a service account outside the allowlist is
+  ServiceAccountNotAllowed; an operator started with --allow-privileged-namespace
+  for the namespace runs the same privileged step (and root implies
+  runAsNonRoot false);
+- names: executions named with 63, 64 and 253 characters (of a Runbook named with
+  253) succeed; label values are at most 63 characters with the full names in
+  annotations; Job names of exactly 63 and 64 characters;
+- poison: termination messages nested 2,000 deep, with a \\ud800 escape and of
+  20 KB leave the step Succeeded with "outputs ignored" and the run goes on; an
+  execution whose frozen spec was corrupted fails with InternalError (status,
+  condition, Event) after a few passes while another execution runs normally;
+- secret parameters: with a Secret planted under the name the operator used to
+  give it, the Job reads the Secret named in status.paramsSecret, created by the
+  operator (owner uid) and holding the real value; the planted one is untouched;
+- redaction: an operator logging at DEBUG logs each run's resolved parameters
+  with the secret values [REDACTED] by the production log pipeline, and writes
+  them nowhere else;
+- CircuitPolicy validity: a contradictory policy gets Ready=False
+  (ContradictorySettings) with observedGeneration, its guarded step fails with
+  CircuitPolicyInvalid; fixed, it becomes Ready=True at the new generation;
+- observedGeneration: an execution's status follows its generation when the spec
+  changes (cancel).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import assert_json_logs
+from kube import Kube, step, wait_for
+
+from operator_process import OperatorProcess
+from runbook_operator.engine.names import label_value
+
+pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def operator_with(cluster: Any, operator: OperatorProcess, log_dir: Path,
+                  *args: str) -> Iterator[OperatorProcess]:
+    """In place of the session's operator, one started with ``args``."""
+    proc = OperatorProcess(cluster.kubeconfig, log_dir, extra_args=list(args))
+    operator.stop()  # one operator at a time
+    try:
+        proc.start()
+        yield proc
+    finally:
+        proc.stop()
+        operator.start()
+
+
+def ready(kube: Kube, kind: str, name: str, status: str) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        body = kube.get(kind, name) or {}
+        for c in (body.get("status") or {}).get("conditions", []):
+            if c["type"] == "Ready" and c["status"] == status:
+                return body
+        return None
+    return wait_for(f"{kind} {name} Ready={status}", probe, timeout=60)
+
+
+# -- pod security ------------------------------------------------------------------------
+
+
+def test_security_context_is_merged_over_the_defaults(kube: Kube) -> None:
+    kube.ready_runbook("merged", {"steps": [step("a", securityContext={
+        "readOnlyRootFilesystem": True, "runAsUser": 1000})]})
+    kube.execute("merged-1", "merged")
+    assert kube.wait_finished("merged-1")["status"]["phase"] == "Succeeded"
+    (job,) = kube.jobs("merged-1")
+    pod = job.spec.template.spec
+    sc = pod.containers[0].security_context
+    assert sc.read_only_root_filesystem is True and sc.run_as_user == 1000
+    assert sc.run_as_non_root is True and sc.allow_privilege_escalation is False
+    assert sc.capabilities.drop == ["ALL"] and sc.seccomp_profile.type == "RuntimeDefault"
+    assert pod.security_context.run_as_non_root is True
+
+
+def test_privileged_steps_are_refused(kube: Kube) -> None:
+    kube.runbook("root", {"steps": [step("ok"), step("escalate", after=["ok"],
+                                                      securityContext={"privileged": True})]})
+    body = ready(kube, "runbooks", "root", "False")
+    (cond,) = body["status"]["conditions"]
+    assert cond["reason"] == "PrivilegedStep"
+    assert "escalate" in cond["message"] and "securityContext.privileged" in cond["message"]
+    kube.execute("root-1", "root")
+    status = kube.wait_finished("root-1")["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "PrivilegedStep")
+    assert "securityContext.privileged" in status["message"]
+    assert kube.jobs("root-1") == []
+
+    kube.runbook("sa", {"serviceAccountName": "cluster-admin-ish", "steps": [step("a")]})
+    (cond,) = ready(kube, "runbooks", "sa", "False")["status"]["conditions"]
+    assert cond["reason"] == "ServiceAccountNotAllowed" and "runbook-runner" in cond["message"]
+
+
+def test_an_allowed_namespace_may_run_privileged_steps(kube: Kube, cluster: Any,
+                                                       operator: OperatorProcess,
+                                                       tmp_path: Path) -> None:
+    with operator_with(cluster, operator, tmp_path / "allowed",
+                       "--allow-privileged-namespace", kube.ns):
+        kube.ready_runbook("root", {"steps": [step("as-root", securityContext={
+            "runAsUser": 0, "capabilities": {"add": ["NET_ADMIN"]}})]})
+        kube.execute("root-1", "root")
+        assert kube.wait_finished("root-1")["status"]["phase"] == "Succeeded"
+        (job,) = kube.jobs("root-1")
+        sc = job.spec.template.spec.containers[0].security_context
+        assert sc.run_as_user == 0 and sc.run_as_non_root is False
+        assert sc.capabilities.add == ["NET_ADMIN"] and sc.capabilities.drop == ["ALL"]
+    assert_json_logs(tmp_path / "allowed")
+
+
+# -- names -------------------------------------------------------------------------------
+
+
+def test_names_up_to_253_characters_run(kube: Kube) -> None:
+    runbook = "r" * 253
+    kube.ready_runbook(runbook, {"steps": [step("a"), step("b", after=["a"])]})
+    names = ["x" * 63, "y" * 64, "z" * 253,
+             "j" * (63 - len("-a-1")),  # Job name of exactly 63 characters
+             "k" * (64 - len("-a-1"))]  # and of 64: shortened with a hash
+    for name in names:
+        kube.execute(name, runbook)
+    for name in names:
+        status = kube.wait_finished(name)["status"]
+        assert status["phase"] == "Succeeded", (len(name), status)
+        jobs = kube.jobs(name)  # by the shortened label: the selector finds them all
+        assert sorted(j.metadata.name for j in jobs) == sorted(
+            st["job"] for st in status["steps"].values())
+        for job in jobs:
+            assert len(job.metadata.name) <= 63
+            assert job.metadata.labels["runbooks.dev/execution"] == label_value(name)
+            assert job.metadata.labels["runbooks.dev/runbook"] == label_value(runbook)
+            assert job.metadata.annotations["runbooks.dev/execution"] == name
+            assert job.metadata.annotations["runbooks.dev/runbook"] == runbook
+            assert all(len(v) <= 63 for v in job.metadata.labels.values())
+    assert kube.execution("j" * 59)["status"]["steps"]["a"]["job"] == "j" * 59 + "-a-1"
+    hashed = kube.execution("k" * 60)["status"]["steps"]["a"]["job"]
+    assert len(hashed) == 63 and hashed.endswith("-1") and hashed != "k" * 60 + "-a-1"
+
+
+# -- poison inputs -----------------------------------------------------------------------
+
+
+def test_poison_termination_messages_never_stop_a_run(kube: Kube) -> None:
+    nested = "[" * 2000 + "]" * 2000  # 4,000 bytes: json.loads hit the recursion limit
+    kube.ready_runbook("poison", {"steps": [
+        step("deep", message=nested), step("surrogate", message='{"a": "\\ud800"}'),
+        step("huge", message=json.dumps({"a": "x" * 20000})),
+        step("after", after=["deep", "surrogate", "huge"])]})
+    kube.execute("poison-1", "poison")
+    status = kube.wait_finished("poison-1")["status"]
+    assert status["phase"] == "Succeeded", status
+    for name, why in (("deep", "nested deeper"), ("surrogate", "not valid UTF-8"),
+                      ("huge", "more than 4096")):
+        st = status["steps"][name]
+        assert st["phase"] == "Succeeded" and "outputs" not in st
+        assert st["message"].startswith("outputs ignored") and why in st["message"], st
+
+
+def test_a_reconcile_that_keeps_failing_fails_the_execution(kube: Kube,
+                                                            operator: OperatorProcess) -> None:
+    kube.ready_runbook("slow", {"steps": [step("a", duration="120s")]})
+    kube.execute("corrupt-1", "slow")
+    kube.wait_phase("corrupt-1", "Running")
+    wait_for("the Job", lambda: kube.jobs("corrupt-1"))
+    # A status the operator cannot parse: a fresh process has no cached spec to use.
+    operator.stop()
+    kube.custom.patch_namespaced_custom_object_status(
+        "runbooks.dev", "v1alpha1", kube.ns, "runbookexecutions", "corrupt-1",
+        {"status": {"runbookSpec": {"steps": "not a list"}}})
+    operator.start()
+    kube.ready_runbook("fine", {"steps": [step("a"), step("b", after=["a"])]})
+    kube.execute("fine-1", "fine")
+    assert kube.wait_finished("fine-1", timeout=60)["status"]["phase"] == "Succeeded"
+    status = kube.wait_finished("corrupt-1", timeout=90)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "InternalError")
+    assert "times in a row: ValidationError" in status["message"]
+    assert status["conditions"][0]["reason"] == "InternalError"
+    wait_for("the InternalError Event", lambda: any(
+        e.reason == "InternalError" and e.type == "Warning" for e in kube.events("corrupt-1")))
+
+
+# -- secret parameters and redaction -----------------------------------------------------
+
+
+def test_a_planted_secret_is_never_read(kube: Kube) -> None:
+    planted = {"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "plant-1-params",
+                            "labels": {"app.kubernetes.io/managed-by": "runbook-operator"}},
+               "stringData": {"token": "planted-value"}}
+    kube.core.create_namespaced_secret(kube.ns, planted)
+    kube.ready_runbook("plant", {"params": [{"name": "token", "secret": True}],
+                                 "steps": [step("use")]})
+    kube.execute("plant-1", "plant", {"token": "the-real-token"})
+    body = kube.wait_finished("plant-1")
+    assert body["status"]["phase"] == "Succeeded"
+    name = body["status"]["paramsSecret"]
+    assert name != "plant-1-params" and name.startswith("plant-1-params-")
+    (job,) = kube.jobs("plant-1")
+    env = {e.name: e for e in job.spec.template.spec.containers[0].env}
+    assert env["PARAM_TOKEN"].value_from.secret_key_ref.name == name
+    secret = kube.core.read_namespaced_secret(name, kube.ns)
+    assert [o.uid for o in secret.metadata.owner_references] == [body["metadata"]["uid"]]
+    assert base64.b64decode(secret.data["token"]).decode() == "the-real-token"
+    again = kube.core.read_namespaced_secret("plant-1-params", kube.ns)
+    assert base64.b64decode(again.data["token"]).decode() == "planted-value"
+    assert not again.metadata.owner_references
+
+
+def test_secret_params_are_redacted_in_debug_logs(kube: Kube, cluster: Any,
+                                                  operator: OperatorProcess,
+                                                  tmp_path: Path) -> None:
+    canary = "canary-0b7c-debug"
+    with operator_with(cluster, operator, tmp_path / "debug", "--log-level", "DEBUG") as proc:
+        kube.ready_runbook("debug", {"params": [{"name": "password_like", "secret": True},
+                                                {"name": "value", "secret": True}],
+                                     "steps": [step("a"), step("b", after=["a"])]})
+        kube.execute("debug-1", "debug", {"password_like": "unused-1234", "value": canary})
+        assert kube.wait_finished("debug-1")["status"]["phase"] == "Succeeded"
+        text = proc.log_path.read_text()
+    records = [json.loads(line) for line in text.splitlines()]
+    (start,) = [r for r in records if "starts with params" in r["event"]]
+    # The line exists, names the execution, and the pipeline removed both values.
+    assert "debug-1" in start["event"] and start["event"].count("[REDACTED]") == 2
+    assert canary not in text and "unused-1234" not in text
+    assert_json_logs(tmp_path / "debug")
+
+
+# -- CircuitPolicy validity and observedGeneration -----------------------------------------
+
+
+def test_an_invalid_policy_says_so_and_fails_its_steps(kube: Kube) -> None:
+    kube.circuit_policy("bad", minimumCalls=10)  # a Count window of 4: never opens
+    body = ready(kube, "circuitpolicies", "bad", "False")
+    (cond,) = body["status"]["conditions"]
+    assert cond["reason"] == "ContradictorySettings" and "minimumCalls 10" in cond["message"]
+    assert body["status"]["observedGeneration"] == body["metadata"]["generation"] == 1
+    kube.ready_runbook("guarded", {"steps": [step("call", circuit={"policy": "bad"})]})
+    kube.execute("guarded-1", "guarded")
+    st = kube.wait_finished("guarded-1")["status"]["steps"]["call"]
+    assert (st["phase"], st["reason"]) == ("Failed", "CircuitPolicyInvalid")
+    assert "minimumCalls 10" in st["message"]
+    kube.patch("circuitpolicies", "bad", {"spec": {"minimumCalls": 2}})
+    body = ready(kube, "circuitpolicies", "bad", "True")
+    assert body["status"]["observedGeneration"] == body["metadata"]["generation"] == 2
+
+
+def test_execution_observed_generation_follows_the_spec(kube: Kube) -> None:
+    kube.ready_runbook("long", {"steps": [step("a", duration="120s")]})
+    kube.execute("long-1", "long")
+    body = kube.wait_phase("long-1", "Running")
+    assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
+    kube.patch("runbookexecutions", "long-1", {"spec": {"cancel": True}})
+    body = kube.wait_finished("long-1")
+    assert body["status"]["phase"] == "Cancelled"
+    assert body["status"]["observedGeneration"] == body["metadata"]["generation"] == 2
