@@ -211,7 +211,9 @@ def test_invalid_params_fail_before_any_job(kube: Kube) -> None:
     assert json.loads(env["RUNBOOK_PARAMS"].value) == {"provider": "openai", "replicas": 3}
     # the secret travels by reference only
     assert env["PARAM_TOKEN"].value is None
-    assert env["PARAM_TOKEN"].value_from.secret_key_ref.name == "typed-good-params"
+    # in the Secret the operator created and recorded (its name chosen by the apiserver)
+    assert env["PARAM_TOKEN"].value_from.secret_key_ref.name == \
+        body["status"]["paramsSecret"]
     assert "s3cr3t-canary" not in json.dumps(job.to_dict(), default=str)
     assert "s3cr3t-canary" not in json.dumps(kube.execution("typed-good")["status"])
 
