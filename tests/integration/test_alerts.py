@@ -19,7 +19,9 @@ Cases:
   same post starting their runbooks; an unparsable matcher makes the Runbook
   Ready=False naming the trigger, and it starts nothing;
 - a resolved alert with onResolved: Ignore is recorded in the execution's history;
-- metrics: runbook_alerts_received_total by outcome on /metrics.
+- metrics: runbook_alerts_received_total by outcome on /metrics;
+- hostile label values (quotes, newline, shell syntax, bidi control, NUL) reach the
+  execution and the container's PARAM_ variable unchanged, never its command.
 """
 
 from __future__ import annotations
@@ -311,3 +313,25 @@ def test_resolved_alert_is_recorded_when_not_cancelling(kube: Kube,
     assert len(events) == 1 and "HighMemoryUsage" in events[0]["message"]
     assert metric(operator, "created") == created_before + 1
     assert metric(operator, "resolved") >= 1
+
+
+def test_hostile_label_values_arrive_as_data(kube: Kube, operator: OperatorProcess) -> None:
+    kube.ready_runbook("echo", {
+        "params": [{"name": "service"}],
+        "triggers": {"alerts": [{"match": ['alertname="Hostile"'],
+                                 "params": {"service": "alert.labels.service"}}]},
+        "steps": [step("only")]})
+    hostile = 'api"; rm -rf / #\n$(reboot) `id` \u202e\u0000'
+    status, answer = post(operator, notification(
+        alert("Hostile", "ff01", namespace=kube.ns, service=hostile)), path=f"/{kube.ns}")
+    assert (status, answer["outcomes"]) == (200, {"created": 1})
+    (execution,) = alert_executions(kube)
+    assert execution["spec"]["params"] == {"service": hostile}
+    assert execution["spec"]["triggeredBy"]["alert"]["labels"]["service"] == hostile
+    body = kube.wait_finished(execution["metadata"]["name"])
+    assert body["status"]["phase"] == "Succeeded"
+    (job,) = kube.jobs(execution["metadata"]["name"])
+    container = job.spec.template.spec.containers[0]
+    assert container.command == ["sh", "-c", "true"]          # nothing substituted
+    env = {e.name: e.value for e in container.env if e.value is not None}
+    assert env["PARAM_SERVICE"] == hostile
