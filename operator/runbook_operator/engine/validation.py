@@ -81,6 +81,31 @@ def validate_spec(raw: Mapping[str, Any] | RunbookSpec,
     problems += _check_triggers(spec)
     problems += _check_schedule(spec)
     problems += security_problems(spec, security or SecurityPolicy(), namespace)
+    problems += _secret_keys(spec)
+    return problems
+
+
+_PARAM_REFERENCE = re.compile(
+    r"""(?<![.\w])params\s*(?:\.\s*(?P<dot>[A-Za-z_]\w*)|\[\s*["'](?P<sub>[^"']*)["']\s*\])""")
+
+
+def _secret_keys(spec: RunbookSpec) -> list[Problem]:
+    """A circuit or concurrency key is published (status, metrics, Events): never a secret."""
+    secrets = {p.name for p in spec.params if p.secret}
+    if not secrets:
+        return []
+    keys: list[tuple[str | None, str, str]] = [
+        (s.name, "circuit.key", s.circuit.key) for s in spec.all_steps()
+        if s.circuit is not None and s.circuit.key]
+    if spec.concurrency is not None and spec.concurrency.key:
+        keys.append((None, "concurrency.key", spec.concurrency.key))
+    problems = []
+    for step, field, source in keys:
+        read = {m.group("dot") or m.group("sub") for m in _PARAM_REFERENCE.finditer(source)}
+        for name in sorted(read & secrets):
+            problems.append(Problem("InvalidExpression", f"{field} reads the secret parameter "
+                                    f"{name!r}; a key is published in status, metrics and "
+                                    "Events, so key on a parameter that is not secret", step))
     return problems
 
 

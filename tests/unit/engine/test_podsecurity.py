@@ -12,6 +12,7 @@ Cases:
 - an allowed namespace accepts them, another namespace does not;
 - serviceAccountName outside the allowlist is ServiceAccountNotAllowed; absent or
   listed is fine; the default allowlist is the chart's runner account;
+- circuit and concurrency keys may not read a secret parameter (they are published);
 - start_execution fails with reason PrivilegedStep (no frozen spec, so no Job) and
   starts the same runbook in an allowed namespace.
 """
@@ -118,3 +119,17 @@ def test_start_refuses_a_privileged_runbook_before_any_job() -> None:
     assert "fix" in (status.message or "") and "privileged" in (status.message or "")
     allowed = SecurityPolicy(privileged_namespaces=frozenset({"ops"}))
     assert start_execution(ex, runbook, "ops", NOW, allowed).phase == "Running"
+
+
+def test_keys_may_not_read_secret_parameters() -> None:
+    params = [{"name": "token", "secret": True}, {"name": "provider"}]
+    raw = {"params": params, "concurrency": {"policy": "Forbid", "key": "params.token"},
+           "steps": [{"name": "a", "image": "x",
+                      "circuit": {"policy": "p", "key": "params['token'] + params.provider"}}]}
+    problems = validate_spec(raw)
+    assert [(p.reason, p.step) for p in problems] == [("InvalidExpression", "a"),
+                                                      ("InvalidExpression", None)]
+    assert all("secret parameter 'token'" in p.message for p in problems)
+    raw["concurrency"]["key"] = "params.provider"
+    raw["steps"][0]["circuit"]["key"] = "params.provider"
+    assert validate_spec(raw) == []
