@@ -1,0 +1,77 @@
+"""k8s.jobs: the Job manifest of a step, for long names and with a securityContext.
+
+Cases:
+- execution and Runbook names of 253 characters: labels at most 63 characters
+  (hashed), the full names in annotations on the Job and its pod template, Job
+  name within 63; the store files the Job and its pod under the full name;
+- a step's securityContext is merged over the restricted defaults at container
+  and pod level; without one, the defaults as they are;
+- a secret parameter is a secretKeyRef to the Secret named in the context, and
+  its value appears nowhere in the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+
+from runbook_operator.api.runbook import RunbookSpec
+from runbook_operator.controllers.store import Store
+from runbook_operator.engine.names import job_name
+from runbook_operator.engine.podsecurity import DEFAULT_CONTAINER_SECURITY
+from runbook_operator.k8s.jobs import JobContext, build_job
+
+
+def context(execution: str, runbook: str, spec: RunbookSpec,
+            params: dict[str, str] | None = None, secret_name: str | None = None
+            ) -> JobContext:
+    params = params or {}
+    return JobContext(execution=execution, namespace="ns", uid="u", runbook=runbook,
+                      spec=spec, params=params,
+                      secret_params=frozenset(p.name for p in spec.params if p.secret),
+                      secret_name=secret_name, outputs={}, ttl_seconds=60)
+
+
+def test_long_names() -> None:
+    spec = RunbookSpec.model_validate({"steps": [{"name": "a", "image": "x"}]})
+    execution, runbook = "e" * 253, "r" * 253
+    name = job_name(execution, "a", 1)
+    job = build_job(context(execution, runbook, spec), spec.steps[0], 1, name)
+    meta = job["metadata"]
+    assert len(name) <= 63 and meta["name"] == name
+    assert all(len(v) <= 63 for v in meta["labels"].values())
+    template = job["spec"]["template"]["metadata"]
+    for notes in (meta["annotations"], template["annotations"]):
+        assert notes["runbooks.dev/execution"] == execution
+        assert notes["runbooks.dev/runbook"] == runbook
+    store = Store()
+    store.put_execution({"metadata": {"namespace": "ns", "name": execution,
+                                      "resourceVersion": "1"}, "status": {}})
+    assert store.put_job(job) == ("ns", execution)
+    pod = {"metadata": {"namespace": "ns", "name": name + "-x",
+                        "labels": {**template["labels"], "job-name": name},
+                        "annotations": template["annotations"]}}
+    assert store.put_pod(pod) == ("ns", execution)
+
+
+def test_security_contexts() -> None:
+    spec = RunbookSpec.model_validate({"steps": [
+        {"name": "a", "image": "x"},
+        {"name": "b", "image": "x", "securityContext": {"readOnlyRootFilesystem": True}}]})
+    plain = build_job(context("e", "r", spec), spec.steps[0], 1, "e-a-1")
+    pod = plain["spec"]["template"]["spec"]
+    assert pod["containers"][0]["securityContext"] == DEFAULT_CONTAINER_SECURITY
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    merged = build_job(context("e", "r", spec), spec.steps[1], 1, "e-b-1")
+    sc = merged["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert sc == {**DEFAULT_CONTAINER_SECURITY, "readOnlyRootFilesystem": True}
+
+
+def test_secret_parameters_by_reference() -> None:
+    spec = RunbookSpec.model_validate({"params": [{"name": "token", "secret": True}],
+                                       "steps": [{"name": "a", "image": "x"}]})
+    job = build_job(context("e", "r", spec, {"token": "s3cr3t-value"}, "e-params-abcde"),
+                    spec.steps[0], 1, "e-a-1")
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PARAM_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "e-params-abcde",
+                                                               "key": "token"}
+    assert "s3cr3t-value" not in json.dumps(job)
