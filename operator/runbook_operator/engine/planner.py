@@ -40,7 +40,7 @@ from runbook_operator.engine.cel import CelError, evaluate, evaluate_bool
 from runbook_operator.engine.circuit import CallOutcome, CircuitState, Transition
 from runbook_operator.engine.names import job_name
 from runbook_operator.engine.outputs import clean_text, parse_outputs
-from runbook_operator.engine.redact import redact, redact_text
+from runbook_operator.engine.redact import Redactor, redact, redact_text
 from runbook_operator.engine.timeutil import fmt, parse
 
 BulkheadRow = tuple[str, Literal["running", "waiting"], datetime, str | None]
@@ -174,38 +174,30 @@ def secret_forms(obs: Observation) -> list[str]:
     return sorted(forms, key=len, reverse=True)
 
 
-def scrub(text: str, forms: Sequence[str]) -> str:
-    for form in forms:
-        text = text.replace(form, "[REDACTED]")
-    return text
-
-
-def _scrub_value(value: Any, forms: Sequence[str]) -> Any:
-    if isinstance(value, str):
-        return scrub(value, forms)
-    if isinstance(value, dict):
-        return {k: _scrub_value(v, forms) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub_value(v, forms) for v in value]
-    return value
-
-
 def _scrub_plan(result: Plan, forms: Sequence[str]) -> None:
-    """A container can echo a secret into its termination message: none of it is kept."""
+    """A container can echo a secret into its termination message: none of it is kept.
+
+    The same Redactor as the logs' (built here from this execution's values alone:
+    the planner stays pure), down to three-character secrets.
+    """
+    redactor = Redactor(forms, min_length=3)
+    scrub = redactor.text
     status = result.status
+    # Clipped again: a marker longer than the secret it replaces must not push a
+    # message past the schema's maxLength (the status write would be refused).
     for st in status.steps.values():
         if st.message:
-            st.message = scrub(st.message, forms)
+            st.message = _clip(scrub(st.message))
         if st.outputs:
-            st.outputs = _scrub_value(st.outputs, forms)
+            st.outputs = redactor.value(st.outputs)
     if status.message:
-        status.message = scrub(status.message, forms)
+        status.message = _clip(scrub(status.message), 4096)
     for entry in status.history:
         if entry.message:
-            entry.message = scrub(entry.message, forms)
+            entry.message = _clip(scrub(entry.message), 512)
     for condition in status.conditions:
-        condition.message = scrub(condition.message, forms)
-    result.events = [replace(e, message=scrub(e.message, forms)) for e in result.events]
+        condition.message = _clip(scrub(condition.message), 4096)
+    result.events = [replace(e, message=scrub(e.message)) for e in result.events]
 
 
 class _Pass:

@@ -147,9 +147,11 @@ class Redactor:
     another is removed whole; text that is already the marker is left alone.
     """
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, secrets: Iterable[str] = (),
+                 min_length: int = MIN_LITERAL_SECRET) -> None:
         self._lock = threading.Lock()
-        self._owned: dict[object, frozenset[str]] = {None: _literals(secrets)}
+        self._min_length = min_length
+        self._owned: dict[object, frozenset[str]] = {None: _literals(secrets, min_length)}
         self._literals: frozenset[str] = frozenset()
         self._pattern: re.Pattern[str] | None = None
         self._rebuild()
@@ -165,7 +167,7 @@ class Redactor:
 
     def learn(self, owner: object, secrets: Iterable[Any]) -> None:
         """Also redact ``secrets`` (replacing what ``owner``, e.g. an execution, had)."""
-        found = _literals(secrets)
+        found = _literals(secrets, self._min_length)
         with self._lock:
             if self._owned.get(owner, frozenset()) == found:
                 return
@@ -200,13 +202,13 @@ class Redactor:
         return _walk(value, self.text)
 
 
-def _literals(secrets: Iterable[Any]) -> frozenset[str]:
-    """The literal forms to replace: as text, and as JSON for non-strings."""
+def _literals(secrets: Iterable[Any], min_length: int) -> frozenset[str]:
+    """The literal secrets worth replacing (as text)."""
     literals: set[str] = set()
     try:
         for secret in secrets:
             s = secret if isinstance(secret, str) else str(secret)
-            if len(s) >= MIN_LITERAL_SECRET and s != REDACTED:
+            if len(s) >= min_length and s != REDACTED:
                 literals.add(s)
     except Exception:
         pass
