@@ -7,7 +7,8 @@ the Secrets.
 Cases:
 - Slack: the incoming-webhook body (text + Block Kit blocks), Idempotency-Key;
   the record Delivered with 1 attempt, a NotificationDelivered history entry, the
-  metric; nothing sent twice when the same execution is observed again;
+  metric; nothing sent twice when the same execution is observed again, nor when an
+  older event (without the Delivered record) arrives late;
 - a sink answering 500 twice then 200: delivered once, 3 attempts recorded, one
   idempotency key on all three requests;
 - 400: Failed after 1 attempt, a NotificationFailed Event and history entry, the
@@ -208,6 +209,12 @@ def test_slack_delivered_once() -> None:
             assert metrics.registry.get_sample_value("runbook_notifications_total", {
                 "channel": "slack", "event": "Failed", "outcome": "delivered"}) == 1.0
             notifier.observe(api.execution)
+            await settle(notifier)
+            assert len(sink.requests) == 1
+            # An older event (without the Delivered record) arriving late: not sent again.
+            stale = copy.deepcopy(api.execution)
+            stale["status"]["notifications"] = []
+            notifier.observe(stale)
             await settle(notifier)
             assert len(sink.requests) == 1
             assert "SECRETPATH" not in json.dumps(api.execution["status"])
