@@ -180,7 +180,8 @@ class Context:
         return (failed[0][0], failed[0][3]) if failed else None
 
     def describe_command(self) -> str:
-        return f"kubectl runbook describe {self.execution} -n {self.namespace}"
+        # The plugin has no describe verb; kubectl's shows the status and the Events.
+        return f"kubectl describe rbx {self.execution} -n {self.namespace}"
 
     def approve_command(self) -> str:
         return f"kubectl runbook approve {self.execution} {self.subject} -n {self.namespace}"

@@ -117,7 +117,7 @@ def test_slack_blocks() -> None:
     fields = " ".join(f["text"] for f in payload["blocks"][1]["fields"])
     assert "*Failed step*\nprobe (ExitCode)" in fields and "*Severity*\nSEV2" in fields
     assert "*Duration*\n1m30s" in fields
-    assert "kubectl runbook describe recover-x1 -n ops" in \
+    assert "kubectl describe rbx recover-x1 -n ops" in \
         payload["blocks"][-1]["elements"][0]["text"]
     approval = context_of(body, delivery("WaitingForApproval", "approve"))
     text = str(slack_payload(approval, "k")["blocks"])
