@@ -457,6 +457,8 @@ class Prometheus(_Process):
         return [str(self.binary), f"--config.file={self.config_path}",
                 f"--storage.tsdb.path={self.workdir / 'data'}",
                 f"--web.listen-address={self.address}",
+                # generatorURL of its alerts: this address, not the host's name.
+                f"--web.external-url={self.url}",
                 f"--rules.alert.resend-delay={self.resend_delay}",
                 *self.extra_args]
 
