@@ -11,7 +11,9 @@ Cases:
 - a peered pair forms a two-member cluster and delivers the alert;
 - a short repeat_interval resends an unchanged firing group (the duplicates the
   receiver must recognise);
-- alerts posted straight to Alertmanager's API reach the sink (no Prometheus).
+- alerts posted straight to Alertmanager's API reach the sink (no Prometheus);
+- a wrong bearer token is refused by the sink (401), so the other cases' deliveries
+  do prove Alertmanager sent the token file's content.
 
 The captured bodies are kept in tests/unit/triggers/fixtures/ for the webhook
 parser's unit tests. Each run checks that the stored fixtures still have the shape
@@ -227,3 +229,12 @@ def test_alerts_posted_to_alertmanager_reach_the_sink(bin_dir: Path, token_file:
     assert sorted(a["labels"]["service"] for a in body["alerts"]) == ["assistant", "search"]
     assert body["commonLabels"] == {"alertname": "AIResponseSlow", "provider": "openai",
                                     "severity": "warning"}
+
+
+def test_sink_refuses_a_wrong_token(bin_dir: Path, token_file: Path, tmp_path: Path) -> None:
+    with WebhookSink("not-" + token(token_file)) as sink:
+        am = Alertmanager(bin_dir, tmp_path / "am", webhook_url=sink.url, token_file=token_file)
+        with am, logs_on_failure(am):
+            am.post_alerts([{"labels": {"alertname": "HighErrorRate", "service": "api"}}])
+            poll(lambda: sink.rejected, WAIT, "a rejected notification")
+    assert sink.bodies() == []
