@@ -244,17 +244,17 @@ def test_secret_params_are_redacted_in_debug_logs(kube: Kube, cluster: Any,
 
 
 def test_an_invalid_policy_says_so_and_fails_its_steps(kube: Kube) -> None:
-    kube.circuit_policy("bad", minimumCalls=10)  # a Count window of 4: never opens
+    kube.circuit_policy("bad", openDuration="10m", maxOpenDuration="1m")
     body = ready(kube, "circuitpolicies", "bad", "False")
     (cond,) = body["status"]["conditions"]
-    assert cond["reason"] == "ContradictorySettings" and "minimumCalls 10" in cond["message"]
+    assert cond["reason"] == "ContradictorySettings" and "maxOpenDuration" in cond["message"]
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"] == 1
     kube.ready_runbook("guarded", {"steps": [step("call", circuit={"policy": "bad"})]})
     kube.execute("guarded-1", "guarded")
     st = kube.wait_finished("guarded-1")["status"]["steps"]["call"]
     assert (st["phase"], st["reason"]) == ("Failed", "CircuitPolicyInvalid")
-    assert "minimumCalls 10" in st["message"]
-    kube.patch("circuitpolicies", "bad", {"spec": {"minimumCalls": 2}})
+    assert "maxOpenDuration 1m is shorter" in st["message"]
+    kube.patch("circuitpolicies", "bad", {"spec": {"maxOpenDuration": "1h"}})
     body = ready(kube, "circuitpolicies", "bad", "True")
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"] == 2
 

@@ -52,10 +52,8 @@ def validate_policy(raw: Mapping[str, Any] | None) -> list[Problem]:
             durations["maxOpenDuration"] < durations["openDuration"]:
         contradiction(f"maxOpenDuration {spec.max_open_duration} is shorter than openDuration "
                       f"{spec.open_duration}; make it at least as long, or remove it")
-    if spec.sliding_window.type == "Count" and spec.minimum_calls > spec.sliding_window.size:
-        contradiction(f"minimumCalls {spec.minimum_calls} exceeds the Count window of "
-                      f"{spec.sliding_window.size} calls, so the circuit could never open; "
-                      "lower minimumCalls or widen slidingWindow.size")
+    # minimumCalls above a Count window is not one: like resilience4j, the window's
+    # size is the minimum then (engine.circuit.minimum_calls).
     if spec.slow_call_rate_threshold < 100 and spec.slow_call_duration_threshold is None:
         contradiction("slowCallRateThreshold is set but slowCallDurationThreshold is not, so "
                       "no call is ever slow; set slowCallDurationThreshold")

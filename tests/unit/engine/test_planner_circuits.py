@@ -105,11 +105,11 @@ def test_missing_policy_fails_the_step() -> None:
 
 def test_invalid_policy_fails_the_step_naming_why() -> None:
     s = sim([guarded("call")], policies={})
-    s.invalid_policies = {"ai": "ContradictorySettings: minimumCalls 50 exceeds ..."}
+    s.invalid_policies = {"ai": "ContradictorySettings: maxOpenDuration 1m is shorter ..."}
     status = s.run()
     st = status.steps["call"]
     assert (st.phase, st.reason) == ("Failed", "CircuitPolicyInvalid")
-    assert "minimumCalls 50" in (st.message or "")
+    assert "maxOpenDuration 1m" in (st.message or "")
     assert not [a for p in s.plans for a in p.actions if isinstance(a, CreateJob)]
 
 

@@ -5,8 +5,9 @@ Cases:
 - schema errors are InvalidSpec naming the field; a duration too long for
   arithmetic is InvalidSpec;
 - contradictions are ContradictorySettings with a message saying what to change:
-  maxOpenDuration shorter than openDuration, minimumCalls above a Count window,
-  a slow-call rate without a slow-call duration, backoff initial above max;
+  maxOpenDuration shorter than openDuration, a slow-call rate without a
+  slow-call duration, backoff initial above max (minimumCalls above a Count
+  window is not one: the window's size is the minimum then);
 - the registry: an invalid policy has no spec, is listed by invalid() with why,
   and its status carries Ready=False with the first reason and observedGeneration;
   fixing it publishes Ready=True; a new generation marks the status to be written
@@ -43,13 +44,13 @@ def test_schema_and_durations() -> None:
 def test_contradictions() -> None:
     cases = [
         ({"openDuration": "10m", "maxOpenDuration": "1m"}, "maxOpenDuration"),
-        ({"slidingWindow": {"size": 4}, "minimumCalls": 5}, "minimumCalls 5"),
         ({"slowCallRateThreshold": 50}, "slowCallDurationThreshold"),
         ({"retry": {"backoff": {"initial": "1m", "max": "1s"}}}, "retry.backoff"),
     ]
     for spec, words in cases:
         (problem,) = validate_policy(spec)
         assert problem.reason == "ContradictorySettings" and words in problem.message
+    assert validate_policy({"slidingWindow": {"size": 4}, "minimumCalls": 100}) == []
 
 
 def body(spec: dict[str, Any], generation: int = 1, status: Any = None) -> dict[str, Any]:
@@ -59,17 +60,18 @@ def body(spec: dict[str, Any], generation: int = 1, status: Any = None) -> dict[
 
 def test_registry_publishes_ready() -> None:
     reg = CircuitRegistry()
-    reg.observe_policy(body({"slidingWindow": {"size": 2}, "minimumCalls": 3}))
+    bad = {"openDuration": "10m", "maxOpenDuration": "1m"}
+    reg.observe_policy(body(bad))
     assert reg.specs("ns", ["ai"]) == {}
-    assert "minimumCalls 3" in reg.invalid("ns", ["ai"])["ai"]
+    assert "maxOpenDuration 1m" in reg.invalid("ns", ["ai"])["ai"]
     ((_, status),) = reg.take_dirty()
     (ready,) = status["conditions"]
     assert (ready["status"], ready["reason"]) == ("False", "ContradictorySettings")
     assert status["observedGeneration"] == 1
     # The written status comes back through the watch: nothing new to write.
-    reg.observe_policy(body({"slidingWindow": {"size": 2}, "minimumCalls": 3}, 1, status))
+    reg.observe_policy(body(bad, 1, status))
     assert reg.take_dirty() == []
-    reg.observe_policy(body({"slidingWindow": {"size": 2}, "minimumCalls": 2}, 2, status))
+    reg.observe_policy(body({"openDuration": "10m", "maxOpenDuration": "1h"}, 2, status))
     ((_, status),) = reg.take_dirty()
     assert status["conditions"][0]["status"] == "True"
     assert status["observedGeneration"] == 2
