@@ -283,6 +283,11 @@ class SlackTarget(ApiModel):
     """A Slack incoming webhook; its URL is the secret."""
 
     webhook_secret_ref: SecretKeyRef
+    summarize_after: int = Field(default=5, ge=0, le=1000)
+    """Storms: past this many end-of-run messages (Succeeded, Failed, Cancelled) of this
+    runbook within one ``summaryWindow``, the rest become one summary at the window's
+    end; 0 never summarises."""
+    summary_window: Duration = "1m"
 
 
 class PagerDutyTarget(ApiModel):

@@ -255,6 +255,34 @@ def slack_payload(ctx: Context, idempotency_key: str) -> dict[str, Any]:
     return {"text": _headline(ctx), "blocks": blocks}
 
 
+def slack_summary_payload(items: Sequence[Context], key: str) -> dict[str, Any]:
+    """One Slack message for many finished runs of one runbook (an alert storm)."""
+    first = items[0]
+    counts: dict[str, int] = {}
+    for ctx in items:
+        counts[ctx.phase] = counts.get(ctx.phase, 0) + 1
+    tally = ", ".join(f"{n} {phase}" for phase, n in sorted(counts.items()))
+    headline = f"Runbook {first.runbook}: {len(items)} runs finished ({tally})"
+    lines = []
+    for ctx in items[:20]:
+        failed = ctx.failed_step
+        lines.append(f"• {ctx.execution}: {ctx.phase}"
+                     + (f" (step {failed[0]})" if failed and ctx.phase == "Failed" else ""))
+    if len(items) > 20:
+        lines.append(f"… and {len(items) - 20} more")
+    return {"text": headline, "blocks": [
+        {"type": "header", "text": {"type": "plain_text", "text": headline[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:3000]}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": (
+            f"`kubectl get rbx -n {first.namespace}` · summary of {len(items)} "
+            f"messages · id {key}")}]}]}
+
+
+def summary_key(keys: Sequence[str]) -> str:
+    """The idempotency key of a summary: the same set of deliveries, the same key."""
+    return hashlib.sha256("\x1f".join(sorted(keys)).encode()).hexdigest()[:32]
+
+
 def dedup_key(ctx: Context, uid: str) -> str:
     """PagerDuty's incident key: per alert (runbook, fingerprint) when an alert started
     the run, so a later success of the same incident resolves it; else per execution."""

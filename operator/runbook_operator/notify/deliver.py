@@ -14,6 +14,10 @@ or Failed are skipped, the others resume with their attempt count. A crash betwe
 a successful request and its record sends once more with the same key: at least
 once, deduplicated by the receiver.
 
+Storms: when many runs of one runbook finish together, Slack gets the first
+``summarizeAfter`` end-of-run messages one by one and then one summary per
+``summaryWindow`` (PagerDuty and webhooks stay per execution).
+
 Retries (tenacity): 5xx, 429 (waiting ``Retry-After``), timeouts and connection
 errors, with exponential backoff and jitter; any other 4xx is final. Credentials
 come from the Secrets the Runbook names, read one by one with ``get`` (the chart
@@ -44,7 +48,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from runbook_operator.api.common import GROUP, VERSION
+from runbook_operator.api.common import GROUP, VERSION, parse_duration
 from runbook_operator.api.execution import MAX_HISTORY
 from runbook_operator.engine.notify import (
     IDEMPOTENCY_HEADER,
@@ -58,6 +62,8 @@ from runbook_operator.engine.notify import (
     retry_after,
     signature,
     slack_payload,
+    slack_summary_payload,
+    summary_key,
     webhook_payload,
 )
 from runbook_operator.engine.redact import SECRETS
@@ -71,6 +77,8 @@ log = logging.getLogger("runbook_operator.notify")
 PLURAL = "runbookexecutions"
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 FINISHED_KEPT = 10_000
+END_EVENTS = frozenset({"Succeeded", "Failed", "Cancelled"})
+"""Events a storm summary may take in (Slack only; PagerDuty stays per incident)."""
 
 
 @dataclass
@@ -95,6 +103,18 @@ class NotifierSettings:
         default_factory=lambda: os.environ.get("RUNBOOK_PAGERDUTY_URL") or PAGERDUTY_URL)
     """The Events API v2 endpoint; ``$RUNBOOK_PAGERDUTY_URL`` overrides it (a proxy,
     PagerDuty's EU endpoint, or a test's local server)."""
+
+
+@dataclass
+class _Storm:
+    """One window of one runbook's Slack end-of-run messages."""
+
+    started: float
+    """``time.monotonic()`` when the window opened."""
+    sent: int = 0
+    """Messages sent one by one in this window."""
+    held: list[tuple[dict[str, Any], Delivery]] = field(default_factory=list)
+    """Deliveries waiting for the window's summary."""
 
 
 class Retryable(Exception):
@@ -138,6 +158,7 @@ class Notifier:
         self._secrets: dict[tuple[str, str], tuple[float, Mapping[str, str]]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._semaphore: asyncio.Semaphore | None = None
+        self._storms: dict[tuple[str, str, int], _Storm] = {}
 
     # -- intake (in the event loop, cheap) ---------------------------------------------
 
@@ -170,11 +191,105 @@ class Notifier:
                     delivery.key in self._finished:
                 continue
             self._active.add(delivery.key)
+            if self._hold(body, delivery):
+                continue  # part of a storm: sent in the window's summary
             task = asyncio.get_running_loop().create_task(
                 self._run(dict(body), delivery, attempts.get(delivery.key, 0)),
                 name=f"notify-{delivery.key[:8]}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _hold(self, body: Mapping[str, Any], delivery: Delivery) -> bool:
+        """Whether a Slack end-of-run message waits for its storm's summary.
+
+        Per (namespace, runbook, notification entry) and window: the first
+        ``summarizeAfter`` messages go out one by one, the rest as one summary when
+        the window ends. Held deliveries are recorded only once the summary is sent,
+        so after a restart they are owed again (at least once).
+        """
+        if delivery.channel != "slack" or delivery.event not in END_EVENTS:
+            return False
+        entry = body["status"]["runbookSpec"]["notifications"][delivery.entry]["slack"]
+        after = int(entry.get("summarizeAfter", 5))
+        if after <= 0:
+            return False
+        try:
+            window = parse_duration(str(entry.get("summaryWindow") or "1m")).total_seconds()
+        except ValueError:
+            window = 60.0
+        meta = body["metadata"]
+        group = (str(meta.get("namespace")), str(((body.get("spec") or {}).get("runbookRef")
+                                                  or {}).get("name")), delivery.entry)
+        now = time.monotonic()
+        storm = self._storms.get(group)
+        if storm is None or (now - storm.started >= window and not storm.held):
+            storm = self._storms[group] = _Storm(now)
+        if storm.sent < after and not storm.held:
+            storm.sent += 1
+            return False
+        storm.held.append((dict(body), delivery))
+        if len(storm.held) == 1:
+            task = asyncio.get_running_loop().create_task(
+                self._summarize(group, max(0.0, storm.started + window - now)),
+                name=f"notify-summary-{group[1][:20]}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _summarize(self, group: tuple[str, str, int], delay: float) -> None:
+        await asyncio.sleep(delay)
+        storm = self._storms.pop(group, None)  # the next message opens a new window
+        if storm is None or not storm.held:
+            return
+        held = storm.held
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.settings.concurrency)
+        try:
+            async with self._semaphore:
+                await self._deliver_summary(held)
+        except Exception:
+            log.exception("storm summary of %s/%s stopped; its messages are owed again",
+                          group[0], group[1])
+        finally:
+            for _, delivery in held:
+                self._active.discard(delivery.key)
+
+    async def _deliver_summary(self, held: list[tuple[dict[str, Any], Delivery]]) -> None:
+        body, first = held[0]
+        error: str | None
+        attempts = 0
+        try:
+            request = await asyncio.to_thread(self._summary_request, held)
+        except SecretProblem as exc:
+            state, error = "Failed", str(exc)
+        else:
+            attempts, state, error = await self._send(body, first, request, 0)
+        for item, delivery in held:
+            await asyncio.to_thread(self._record, item, delivery, state, attempts, error, True)
+            self._finished[delivery.key] = None
+            self.metrics.notification("slack", delivery.event,
+                                      "delivered" if state == "Delivered" else "failed")
+        while len(self._finished) > FINISHED_KEPT:
+            self._finished.popitem(last=False)
+        meta = body["metadata"]
+        if state == "Failed":
+            self.events.post(body, "NotificationFailed",
+                             f"slack summary of {len(held)} runs failed after {attempts} "
+                             f"attempt(s): {error}", warning=True)
+        log.info("slack summary of %d runs of %s/%s: %s (%d attempt(s))", len(held),
+                 meta.get("namespace"), (body.get("spec") or {}).get("runbookRef"),
+                 state, attempts)
+
+    def _summary_request(self, held: list[tuple[dict[str, Any], Delivery]]) -> Request:
+        body, first = held[0]
+        namespace = str(body["metadata"]["namespace"])
+        entry = body["status"]["runbookSpec"]["notifications"][first.entry]["slack"]
+        url = self._secret(namespace, entry["webhookSecretRef"])
+        key = summary_key([d.key for _, d in held])
+        contexts = [context_of(item, d, SECRETS.text) for item, d in held]
+        headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: key,
+                   "User-Agent": "runbook-operator"}
+        return Request(url, encode(slack_summary_payload(contexts, key)), headers)
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Let running deliveries finish (a graceful stop); the rest resume after restart."""

@@ -21,7 +21,10 @@ Cases:
 - restart: a new Notifier resumes a Pending record from its attempt count, and
   sends nothing for a Delivered one;
 - a missing Secret key: Failed, nothing sent; secrets (URL path, routing key,
-  signing key) appear in no status, Event or log line.
+  signing key) appear in no status, Event or log line;
+- a storm: six runs of one runbook finishing together with summarizeAfter 2: two
+  messages one by one, then one summary of the other four at the window's end,
+  every record Delivered.
 """
 
 from __future__ import annotations
@@ -166,6 +169,7 @@ FAST = NotifierSettings(timeout=0.5, max_attempts=4, backoff_initial=0.05, backo
 async def settle(notifier: Notifier) -> None:
     for _ in range(400):
         if not notifier._tasks:
+            await notifier.drain()  # closes the HTTP session; the next send opens one
             return
         await asyncio.sleep(0.02)
     raise AssertionError("deliveries did not finish")
@@ -382,4 +386,53 @@ def test_missing_secret_key_fails_without_sending() -> None:
             [record] = records(api)
             assert record["state"] == "Failed" and "no key url" in record["lastError"]
             assert [r for r, _ in events.posted] == ["NotificationFailed"]
+    run(main())
+
+
+class ManyApi(FakeApi):
+    """Several executions, by name."""
+
+    def __init__(self, executions: list[dict[str, Any]], secrets: dict[str, dict[str, str]]
+                 ) -> None:
+        super().__init__(executions[0], secrets)
+        self.by_name = {e["metadata"]["name"]: e for e in executions}
+
+    def get_namespaced_custom_object(self, *args: Any) -> dict[str, Any]:
+        return copy.deepcopy(self.by_name[args[-1]])
+
+    def patch_namespaced_custom_object_status(self, group: str, version: str, ns: str,
+                                              plural: str, name: str,
+                                              body: dict[str, Any]) -> None:
+        self.execution = self.by_name[name]
+        super().patch_namespaced_custom_object_status(group, version, ns, plural, name, body)
+
+
+def test_storm_becomes_one_summary() -> None:
+    async def main() -> None:
+        storm = [{"on": ["Succeeded", "Failed"], "slack": {
+            "webhookSecretRef": {"name": "slack", "key": "url"},
+            "summarizeAfter": 2, "summaryWindow": "500ms"}}]
+        runs = []
+        for i in range(6):
+            run_ = execution("Failed" if i % 3 == 0 else "Succeeded", storm)
+            run_["metadata"].update(name=f"recover-{i}", uid=f"uid-{i}")
+            runs.append(run_)
+        async with Sink() as sink:
+            api = ManyApi(runs, {"slack": {"url": sink.url("/hook")}})
+            notifier, metrics, _ = make(api)
+            for run_ in runs:
+                notifier.observe(run_)
+            await asyncio.sleep(0.2)
+            assert len(sink.requests) == 2  # the first two, one by one
+            await settle(notifier)
+            assert len(sink.requests) == 3
+            summary = sink.json()
+            assert summary["text"] == "Runbook recover: 4 runs finished (1 Failed, 3 Succeeded)"
+            listed = summary["blocks"][1]["text"]["text"]
+            assert all(f"recover-{i}" in listed for i in range(2, 6)), listed
+            for run_ in runs:
+                [record] = run_["status"]["notifications"]
+                assert (record["state"], record["attempts"]) == ("Delivered", 1)
+            assert metrics.registry.get_sample_value("runbook_notifications_total", {
+                "channel": "slack", "event": "Succeeded", "outcome": "delivered"}) == 4.0
     run(main())
