@@ -463,9 +463,39 @@ class Prometheus(_Process):
                 *self.extra_args]
 
     def start(self, timeout: float = 60.0) -> None:
+        """Start, and return once it has scraped the exporter and knows every
+        Alertmanager: about 5 s, as its discovery hands targets to the scrape loop
+        at most every 5 s. From then on an exporter value set by the test is seen
+        within a second or two, and a firing alert sent at once.
+        """
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.write_config()
         super().start(timeout)
+        try:
+            poll(lambda: self.target_health() == "up", timeout,
+                 f"prometheus to scrape {self.target}", interval=0.2)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; see {self.log_path}:\n{self.tail()}") from None
+        if self.alertmanagers:
+            wanted = {f"http://{a}/api/v2/alerts" for a in self.alertmanagers}
+            try:
+                poll(lambda: wanted <= self.active_alertmanagers(), timeout,
+                     f"prometheus to know alertmanagers {sorted(wanted)}", interval=0.2)
+            except TimeoutError as e:
+                raise TimeoutError(f"{e}; see {self.log_path}:\n{self.tail()}") from None
+
+    def target_health(self) -> str | None:
+        """The exporter target's health (``up``, ``down``, ``unknown``), None before discovery."""
+        data = http_json(f"{self.url}/api/v1/targets?state=active")["data"]
+        for target in data["activeTargets"]:
+            if target["labels"].get("instance") == self.target:
+                return str(target["health"])
+        return None
+
+    def active_alertmanagers(self) -> set[str]:
+        """The Alertmanager URLs it sends to now (``/api/v1/alertmanagers``)."""
+        data = http_json(f"{self.url}/api/v1/alertmanagers")["data"]
+        return {a["url"] for a in data["activeAlertmanagers"]}
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """The instant vector of ``expr`` (``/api/v1/query``)."""
