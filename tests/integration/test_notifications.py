@@ -16,7 +16,9 @@ Cases:
   the secret URL (a canary) in no status, Event or log line;
 - the operator SIGKILLed 10 times while 20 runs' deliveries are pending (a slow
   sink): every due notification delivered, each (execution, event) under one
-  idempotency key, none lost.
+  idempotency key, none lost;
+- a storm: 8 runs finishing together with summarizeAfter 2: two Slack messages one
+  by one, the rest in a summary; every record Delivered.
 """
 
 from __future__ import annotations
@@ -243,3 +245,22 @@ def test_sigkill_while_deliveries_are_pending(kube: Kube, sinks: Sinks,
     assert all(len(keys) == 1 for keys in keys_by_event.values())
     for name in names:
         assert {r["state"] for r in records(kube, name)} == {"Delivered"}
+
+
+def test_storm_is_summarised(kube: Kube, sinks: Sinks, notifying: OperatorProcess) -> None:
+    secret(kube, "slack", {"url": sinks.url("/storm")})
+    kube.ready_runbook("stormy", {"steps": QUICK, "notifications": [
+        {"on": ["Succeeded"], "slack": {"webhookSecretRef": {"name": "slack", "key": "url"},
+                                        "summarizeAfter": 2, "summaryWindow": "20s"}}]})
+    names = [f"stormy-{i}" for i in range(8)]
+    for name in names:
+        kube.execute(name, "stormy")
+    for name in names:
+        wait_for(f"{name} notified", lambda n=name: all_final(kube, n, 1), timeout=90)
+    texts = [m["text"] for m in sinks.bodies("/storm")]
+    singles = [t for t in texts if t.endswith(" succeeded")]
+    summaries = [t for t in texts if "runs finished" in t]
+    # Two one by one, the rest in summaries (one per window; runs may straddle two).
+    assert len(singles) >= 2 and 1 <= len(summaries) <= 2, texts
+    assert len(singles) + sum(int(t.split(": ")[1].split()[0]) for t in summaries) == 8
+    assert all(r["state"] == "Delivered" for n in names for r in records(kube, n))
