@@ -159,7 +159,8 @@ class Exporter:
                     self.send_error(404)
                     return
                 body = exporter.render().encode()
-                exporter.scrapes += 1
+                with exporter._lock:
+                    exporter.scrapes += 1
                 self.send_response(200)
                 # Prometheus 3 refuses a scrape without a content type it knows.
                 self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
