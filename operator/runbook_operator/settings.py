@@ -53,6 +53,17 @@ class OperatorSettings:
     alerts_max_body_bytes: int = 1 << 20
     """Webhook bodies larger than this are refused with 413."""
 
+    leader_elect: bool = False
+    """Act only while holding the Lease ``leader_elect_namespace/leader_elect_name``, so
+    that several replicas can run (all watch and serve; one reconciles)."""
+    leader_elect_namespace: str = "default"
+    """Namespace of the leader-election Lease (the chart: the release namespace)."""
+    leader_elect_name: str = "runbook-operator"
+    """Name of the leader-election Lease."""
+    leader_elect_identity: str = ""
+    """This replica's identity in the Lease (the chart: the pod name); default: host name
+    and process id."""
+
     def security(self) -> SecurityPolicy:
         """The allowances the engine's pod-security checks are given."""
         return SecurityPolicy(privileged_namespaces=frozenset(self.privileged_namespaces),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -50,6 +51,17 @@ def main(argv: list[str] | None = None) -> int:
                      "Secret key); without it the receiver is off")
     run.add_argument("--alerts-max-body-bytes", type=int, default=1 << 20, metavar="N",
                      help="refuse webhook bodies larger than N bytes with 413 (default 1 MiB)")
+    run.add_argument("--leader-elect", action="store_true",
+                     help="run as one of several replicas: act only while holding a Lease")
+    run.add_argument("--leader-elect-namespace", default=os.environ.get("POD_NAMESPACE",
+                                                                        "default"),
+                     metavar="NS", help="namespace of the Lease (default: $POD_NAMESPACE, "
+                     "else default)")
+    run.add_argument("--leader-elect-name", default="runbook-operator", metavar="NAME",
+                     help="name of the Lease (default runbook-operator)")
+    run.add_argument("--leader-elect-identity", default=os.environ.get("POD_NAME", ""),
+                     metavar="ID", help="this replica's identity (default: $POD_NAME, else "
+                     "host name and pid)")
     crds = sub.add_parser("crds", help="write the CRD YAML generated from the API models")
     crds.add_argument("-o", "--output", default="crds", help="directory (default: crds)")
     args = parser.parse_args(argv)
@@ -72,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         alerts_port=args.alerts_port, alerts_address=args.alerts_address,
         alerts_token_file=args.alerts_token_file,
         alerts_max_body_bytes=args.alerts_max_body_bytes,
+        leader_elect=args.leader_elect, leader_elect_namespace=args.leader_elect_namespace,
+        leader_elect_name=args.leader_elect_name,
+        leader_elect_identity=args.leader_elect_identity,
     )
     return run_operator(settings)
 

@@ -2,14 +2,19 @@
 
 One process serves kopf's watches, the work queue's workers, ``/healthz`` and
 ``/metrics``, the scheduler of Runbook schedules, and on a port of its own the
-Alertmanager receiver, in one event loop;
-reconciles run in worker threads because the kubernetes client blocks.
+Alertmanager receiver, in one event loop; reconciles run in worker threads because
+the kubernetes client blocks. With ``--leader-elect`` several replicas run: all of
+them watch and serve, and only the holder of the Lease acts (workers, Runbook
+status, circuits, schedules, notifications; see :func:`lead`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -24,6 +29,7 @@ from runbook_operator.api.common import GROUP, VERSION
 from runbook_operator.controllers import circuits, runbooks, watches
 from runbook_operator.controllers.circuits import CircuitRegistry
 from runbook_operator.controllers.executions import PLURAL, ExecutionReconciler
+from runbook_operator.controllers.leader import LeaderElector
 from runbook_operator.controllers.store import Key, Store
 from runbook_operator.controllers.workqueue import WorkQueue
 from runbook_operator.engine.validation import validate_spec
@@ -109,6 +115,14 @@ class Operator:
         self.scheduler = Scheduler(
             clients, self.store, self.metrics, self.events,
             lambda spec, ns: not validate_spec(spec, settings.security(), ns))
+        self.elector = LeaderElector(
+            clients, settings.leader_elect_namespace, settings.leader_elect_name,
+            settings.leader_elect_identity or f"{socket.gethostname()}-{os.getpid()}",
+        ) if settings.leader_elect else None
+        self.leading = self.elector.leading if self.elector else asyncio.Event()
+        """Set while this replica may act: always without leader election."""
+        if self.elector is None:
+            self.leading.set()
         self.receiver = AlertReceiver(clients, self.store, self.triggers, self.metrics,
                                       self.tracer, ReceiverSettings(
                                           address=settings.alerts_address,
@@ -199,7 +213,8 @@ class Operator:
             store.put_runbook(body, deleted)
             self.triggers.observe(body, deleted)
             self.scheduler.wake()
-            if not deleted and not body.get("metadata", {}).get("deletionTimestamp"):
+            if self.leading.is_set() and not deleted and \
+                    not body.get("metadata", {}).get("deletionTimestamp"):
                 runbooks.reconcile(clients, body, security=self.settings.security())
 
         @kopf.on.event(GROUP, VERSION, circuits.PLURAL, registry=registry)
@@ -210,7 +225,8 @@ class Operator:
         async def execution_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
             body = _body(event)
             # Off the reconcile path: only starts delivery tasks for new events.
-            self.notifier.observe(body, deleted=type == "DELETED")
+            if self.leading.is_set():
+                self.notifier.observe(body, deleted=type == "DELETED")
             key = store.put_execution(body, deleted=type == "DELETED")
             if type == "DELETED":
                 queue.forget(key)
@@ -321,6 +337,45 @@ async def start_http(operator: Operator, settings: OperatorSettings,
     return runner
 
 
+async def lead(operator: Operator) -> None:
+    """Everything that acts, started once this replica leads (at once without election).
+
+    A standby has watched all along: its queue holds every execution it saw, and the
+    Runbooks and executions it stored are caught up on here.
+    """
+    await operator.leading.wait()
+    settings = operator.settings
+    for body in list(operator.store.executions.values()):
+        operator.notifier.observe(body)
+    await asyncio.to_thread(_reconcile_runbooks, operator)
+    await asyncio.gather(
+        *(operator.queue.work(operator.handle) for _ in range(settings.workers)),
+        flush_circuits(operator), operator.scheduler.run())
+
+
+def _reconcile_runbooks(operator: Operator) -> None:
+    for body in list(operator.store.runbooks.values()):
+        if not (body.get("metadata") or {}).get("deletionTimestamp"):
+            try:
+                runbooks.reconcile(operator.clients, body,
+                                   security=operator.settings.security())
+            except Exception as exc:  # the next event of that Runbook tries again
+                log.warning("could not reconcile Runbook %s: %s",
+                            (body.get("metadata") or {}).get("name"), exc)
+
+
+def leadership_lost() -> None:
+    """Stop at once: a standby may take over soon, and two leaders could run a step twice.
+
+    The process exits (Kubernetes restarts it, as a standby); threads in the middle of
+    a write finish it or not, and every write is guarded by a resourceVersion.
+    """
+    log.critical("lost the leader Lease; exiting so that another replica takes over")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(70)
+
+
 async def serve(settings: OperatorSettings, configuration: kubernetes.client.Configuration,
                 stop: asyncio.Event | None = None) -> None:
     """Run the operator until ``stop`` is set (or forever)."""
@@ -337,11 +392,10 @@ async def serve(settings: OperatorSettings, configuration: kubernetes.client.Con
         namespaces=settings.namespaces,
         stop_flag=stop,
     ), name="kopf")
-    tasks = [asyncio.create_task(operator.queue.work(operator.handle), name=f"worker-{i}")
-             for i in range(settings.workers)]
-    tasks.append(asyncio.create_task(refresh_gauges(operator), name="gauges"))
-    tasks.append(asyncio.create_task(flush_circuits(operator), name="circuits"))
-    tasks.append(asyncio.create_task(operator.scheduler.run(), name="schedules"))
+    tasks = [asyncio.create_task(refresh_gauges(operator), name="gauges"),
+             asyncio.create_task(lead(operator), name="lead")]
+    if operator.elector is not None:
+        tasks.append(asyncio.create_task(operator.elector.run(leadership_lost), name="elector"))
     runner = await start_http(operator, settings, kopf_task)
     alerts = await start_receiver(operator.receiver)
     try:
@@ -349,7 +403,8 @@ async def serve(settings: OperatorSettings, configuration: kubernetes.client.Con
     finally:
         for task in tasks:
             task.cancel()
-        await flush_circuits_once(operator)
+        if operator.leading.is_set():
+            await flush_circuits_once(operator)
         await runner.cleanup()
         if alerts is not None:
             await alerts.cleanup()

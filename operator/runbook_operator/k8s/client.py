@@ -90,6 +90,10 @@ class Clients:
     def core(self) -> Any:
         return kubernetes.client.CoreV1Api(self.api_client)
 
+    @functools.cached_property
+    def coordination(self) -> Any:
+        return kubernetes.client.CoordinationV1Api(self.api_client)
+
 
 def load_config(kubeconfig: str | None = None) -> kubernetes.client.Configuration:
     """In-cluster config when running in a pod, else the kubeconfig (``$KUBECONFIG``)."""

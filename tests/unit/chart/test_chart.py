@@ -131,13 +131,13 @@ def test_monitoring_objects() -> None:
 def test_extra_args_and_tracing_reach_the_container() -> None:
     container = next(d for d in render() if d["kind"] == "Deployment")[
         "spec"]["template"]["spec"]["containers"][0]
-    assert "env" not in container  # tracing off by default
+    assert not any(e["name"].startswith("OTEL_") for e in container["env"])  # off by default
     docs = render("extraArgs={--no-events,--workers=16}",
                   "tracing.otlpEndpoint=http://collector:4318", "tracing.samplerArg=0.1")
     container = next(d for d in docs if d["kind"] == "Deployment")[
         "spec"]["template"]["spec"]["containers"][0]
     assert container["args"][-2:] == ["--no-events", "--workers=16"]
-    assert {e["name"]: e["value"] for e in container["env"]} == {
+    assert {e["name"]: e["value"] for e in container["env"] if "value" in e} == {
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
         "OTEL_SERVICE_NAME": "runbook-operator",
         "OTEL_TRACES_SAMPLER": "parentbased_always_on", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
@@ -203,3 +203,30 @@ def test_alert_receiver_defaults_and_off() -> None:
     assert not any(a.startswith("--alerts") for a in container["args"])
     assert not any(d["kind"] == "Service" and d["metadata"]["name"] == "rbo-alerts"
                    for d in off)
+
+
+def test_two_replicas_elect_a_leader_with_a_lease_role() -> None:
+    docs = render()
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {"--leader-elect", "--leader-elect-namespace=runbook-system",
+            "--leader-elect-name=rbo"} <= set(container["args"])
+    pod_name = next(e for e in container["env"] if e["name"] == "POD_NAME")
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    role = next(d for d in docs if d["kind"] == "Role")
+    assert role["metadata"]["namespace"] == "runbook-system"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "resourceNames": ["rbo"], "verbs": ["get", "update"]}]
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    assert binding["subjects"][0]["name"] == "rbo"
+
+    single = render("leaderElection.enabled=false", "replicaCount=1")
+    deployment = next(d for d in single if d["kind"] == "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(a.startswith("--leader-elect") for a in args)
+    assert not any(d["kind"] == "Role" for d in single)
