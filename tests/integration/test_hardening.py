@@ -8,7 +8,8 @@ Cases:
   reason and no Job; a service account outside the allowlist is
   ServiceAccountNotAllowed; an operator started with --allow-privileged-namespace
   for the namespace runs the same privileged step (and root implies
-  runAsNonRoot false);
+  runAsNonRoot false); a run started there whose privileged step comes after the
+  allowance was withdrawn fails that step (PrivilegedStep) without a Job;
 - names: executions named with 63, 64 and 253 characters (of a Runbook named with
   253) succeed; label values are at most 63 characters with the full names in
   annotations; Job names of exactly 63 and 64 characters;
@@ -120,6 +121,16 @@ def test_an_allowed_namespace_may_run_privileged_steps(kube: Kube, cluster: Any,
         sc = job.spec.template.spec.containers[0].security_context
         assert sc.run_as_user == 0 and sc.run_as_non_root is False
         assert sc.capabilities.add == ["NET_ADMIN"] and sc.capabilities.drop == ["ALL"]
+        # A run started while allowed, whose privileged step comes after the
+        # allowance is withdrawn (the session's operator has none).
+        kube.ready_runbook("later", {"steps": [step("first", duration="8s"), step(
+            "privileged", after=["first"], securityContext={"privileged": True})]})
+        kube.execute("later-1", "later")
+        kube.wait_phase("later-1", "Running")
+    status = kube.wait_finished("later-1")["status"]
+    st = status["steps"]["privileged"]
+    assert (status["phase"], st["phase"], st["reason"]) == ("Failed", "Failed", "PrivilegedStep")
+    assert [j.metadata.name for j in kube.jobs("later-1")] == ["later-1-first-1"]
     assert_json_logs(tmp_path / "allowed")
 
 

@@ -55,7 +55,11 @@ from runbook_operator.engine.planner import (
     Plan,
     plan,
 )
-from runbook_operator.engine.podsecurity import SecurityPolicy
+from runbook_operator.engine.podsecurity import (
+    SecurityPolicy,
+    allowance_hint,
+    check_step_security,
+)
 from runbook_operator.engine.redact import SECRETS
 from runbook_operator.engine.severity import severity_of
 from runbook_operator.engine.start import (
@@ -571,6 +575,16 @@ class ExecutionReconciler:
                 if step.circuit is not None and step.timeout is None:
                     policy = self.circuits.specs(namespace, [step.circuit.policy])
                     default_timeout = policy[step.circuit.policy].timeout if policy else None
+                # The allowances may have shrunk since the run started: asked again.
+                refused, _ = check_step_security([(step.name, step.security_context)], None,
+                                                 namespace, self.security)
+                if refused:
+                    st = result.status.steps[action.step]
+                    why = f"{refused[0].field}: {refused[0].message}; " + allowance_hint(namespace)
+                    st.phase, st.reason, st.message = "Failed", "PrivilegedStep", why[:1024]
+                    st.finished_at = fmt(self.clock())
+                    result.events.append(_warning("PrivilegedStep", f"step {step.name}: {why}"))
+                    continue
                 manifest = build_job(ctx, step, action.attempt, action.name, traceparent,
                                      default_timeout)
                 problem = self.create_job(namespace, manifest, execution.metadata.uid or "")
