@@ -277,7 +277,8 @@ class Notifier:
                              f"slack summary of {len(held)} runs failed after {attempts} "
                              f"attempt(s): {error}", warning=True)
         log.info("slack summary of %d runs of %s/%s: %s (%d attempt(s))", len(held),
-                 meta.get("namespace"), (body.get("spec") or {}).get("runbookRef"),
+                 meta.get("namespace"),
+                 ((body.get("spec") or {}).get("runbookRef") or {}).get("name"),
                  state, attempts)
 
     def _summary_request(self, held: list[tuple[dict[str, Any], Delivery]]) -> Request:
