@@ -32,6 +32,7 @@ from runbook_operator.controllers.executions import PLURAL, ExecutionReconciler
 from runbook_operator.controllers.leader import LeaderElector
 from runbook_operator.controllers.store import Key, Store
 from runbook_operator.controllers.workqueue import WorkQueue
+from runbook_operator.engine.redact import SECRETS
 from runbook_operator.engine.validation import validate_spec
 from runbook_operator.k8s.client import Clients, load_config, make_clients, observe_api_errors
 from runbook_operator.k8s.events import EventPoster
@@ -230,6 +231,8 @@ class Operator:
             key = store.put_execution(body, deleted=type == "DELETED")
             if type == "DELETED":
                 queue.forget(key)
+                SECRETS.forget(key)  # a run deleted while running is never reconciled again
+                self.failures.pop(key, None)
             else:
                 queue.add(key)
 
