@@ -85,8 +85,8 @@ def test_fuzz_params(value: Any, other: str) -> None:
         for error in errors:
             assert error.startswith("parameter ")
         token = given_.get("token")
-        if isinstance(token, str) and len(token) > 8:
-            assert not any(token in e for e in errors)
+        if isinstance(token, str) and len(token) > 8:  # a secret's error never quotes it
+            assert not any(token in e for e in errors if e.startswith("parameter 'token'"))
 
 
 # -- Runbook specs -----------------------------------------------------------------------
