@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import kubernetes
-from kubernetes.client.exceptions import ApiException
+from runbook_operator.cli.inspect_commands import CommandError, connect
+from runbook_operator.cli.views import GROUP, VERSION
 
-from runbook_operator.api.common import GROUP, VERSION
+if TYPE_CHECKING:
+    from kubernetes.client.exceptions import ApiException
 
-FINISHED = ("Succeeded", "Failed", "Cancelled")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class CommandError(Exception):
-    """A failure to report in one line (exit status 2)."""
 
 
 def add_commands(sub: Any) -> None:
@@ -34,7 +29,8 @@ def add_commands(sub: Any) -> None:
     run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                      help="a parameter (repeatable); converted to its declared type")
     run.add_argument("-w", "--watch", action="store_true",
-                     help="follow the execution to the end; exit 1 unless it succeeds")
+                     help="follow the execution to the end (as `watch`); exit status 0 "
+                          "Succeeded, 1 Failed, 2 Cancelled, 3 timeout")
     run.add_argument("--timeout", type=float, default=3600.0,
                      help="seconds to --watch before giving up (default 3600)")
     _common(run)
@@ -56,17 +52,6 @@ def add_commands(sub: Any) -> None:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig's)")
     parser.add_argument("--kubeconfig", help="kubeconfig path (default: $KUBECONFIG)")
-
-
-def _connect(args: argparse.Namespace) -> tuple[Any, str]:
-    try:
-        kubernetes.config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
-        _, context = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
-            config_file=args.kubeconfig)
-    except Exception as exc:
-        raise CommandError(f"no usable kubeconfig: {exc}") from None
-    namespace = args.namespace or (context or {}).get("context", {}).get("namespace") or "default"
-    return kubernetes.client.CustomObjectsApi(), namespace
 
 
 def convert(declared: dict[str, Any] | None, name: str, text: str) -> Any:
@@ -91,8 +76,12 @@ def convert(declared: dict[str, Any] | None, name: str, text: str) -> Any:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from kubernetes.client.exceptions import ApiException
+
+    from runbook_operator.cli.inspect_commands import watch
+
     try:
-        api, ns = _connect(args)
+        api, ns = connect(args)
         try:
             runbook = api.get_namespaced_custom_object(GROUP, VERSION, ns, "runbooks",
                                                        args.runbook)
@@ -121,38 +110,14 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return watch(api, ns, name, args.timeout, out)
 
 
-def watch(api: Any, namespace: str, name: str, timeout: float, out: TextIO) -> int:
-    """Print each step transition until the execution finishes."""
-    seen: dict[str, str] = {}
-    deadline = time.monotonic() + timeout
-    phase = None
-    while time.monotonic() < deadline:
-        body = api.get_namespaced_custom_object(GROUP, VERSION, namespace, "runbookexecutions",
-                                                name)
-        status = body.get("status") or {}
-        for step, st in (status.get("steps") or {}).items():
-            state = st.get("phase", "Pending")
-            if seen.get(step) != state and state != "Pending":
-                detail = st.get("message") or ""
-                print(f"{step:24s} {state:18s} {detail}", file=out)
-            seen[step] = state
-        if status.get("phase") != phase:
-            phase = status.get("phase")
-        if phase in FINISHED:
-            print(f"{name}: {phase} ({status.get('progress', '')}) {status.get('message', '')}",
-                  file=out)
-            return EXIT_OK if phase == "Succeeded" else EXIT_FAILED
-        time.sleep(1.0)
-    print(f"{name}: still {phase} after {timeout:.0f}s", file=out)
-    return EXIT_FAILED
-
-
 def whoami() -> str:
     """The caller's user name as the API server authenticates it (SelfSubjectReview).
 
     An approval records this, never a name typed on the command line: admission
     refuses an approval whose ``by`` is not the requesting user.
     """
+    import kubernetes
+
     review = kubernetes.client.AuthenticationV1Api().create_self_subject_review(
         kubernetes.client.V1SelfSubjectReview(api_version="authentication.k8s.io/v1",
                                               kind="SelfSubjectReview"))
@@ -174,8 +139,10 @@ def api_message(exc: ApiException) -> str:
 
 
 def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from kubernetes.client.exceptions import ApiException
+
     try:
-        api, ns = _connect(args)
+        api, ns = connect(args)
         body = api.get_namespaced_custom_object(GROUP, VERSION, ns, "runbookexecutions",
                                                 args.execution)
         by = whoami()
@@ -210,8 +177,10 @@ def cmd_decide(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from kubernetes.client.exceptions import ApiException
+
     try:
-        api, ns = _connect(args)
+        api, ns = connect(args)
         api.patch_namespaced_custom_object(GROUP, VERSION, ns, "runbookexecutions",
                                            args.execution, {"spec": {"cancel": True}})
     except (CommandError, ApiException) as exc:

@@ -11,6 +11,11 @@ CI job catches the mistake before Argo CD or Flux applies it. No cluster needed.
     kubectl runbook run RUNBOOK [-p NAME=VALUE ...] [--watch]   (cluster_commands)
     kubectl runbook approve|reject EXECUTION STEP [-m COMMENT]
     kubectl runbook cancel EXECUTION
+    kubectl runbook list|get|watch|logs|graph|circuits|circuit  (inspect_commands)
+    kubectl runbook completion bash|zsh                          (completion)
+
+Startup matters (every Tab press runs it): the kubernetes client, rich, pydantic
+and the validator are imported by the handlers that need them, not here.
 
 Output: one line per problem, ``FILE: runbook NAME: step STEP: REASON: message``
 (``FILE: InvalidYAML: line L, column C: ...`` for a file that is not YAML), then
@@ -25,13 +30,16 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import yaml
-
-from runbook_operator.api.common import GROUP
+from runbook_operator.cli import inspect_commands
 from runbook_operator.cli.cluster_commands import add_commands
-from runbook_operator.engine.validation import Problem, validate_spec
+from runbook_operator.cli.views import GROUP
+
+if TYPE_CHECKING:
+    import yaml
+
+    from runbook_operator.engine.validation import Problem
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -109,7 +117,29 @@ def build_parser() -> argparse.ArgumentParser:
                           help="print problems only, no summary line")
     validate.set_defaults(handler=cmd_validate)
     add_commands(sub)
+    inspect_commands.add_commands(sub)
+    completion = sub.add_parser("completion", help="print a bash or zsh completion script")
+    completion.add_argument("shell", choices=["bash", "zsh"])
+    completion.set_defaults(handler=cmd_completion)
+    hidden = sub.add_parser("__complete")  # the shells' callback; no help=, so not listed
+    hidden.add_argument("words", nargs=argparse.REMAINDER)
+    hidden.set_defaults(handler=cmd_complete)
     return parser
+
+
+def cmd_completion(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from runbook_operator.cli.completion import script
+
+    out.write(script(args.shell))
+    return EXIT_OK
+
+
+def cmd_complete(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from runbook_operator.cli.completion import cluster_names, complete
+
+    for candidate in complete(build_parser(), args.words, cluster_names):
+        print(candidate, file=out)
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,6 +195,8 @@ def _read(path: Path) -> str:
 
 def validate_text(name: str, text: str, report: Report) -> None:
     """Validate every Runbook document of one file into ``report``."""
+    import yaml
+
     try:
         documents = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
@@ -201,6 +233,8 @@ def _runbook_name(doc: dict[str, Any], index: int) -> str:
 
 
 def _problems(doc: dict[str, Any]) -> list[Problem]:
+    from runbook_operator.engine.validation import Problem, validate_spec
+
     spec = doc.get("spec")
     if spec is None:
         return [Problem("InvalidSpec", "the Runbook has no spec")]

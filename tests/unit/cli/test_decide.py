@@ -15,6 +15,7 @@ import io
 import json
 from typing import Any
 
+import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 
@@ -42,7 +43,7 @@ class FakeApi:
 
 def run(monkeypatch: pytest.MonkeyPatch, api: FakeApi, user: str | None,
         *argv: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(cluster_commands, "_connect", lambda args: (api, "ns"))
+    monkeypatch.setattr(cluster_commands, "connect", lambda args: (api, "ns"))
 
     class Review:
         status = argparse.Namespace(user_info=argparse.Namespace(username=user))
@@ -51,7 +52,7 @@ def run(monkeypatch: pytest.MonkeyPatch, api: FakeApi, user: str | None,
         def create_self_subject_review(self, body: Any) -> Review:
             return Review()
 
-    monkeypatch.setattr(cluster_commands.kubernetes.client, "AuthenticationV1Api", Auth)
+    monkeypatch.setattr(kubernetes.client, "AuthenticationV1Api", Auth)
     args = build_parser().parse_args(list(argv))
     out, err = io.StringIO(), io.StringIO()
     return args.handler(args, out, err), out.getvalue(), err.getvalue()
