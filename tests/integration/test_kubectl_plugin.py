@@ -5,13 +5,26 @@ each step and exits 0 on success and 1 on failure; a value of the wrong type is
 refused before anything is created; `approve` and `reject` decide a waiting
 approval step, recorded as the user the API server authenticated (not a flag);
 `cancel` cancels.
+
+Inspecting (issue #13): `list` shows phase, progress, severity and trigger and
+filters by phase; `get` piped is plain text (no escape codes) with the step tree,
+exit code, message, outputs, history and Events; `graph` colours an execution's
+steps by phase; `watch` exits 0 Succeeded, 1 Failed, 2 Cancelled, 3 at --timeout;
+in a real terminal (tmux) `watch` redraws the tree in place with a progress bar and
+the approve command, and the screen keeps the final tree; `logs` says in one line
+that kwok's pods have no logs; `circuits` lists a policy's circuits and `circuit
+force-open|reset` sets its mode.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +34,16 @@ from kube import Kube, step
 pytestmark = pytest.mark.integration
 
 
-def plugin(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    """`kubectl runbook ...`: kubectl finds kubectl-runbook on PATH (the venv's bin)."""
+def plugin_env(cluster: Any) -> dict[str, str]:
     path = os.pathsep.join([str(Path(sys.executable).parent), str(cluster.bin_dir),
                             os.environ.get("PATH", "")])
-    env = dict(os.environ, PATH=path, KUBECONFIG=str(cluster.kubeconfig))
+    return dict(os.environ, PATH=path, KUBECONFIG=str(cluster.kubeconfig))
+
+
+def plugin(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl runbook ...`: kubectl finds kubectl-runbook on PATH (the venv's bin)."""
     return subprocess.run(["kubectl", "runbook", *args], capture_output=True, text=True,
-                          env=env, timeout=180)
+                          env=plugin_env(cluster), timeout=180)
 
 
 def test_run_and_watch(kube: Kube, cluster: Any) -> None:
@@ -93,3 +109,144 @@ def test_cancel(kube: Kube, cluster: Any) -> None:
     out = plugin(cluster, "cancel", "long-1", "-n", kube.ns)
     assert out.returncode == 0, out.stderr
     assert kube.wait_finished("long-1")["status"]["phase"] == "Cancelled"
+
+
+def test_list_get_graph(kube: Kube, cluster: Any) -> None:
+    kube.ready_runbook("cli-insp", {"steps": [
+        step("a", message='{"healthy": true}'),
+        step("b", after=["a"], exit_code=2, message="boom"),
+        step("c", after=["a"], when="steps.a.outputs.healthy")]})
+    kube.execute("insp-1", "cli-insp", severity="SEV2")
+    kube.wait_finished("insp-1")
+    listed = plugin(cluster, "list", "-n", kube.ns)
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["NAME", "RUNBOOK", "PHASE", "PROGRESS", "SEVERITY", "TRIGGER",
+                              "AGE", "DURATION"]
+    assert row.split()[:6] == ["insp-1", "cli-insp", "Failed", "3/3", "SEV2", "Manual"]
+    assert plugin(cluster, "ls", "-n", kube.ns, "--phase", "Succeeded").stdout == ""
+
+    got = plugin(cluster, "get", "insp-1", "-n", kube.ns)
+    assert got.returncode == 0, got.stderr
+    text = got.stdout
+    assert "\x1b[" not in text  # piped: plain
+    assert "Phase:        Failed" in text
+    assert "✖ b  Failed" in text and "exit 2" in text and "boom" in text
+    assert 'outputs {"healthy": true}' in text and "when steps.a.outputs.healthy" in text
+    assert "History (" in text and "StepFailed" in text
+    assert "\nEvents\n" in text
+
+    dot = plugin(cluster, "graph", "insp-1", "-n", kube.ns, "--format", "dot").stdout
+    assert '"b" [label="b\\nFailed", fillcolor="#f4a6a6"];' in dot
+    assert '"a" -> "c" [label="steps.a.outputs.healthy"];' in dot
+    mermaid = plugin(cluster, "graph", "cli-insp", "-n", kube.ns).stdout
+    assert mermaid.startswith("flowchart TD") and "classDef" not in mermaid
+    missing = plugin(cluster, "get", "nope", "-n", kube.ns)
+    assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def test_watch_exit_codes(kube: Kube, cluster: Any) -> None:
+    kube.ready_runbook("cli-w-ok", {"steps": [step("a"), step("b", after=["a"])]})
+    kube.ready_runbook("cli-w-fail", {"steps": [step("a", exit_code=3, message="bad")]})
+    kube.ready_runbook("cli-w-long", {"steps": [step("long", duration="10m")]})
+    kube.execute("w-ok", "cli-w-ok")
+    kube.execute("w-fail", "cli-w-fail")
+    kube.execute("w-cancel", "cli-w-long")
+    kube.execute("w-slow", "cli-w-long")
+    ok = plugin(cluster, "watch", "w-ok", "-n", kube.ns)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "w-ok: Succeeded (2/2)" in ok.stdout
+    failed = plugin(cluster, "watch", "w-fail", "-n", kube.ns)
+    assert failed.returncode == 1 and "bad" in failed.stdout
+    slow = plugin(cluster, "watch", "w-slow", "-n", kube.ns, "--timeout", "3")
+    assert slow.returncode == 3 and "w-slow: still Running after 3s" in slow.stdout
+    kube.wait_phase("w-cancel", "Running")
+    watcher = subprocess.Popen(["kubectl", "runbook", "watch", "w-cancel", "-n", kube.ns],
+                               stdout=subprocess.PIPE, text=True, env=plugin_env(cluster))
+    time.sleep(2)  # the watch is open before the change it must see
+    kube.patch("runbookexecutions", "w-cancel", {"spec": {"cancel": True}})
+    out, _ = watcher.communicate(timeout=120)
+    assert watcher.returncode == 2, out
+    assert "w-cancel: Cancelled" in out
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+def test_watch_live_in_a_terminal(kube: Kube, cluster: Any, tmp_path: Path) -> None:
+    kube.ready_runbook("cli-live", {"steps": [
+        step("first", duration="2s"),
+        {"name": "gate", "type": "approval", "dependsOn": ["first"],
+         "approval": {"timeout": "10m"}},
+        step("last", after=["gate"])]})
+    kube.execute("live-1", "cli-live")
+    session = f"rbo-{uuid.uuid4().hex[:8]}"
+    env = plugin_env(cluster)
+    status_file = tmp_path / "status"
+    command = (f"kubectl runbook watch live-1 -n {kube.ns}; "
+               f"echo $? > {shlex.quote(str(status_file))}; sleep 600")
+    exports = " ".join(f"{k}={shlex.quote(env[k])}" for k in ("PATH", "KUBECONFIG"))
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
+                    f"env {exports} TERM=xterm-256color sh -c {shlex.quote(command)}"],
+                   check=True)
+
+    def screen() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], check=True,
+                              capture_output=True, text=True).stdout
+
+    try:
+        deadline = time.monotonic() + 90
+        while "kubectl runbook approve live-1 gate" not in screen():
+            assert time.monotonic() < deadline, screen()
+            time.sleep(0.5)
+        waiting = screen()
+        assert "live-1" in waiting and "✔ first" in waiting and "steps" in waiting
+        assert "elapsed" in waiting
+        # redrawn in place: the tree's root appears once, not once per change
+        assert waiting.count("live-1  WaitingForApproval") == 1, waiting
+        assert plugin(cluster, "approve", "live-1", "gate", "-n", kube.ns).returncode == 0
+        while not status_file.exists():
+            assert time.monotonic() < deadline, screen()
+            time.sleep(0.5)
+        assert status_file.read_text().strip() == "0"
+        final = screen()
+        assert "✔ last" in final and "live-1: Succeeded" in final
+        assert "approved by rbo-admin" in final
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+
+
+def test_logs_without_a_kubelet(kube: Kube, cluster: Any) -> None:
+    kube.ready_runbook("cli-logs", {"steps": [step("a"),
+                                              step("b", after=["a"], when="false")]})
+    kube.execute("logs-1", "cli-logs")
+    kube.wait_finished("logs-1")
+    out = plugin(cluster, "logs", "logs-1", "a", "-n", kube.ns)
+    assert out.returncode == 1 and out.stdout == ""
+    # kwok keeps no logs: whether its pod is still there or not, one line says so
+    (line,) = out.stderr.splitlines()
+    assert line.startswith("a/1: ") and ("logs unavailable" in line or "is gone" in line)
+    skipped = plugin(cluster, "logs", "logs-1", "b", "-n", kube.ns)
+    assert skipped.stderr == "b: never ran (Skipped: WhenFalse): no pod, no logs\n"
+
+
+def test_circuits_and_modes(kube: Kube, cluster: Any) -> None:
+    kube.circuit_policy("cli-cb")
+    kube.ready_runbook("cli-guarded", {"params": [{"name": "provider", "type": "string"}],
+                                       "steps": [step("call", exit_code=1, circuit={
+                                           "policy": "cli-cb", "key": "params.provider"})]})
+    for i in range(2):
+        kube.execute(f"cb-{i}", "cli-guarded", {"provider": "openai"})
+        kube.wait_finished(f"cb-{i}")
+
+    def table() -> str:
+        return plugin(cluster, "circuits", "-n", kube.ns).stdout
+
+    deadline = time.monotonic() + 30
+    while "Open" not in table():
+        assert time.monotonic() < deadline, table()
+        time.sleep(0.5)
+    row = next(line for line in table().splitlines() if "openai" in line).split()
+    assert row[:4] == ["cli-cb", "Normal", "openai", "Open"] and row[-2] == "in"
+    assert plugin(cluster, "circuit", "force-open", "cli-cb", "-n", kube.ns).returncode == 0
+    assert (kube.get("circuitpolicies", "cli-cb") or {})["spec"]["mode"] == "ForcedOpen"
+    assert plugin(cluster, "circuit", "reset", "cli-cb", "-n", kube.ns).returncode == 0
+    assert (kube.get("circuitpolicies", "cli-cb") or {})["spec"]["mode"] == "Normal"
