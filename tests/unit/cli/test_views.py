@@ -21,13 +21,15 @@ Cases:
   classed/filled by phase for an execution;
 - circuits table: Open with its retry time (`due` once past), rates as percent, a
   policy without circuits;
-- progress from status.progress, else counted; the live view shows bar and elapsed.
+- progress from status.progress, else counted; the live view shows bar and elapsed;
+- the README's sample of `get` is this exact text.
 """
 
 from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -318,3 +320,8 @@ def test_progress_and_live_view() -> None:
     text = render([views.live_view(waiting, NOW, 75)])
     assert "1/3 steps" in text and "elapsed 1m15s" in text
     assert "kubectl runbook approve x gate -n n" in text
+
+
+def test_readme_sample_is_exact() -> None:
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    assert "```text\n" + EXPECTED_GET + "```" in readme
