@@ -13,7 +13,8 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any, TextIO
 
-from runbook_operator.cli.inspect_commands import CommandError, connect
+from runbook_operator.cli.inspect_commands import CommandError
+from runbook_operator.cli.inspect_commands import connect_kubernetes as connect
 from runbook_operator.cli.views import GROUP, VERSION
 
 if TYPE_CHECKING:
@@ -107,7 +108,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     print(f"runbookexecution.{GROUP}/{name} created", file=out)
     if not args.watch:
         return EXIT_OK
-    return watch(api, ns, name, args.timeout, out)
+    import kubernetes
+
+    from runbook_operator.cli.rest import from_configuration
+
+    # the kubeconfig as kubernetes loaded it above, for the watch API client
+    cluster = from_configuration(kubernetes.client.Configuration.get_default_copy(), ns)
+    return watch(cluster, ns, name, args.timeout, out)
 
 
 def whoami() -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 # name lookup: (kind, namespace or None) -> names; kinds: executions, runbooks,
 # circuitpolicies, namespaces, steps:<execution>, waiting:<execution>
@@ -125,31 +124,22 @@ def complete(parser: argparse.ArgumentParser, words: Sequence[str], names: Names
 def cluster_names(kind: str, namespace: str | None) -> list[str]:
     """Names from the cluster; nothing (never an error) when it cannot be asked."""
     try:
-        import kubernetes
+        from runbook_operator.cli import rest
 
-        from runbook_operator.cli.views import GROUP, VERSION
-
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-        if namespace is None:
-            _, context = kubernetes.config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
-            namespace = (context or {}).get("context", {}).get("namespace") or "default"
+        cluster = rest.load(None, namespace)
         if kind == "namespaces":
-            core: Any = kubernetes.client.CoreV1Api()
-            found = core.list_namespace(_request_timeout=5)
-            return [ns.metadata.name for ns in found.items]
-        api: Any = kubernetes.client.CustomObjectsApi()
-        if ":" in kind:
+            found = cluster.get("/api/v1/namespaces")
+        elif ":" in kind:
             which, _, execution = kind.partition(":")
-            body = api.get_namespaced_custom_object(GROUP, VERSION, namespace,
-                                                    "runbookexecutions", execution,
-                                                    _request_timeout=5)
+            body = cluster.get(rest.custom_path("runbookexecutions", cluster.namespace,
+                                                execution))
             steps = (body.get("status") or {}).get("steps") or {}
             return [n for n, st in steps.items()
                     if which == "steps" or (st or {}).get("phase") == "WaitingForApproval"]
-        plural = {"executions": "runbookexecutions"}.get(kind, kind)
-        listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural,
-                                                   _request_timeout=5)
-        return [str(item["metadata"]["name"]) for item in listed.get("items") or []]
+        else:
+            plural = {"executions": "runbookexecutions"}.get(kind, kind)
+            found = cluster.get(rest.custom_path(plural, cluster.namespace))
+        return [str(item["metadata"]["name"]) for item in found.get("items") or []]
     except Exception:
         return []
 

@@ -4,8 +4,9 @@ Why it exists: at 3 a.m. the on-call engineer needs to see what a run did withou
 reading ``-o yaml``: which step failed, after how many attempts, through which
 circuit, who approved what; and to follow a run live. These are the I/O halves
 of the commands; what they print is computed by ``cli.views`` from plain dicts.
-The kubernetes client and rich are imported inside the handlers: ``--help`` and
-completion must start fast.
+They talk to the API server through ``cli.rest`` (the standard library), not the
+kubernetes client, and import rich only when they draw: ``--help``, completion
+and ``list`` must start fast.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from runbook_operator.cli import views
-from runbook_operator.cli.views import GROUP, VERSION
+from runbook_operator.cli import rest, views
+from runbook_operator.cli.rest import ApiError, Cluster, custom_path
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -92,8 +93,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", help="kubeconfig path (default: $KUBECONFIG)")
 
 
-def connect(args: argparse.Namespace) -> tuple[Any, str]:
-    """A CustomObjectsApi and the namespace to use (kubernetes imported here, lazily)."""
+def connect(args: argparse.Namespace) -> tuple[Cluster, str]:
+    """The API server of the kubeconfig's current context and the namespace to use."""
+    try:
+        cluster = rest.load(args.kubeconfig, args.namespace)
+    except rest.ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    return cluster, cluster.namespace
+
+
+def connect_kubernetes(args: argparse.Namespace) -> tuple[Any, str]:
+    """A kubernetes CustomObjectsApi and the namespace (run, approve, cancel use it)."""
     import kubernetes
 
     try:
@@ -106,28 +116,16 @@ def connect(args: argparse.Namespace) -> tuple[Any, str]:
     return kubernetes.client.CustomObjectsApi(), namespace
 
 
-def api_error(exc: Exception) -> str:
-    """The API server's one-line explanation of a refused request."""
-    body = getattr(exc, "body", None)
-    try:
-        message = json.loads(body or "").get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return str(message or f"{getattr(exc, 'status', '')} {getattr(exc, 'reason', exc)}".strip())
-
-
 def guarded(run: Callable[[argparse.Namespace, TextIO, TextIO], int]
             ) -> Callable[[argparse.Namespace, TextIO, TextIO], int]:
     """Report a CommandError or an API error in one line, exit status 2."""
     def handler(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-        from kubernetes.client.exceptions import ApiException
-
         try:
             return run(args, out, err)
         except CommandError as exc:
             print(f"kubectl-runbook: {exc}", file=err)
-        except ApiException as exc:
-            print(f"kubectl-runbook: {api_error(exc)}", file=err)
+        except ApiError as exc:
+            print(f"kubectl-runbook: {exc.message}", file=err)
         return EXIT_USAGE
     handler.__doc__ = run.__doc__
     return handler
@@ -156,17 +154,13 @@ def _dump(obj: Any, fmt: str, out: TextIO) -> None:
         yaml.safe_dump(obj, out, sort_keys=False)
 
 
-def _get_execution(api: Any, ns: str, name: str) -> dict[str, Any]:
-    from kubernetes.client.exceptions import ApiException
-
+def _get_execution(api: Cluster, ns: str, name: str) -> dict[str, Any]:
     try:
-        body: dict[str, Any] = api.get_namespaced_custom_object(GROUP, VERSION, ns, EXECUTIONS,
-                                                                name)
-    except ApiException as exc:
+        return api.get(custom_path(EXECUTIONS, ns, name))
+    except ApiError as exc:
         if exc.status == 404:
             raise CommandError(f"execution {name!r} not found in namespace {ns!r}") from None
         raise
-    return body
 
 
 # --- list --------------------------------------------------------------------------------
@@ -180,12 +174,8 @@ def cmd_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         from runbook_operator.engine.names import label_value
 
         selector = f"runbooks.dev/runbook={label_value(args.runbook)}"
-    if args.all_namespaces:
-        result = api.list_cluster_custom_object(GROUP, VERSION, EXECUTIONS,
-                                                label_selector=selector)
-    else:
-        result = api.list_namespaced_custom_object(GROUP, VERSION, ns, EXECUTIONS,
-                                                   label_selector=selector)
+    result = api.get(custom_path(EXECUTIONS, None if args.all_namespaces else ns),
+                     labelSelector=selector)
     items = filter_executions(result.get("items") or [], args.runbook, args.phase)
     if args.output in ("json", "yaml"):
         _dump({"apiVersion": "v1", "kind": "List", "items": items}, args.output, out)
@@ -218,8 +208,6 @@ def filter_executions(items: Iterable[Mapping[str, Any]], runbook: str | None,
 
 @guarded
 def cmd_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    import kubernetes
-
     api, ns = connect(args)
     body = _get_execution(api, ns, args.execution)
     if args.output:
@@ -227,14 +215,11 @@ def cmd_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_OK
     events: list[dict[str, Any]] = []
     try:
-        core: Any = kubernetes.client.CoreV1Api()
-        raw = core.list_namespaced_event(
-            ns, field_selector=f"involvedObject.name={args.execution},"
-                               "involvedObject.kind=RunbookExecution",
-            _preload_content=False)  # plain camelCase dicts, as views expects
-        events = json.loads(raw.data).get("items") or []
-    except kubernetes.client.exceptions.ApiException as exc:
-        print(f"kubectl-runbook: Events not readable: {api_error(exc)}", file=err)
+        events = api.get(f"/api/v1/namespaces/{ns}/events",
+                         fieldSelector=f"involvedObject.name={args.execution},"
+                                       "involvedObject.kind=RunbookExecution").get("items") or []
+    except ApiError as exc:
+        print(f"kubectl-runbook: Events not readable: {exc.message}", file=err)
     console = make_console(out)
     for part in views.describe(body, events, now()):
         console.print(part)
@@ -251,44 +236,39 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return watch(api, ns, args.execution, args.timeout, out)
 
 
-def execution_events(api: Any, namespace: str, name: str, deadline: float
+def execution_events(api: Cluster, namespace: str, name: str, deadline: float
                      ) -> Iterator[tuple[str, dict[str, Any]]]:
     """(type, body) of one execution from the watch API until ``deadline``.
 
     Reopened where it left off when the server ends a watch; from scratch after
     410 Gone (the first events of a fresh watch are the object as it is).
     """
-    import kubernetes
-
     version: str | None = None
     while time.monotonic() < deadline:
-        stream = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
-        kwargs: dict[str, Any] = {"field_selector": f"metadata.name={name}",
-                                  "timeout_seconds": max(1, min(300, int(
-                                      deadline - time.monotonic()) + 1))}
-        if version:
-            kwargs["resource_version"] = version
+        seconds = max(1, min(300, int(deadline - time.monotonic()) + 1))
+        opened = time.monotonic()
         try:
-            for event in stream.stream(  # type: ignore[no-untyped-call]
-                    api.list_namespaced_custom_object, GROUP, VERSION, namespace,
-                    EXECUTIONS, **kwargs):
+            for line in api.lines(custom_path(EXECUTIONS, namespace), timeout=seconds + 30,
+                                  watch="1", fieldSelector=f"metadata.name={name}",
+                                  timeoutSeconds=seconds, resourceVersion=version):
+                event = json.loads(line)
                 obj = event.get("object") or {}
-                if event.get("type") == "ERROR":
+                if event.get("type") == "ERROR":  # 410 Gone: our version is too old
                     version = None
                     break
                 version = views._get(obj, "metadata", "resourceVersion") or version
                 yield str(event.get("type")), obj
                 if time.monotonic() >= deadline:
                     return
-        except kubernetes.client.exceptions.ApiException as exc:
+        except ApiError as exc:
             if exc.status != 410:
                 raise
             version = None
-        finally:
-            stream.stop()  # type: ignore[no-untyped-call]
+        if time.monotonic() - opened < 1:  # a server that ends watches at once: no busy loop
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
-def watch(api: Any, namespace: str, name: str, timeout: float, out: TextIO,
+def watch(api: Cluster | None, namespace: str, name: str, timeout: float, out: TextIO,
           events: Iterable[tuple[str, dict[str, Any]]] | None = None) -> int:
     """Follow one execution to its end; the exit status is its outcome.
 
@@ -298,8 +278,10 @@ def watch(api: Any, namespace: str, name: str, timeout: float, out: TextIO,
     ``timeout``.
     """
     started = time.monotonic()
-    stream = events if events is not None else execution_events(
-        api, namespace, name, started + timeout)
+    if events is None:
+        assert api is not None
+        events = execution_events(api, namespace, name, started + timeout)
+    stream = events
     if out.isatty():
         return _watch_live(name, stream, started, timeout, out)
     return watch_plain(name, stream, timeout, out)
@@ -379,46 +361,34 @@ class LogSource(Protocol):
 class ApiLogs:
     """Pods by the operator's labels; logs through the API server (``pods/log``)."""
 
-    def __init__(self, namespace: str) -> None:
-        import kubernetes
-
-        self.core: Any = kubernetes.client.CoreV1Api()
-        self.namespace = namespace
+    def __init__(self, api: Cluster, namespace: str) -> None:
+        self.api = api
+        self.base = f"/api/v1/namespaces/{namespace}/pods"
 
     def pods(self, execution: str, step: str, attempt: int) -> list[Pod]:
         from runbook_operator.engine.names import label_value
 
         selector = (f"runbooks.dev/execution={label_value(execution)},"
                     f"runbooks.dev/step={step},runbooks.dev/attempt={attempt}")
-        found = self.core.list_namespaced_pod(self.namespace, label_selector=selector)
-        return [Pod(p.metadata.name, step, attempt)
-                for p in sorted(found.items, key=lambda p: p.metadata.creation_timestamp)]
+        found = self.api.get(self.base, labelSelector=selector).get("items") or []
+        found.sort(key=lambda p: str(views._get(p, "metadata", "creationTimestamp")))
+        return [Pod(str(p["metadata"]["name"]), step, attempt) for p in found]
 
     def lines(self, pod: Pod, follow: bool) -> Iterator[str]:
+        path = f"{self.base}/{pod.name}/log"
         if not follow:
-            text = self.core.read_namespaced_pod_log(pod.name, self.namespace)
-            yield from str(text or "").splitlines()
+            text = self.api.open("GET", path).read().decode("utf-8", "replace")
+            yield from text.splitlines()
             return
-        resp = self.core.read_namespaced_pod_log(pod.name, self.namespace, follow=True,
-                                                 _preload_content=False)
-        try:
-            pending = b""
-            for chunk in resp.stream():
-                pending += chunk
-                *done, pending = pending.split(b"\n")
-                for raw in done:
-                    yield raw.decode("utf-8", "replace")
-            if pending:
-                yield pending.decode("utf-8", "replace")
-        finally:
-            resp.release_conn()
+        for raw in self.api.lines(path, timeout=24 * 3600, follow="true"):
+            yield raw.decode("utf-8", "replace").rstrip("\n")
 
 
 @guarded
 def cmd_logs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     api, ns = connect(args)
     body = _get_execution(api, ns, args.execution)
-    return print_logs(body, args.step, args.attempt, args.follow, ApiLogs(ns), out, err)
+    return print_logs(body, args.step, args.attempt, args.follow, ApiLogs(api, ns), out, err)
 
 
 def print_logs(body: Mapping[str, Any], step: str | None, attempt: int | None, follow: bool,
@@ -490,7 +460,7 @@ def pod_lines(source: LogSource, pod: Pod, follow: bool) -> Iterator[str]:
     except LogsUnavailable:
         raise
     except Exception as exc:
-        raise LogsUnavailable(api_error(exc) if hasattr(exc, "status") else
+        raise LogsUnavailable(exc.message if isinstance(exc, ApiError) else
                               f"{type(exc).__name__}: {exc}") from None
 
 
@@ -499,24 +469,21 @@ def pod_lines(source: LogSource, pod: Pod, follow: bool) -> Iterator[str]:
 
 @guarded
 def cmd_graph(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from kubernetes.client.exceptions import ApiException
-
     api, ns = connect(args)
+    steps: dict[str, Any] | None
     try:
-        body = api.get_namespaced_custom_object(GROUP, VERSION, ns, EXECUTIONS, args.name)
+        body = api.get(custom_path(EXECUTIONS, ns, args.name))
         spec = views._get(body, "status", "runbookSpec")
         steps = views._get(body, "status", "steps") or {}
         if not spec:  # not started yet: the live Runbook's DAG, all Pending
             ref = views._get(body, "spec", "runbookRef", "name")
-            spec = api.get_namespaced_custom_object(GROUP, VERSION, ns, "runbooks",
-                                                    ref)["spec"]
-    except ApiException as exc:
+            spec = api.get(custom_path("runbooks", ns, ref))["spec"]
+    except ApiError as exc:
         if exc.status != 404:
             raise
         try:
-            spec = api.get_namespaced_custom_object(GROUP, VERSION, ns, "runbooks",
-                                                    args.name)["spec"]
-        except ApiException as inner:
+            spec = api.get(custom_path("runbooks", ns, args.name))["spec"]
+        except ApiError as inner:
             if inner.status == 404:
                 raise CommandError(f"no execution or runbook {args.name!r} in namespace "
                                    f"{ns!r}") from None
@@ -535,11 +502,8 @@ def cmd_graph(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 @guarded
 def cmd_circuits(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     api, ns = connect(args)
-    if args.all_namespaces:
-        items = api.list_cluster_custom_object(GROUP, VERSION, "circuitpolicies")["items"]
-    else:
-        items = api.list_namespaced_custom_object(GROUP, VERSION, ns,
-                                                  "circuitpolicies")["items"]
+    items = api.get(custom_path("circuitpolicies",
+                                None if args.all_namespaces else ns)).get("items") or []
     if not items:
         where = "any namespace" if args.all_namespaces else f"namespace {ns}"
         print(f"No CircuitPolicies found in {where}.", file=err)
@@ -557,11 +521,10 @@ def cmd_circuit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"`kubectl runbook circuit {args.action} {args.policy}` (it affects every key)")
     api, ns = connect(args)
     mode = MODES[args.action]
-    api.patch_namespaced_custom_object(GROUP, VERSION, ns, "circuitpolicies", args.policy,
-                                       {"spec": {"mode": mode}})
+    api.merge_patch(custom_path("circuitpolicies", ns, args.policy), {"spec": {"mode": mode}})
     note = {"Normal": " (an Open circuit still waits out its openDuration)",
             "ForcedOpen": ": every guarded step is rejected",
             "Disabled": ": every guarded call is admitted, nothing recorded",
             "MetricsOnly": ": calls are recorded, never rejected"}[mode]
-    print(f"circuitpolicy.{GROUP}/{args.policy} mode {mode}{note}", file=out)
+    print(f"circuitpolicy.{views.GROUP}/{args.policy} mode {mode}{note}", file=out)
     return EXIT_OK

@@ -157,16 +157,19 @@ def test_watch_live_on_a_terminal(final: str, code: int) -> None:
 
 
 class FakeApi:
+    """A stand-in for cli.rest.Cluster: records paths, queries and patches."""
+
     def __init__(self, items: list[dict[str, Any]]) -> None:
         self.items = items
-        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self.calls: list[tuple[str, str, Any]] = []
 
-    def list_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        self.calls.append(("list", args, kwargs))
+    def get(self, path: str, **query: Any) -> dict[str, Any]:
+        self.calls.append(("get", path, query))
         return {"items": self.items}
 
-    def patch_namespaced_custom_object(self, *args: Any) -> None:
-        self.calls.append(("patch", args, {}))
+    def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch", path, body))
+        return {}
 
 
 def run(monkeypatch: pytest.MonkeyPatch, api: FakeApi, *argv: str) -> tuple[int, str, str]:
@@ -187,7 +190,10 @@ def test_list_filters_and_json(monkeypatch: pytest.MonkeyPatch) -> None:
     code, out, _ = run(monkeypatch, api, "ls", "--runbook", "a", "--phase", "failed")
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()] == ["NAME", "a-1"]
-    assert api.calls[0][2]["label_selector"] == "runbooks.dev/runbook=a"
+    assert api.calls[0] == ("get", "/apis/runbooks.dev/v1alpha1/namespaces/ns/runbookexecutions",
+                            {"labelSelector": "runbooks.dev/runbook=a"})
+    run(monkeypatch, api, "list", "-A")
+    assert api.calls[-1][1] == "/apis/runbooks.dev/v1alpha1/runbookexecutions"
     code, out, _ = run(monkeypatch, api, "list", "-o", "json")
     listed = json.loads(out)
     assert listed["kind"] == "List" and len(listed["items"]) == 3
@@ -202,8 +208,8 @@ def test_circuit_modes(monkeypatch: pytest.MonkeyPatch, action: str, mode: str) 
     api = FakeApi([])
     code, out, _ = run(monkeypatch, api, "circuit", action, "ai")
     assert code == 0 and f"mode {mode}" in out
-    assert api.calls == [("patch", ("runbooks.dev", "v1alpha1", "ns", "circuitpolicies", "ai",
-                                    {"spec": {"mode": mode}}), {})]
+    assert api.calls == [("patch", "/apis/runbooks.dev/v1alpha1/namespaces/ns/circuitpolicies/ai",
+                          {"spec": {"mode": mode}})]
 
 
 def test_circuit_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
