@@ -13,7 +13,8 @@ steps by phase; `watch` exits 0 Succeeded, 1 Failed, 2 Cancelled, 3 at --timeout
 in a real terminal (tmux) `watch` redraws the tree in place with a progress bar and
 the approve command, and the screen keeps the final tree; `logs` says in one line
 that kwok's pods have no logs; `circuits` lists a policy's circuits and `circuit
-force-open|reset` sets its mode.
+force-open|reset` sets its mode; `kubectl runbook <Tab>` (kubectl's plugin
+completion through kubectl_complete-runbook) completes execution names.
 """
 
 from __future__ import annotations
@@ -250,3 +251,11 @@ def test_circuits_and_modes(kube: Kube, cluster: Any) -> None:
     assert (kube.get("circuitpolicies", "cli-cb") or {})["spec"]["mode"] == "ForcedOpen"
     assert plugin(cluster, "circuit", "reset", "cli-cb", "-n", kube.ns).returncode == 0
     assert (kube.get("circuitpolicies", "cli-cb") or {})["spec"]["mode"] == "Normal"
+
+
+def test_kubectl_completes_names(kube: Kube, cluster: Any) -> None:
+    kube.ready_runbook("cli-names", {"steps": [step("a")]})
+    kube.execute("names-1", "cli-names")
+    done = subprocess.run(["kubectl", "__complete", "runbook", "get", "-n", kube.ns, ""],
+                          capture_output=True, text=True, env=plugin_env(cluster), timeout=60)
+    assert done.stdout.splitlines() == ["names-1", ":4"], done.stdout + done.stderr

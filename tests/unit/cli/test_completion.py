@@ -9,7 +9,8 @@ Cases:
 - flags of the subcommand after ``-``; values of -o, --phase, --format, --runbook, -n;
 - nothing after the last positional, nothing for an unknown subcommand;
 - the bash and zsh scripts call ``__complete``; ``kubectl_complete-runbook`` prints
-  candidates then cobra's ``:4``; ``kubectl-runbook __complete`` prints candidates.
+  candidates then cobra's ``:4``; ``kubectl-runbook __complete`` prints candidates;
+- the bash script, sourced in a real bash, fills COMPREPLY.
 """
 
 from __future__ import annotations
@@ -99,3 +100,12 @@ def test_names_unreachable_cluster_is_no_names(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("KUBECONFIG", "/does/not/exist")
     assert completion.cluster_names("executions", None) == []
     assert isinstance(io.StringIO().getvalue(), str)
+
+
+def test_bash_script_in_bash() -> None:
+    bin_dir = Path(sys.executable).parent
+    probe = ('source <(kubectl-runbook completion bash); COMP_WORDS=(kubectl-runbook ci); '
+             'COMP_CWORD=1; _kubectl_runbook; echo "${COMPREPLY[@]}"')
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, check=True)
+    assert done.stdout == "circuit circuits\n"
