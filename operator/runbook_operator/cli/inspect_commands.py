@@ -220,8 +220,15 @@ def cmd_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                                        "involvedObject.kind=RunbookExecution").get("items") or []
     except ApiError as exc:
         print(f"kubectl-runbook: Events not readable: {exc.message}", file=err)
+    live_spec = None
+    if not views._get(body, "status", "runbookSpec"):  # not started: draw the Runbook's DAG
+        try:
+            ref = str(views._get(body, "spec", "runbookRef", "name"))
+            live_spec = api.get(custom_path("runbooks", ns, ref)).get("spec")
+        except ApiError:
+            live_spec = None
     console = make_console(out)
-    for part in views.describe(body, events, now()):
+    for part in views.describe(body, events, now(), live_spec):
         console.print(part)
     return EXIT_OK
 

@@ -401,14 +401,19 @@ def _trigger_detail(spec: Mapping[str, Any]) -> str:
 # --- rich renderables ------------------------------------------------------------------
 
 
-def step_tree(body: Mapping[str, Any], now: datetime) -> Tree:
-    """The execution's DAG as a rich Tree, phases styled (the console decides colour)."""
+def step_tree(body: Mapping[str, Any], now: datetime,
+              live_spec: Mapping[str, Any] | None = None) -> Tree:
+    """The execution's DAG as a rich Tree, phases styled (the console decides colour).
+
+    Before the run starts there is no frozen spec: ``live_spec`` (the Runbook as it
+    is now) is drawn instead, and says so.
+    """
     from rich.text import Text
     from rich.tree import Tree
 
     spec = body.get("spec") or {}
     status = body.get("status") or {}
-    runbook_spec = status.get("runbookSpec") or {}
+    runbook_spec = status.get("runbookSpec") or live_spec or {}
     steps = status.get("steps") or {}
     phase = str(status.get("phase") or "Pending")
     root = Tree(Text.assemble((str(_get(body, "metadata", "name")), "bold"), "  ",
@@ -428,6 +433,8 @@ def step_tree(body: Mapping[str, Any], now: datetime) -> Tree:
             add(branch, child)
 
     roots, finals = dag(runbook_spec)
+    if not status.get("runbookSpec") and live_spec:
+        root.add(Text("not started: the Runbook's steps as they are now", style="dim"))
     for node in roots:
         add(root, node)
     if finals:
@@ -441,7 +448,8 @@ def step_tree(body: Mapping[str, Any], now: datetime) -> Tree:
 
 
 def describe(body: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
-             now: datetime) -> list[RenderableType]:
+             now: datetime, live_spec: Mapping[str, Any] | None = None
+             ) -> list[RenderableType]:
     """``kubectl runbook get``: header, tree, history, Events."""
     from rich.text import Text
 
@@ -449,7 +457,7 @@ def describe(body: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
     for key, value in header_lines(body, now):
         style = PHASE_STYLE.get(value, "") if key == "Phase" else ""
         out.append(Text.assemble((f"{key + ':':14}", "bold"), (value, style)))
-    out += [Text(""), step_tree(body, now)]
+    out += [Text(""), step_tree(body, now, live_spec)]
     status = body.get("status") or {}
     history = [h for h in status.get("history") or [] if isinstance(h, Mapping)]
     if history:

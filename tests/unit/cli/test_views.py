@@ -11,6 +11,7 @@ Cases:
 - DAG order: a fan-out/join nests single-dependency steps under their dependency and
   puts the join after all of its dependencies; a cycle or an unknown dependency
   still lists every step once;
+- get of a run not started yet draws the live Runbook's steps, and says so;
 - get (describe): the exact plain text of a run with a circuit, a retried failure,
   a `when`, outputs, a join, an approval (who, when, comment), finally, history and
   Events; no escape codes without colour, escape codes with it;
@@ -220,6 +221,8 @@ def test_get_of_an_execution_not_started_yet() -> None:
     body = {"metadata": {"name": "x"}, "spec": {"runbookRef": {"name": "rb"}}}
     text = render(views.describe(body, [], NOW))
     assert "Phase:        Pending" in text and "Events\n<none>" in text
+    text = render(views.describe(body, [], NOW, {"steps": [{"name": "a"}]}))
+    assert "├── not started: the Runbook's steps as they are now\n└── ○ a  Pending" in text
 
 
 def test_fold_outputs() -> None:
