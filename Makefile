@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv controlplane tools lint unit integration test demo demo-down crds cluster-up cluster-down bench
+.PHONY: venv controlplane tools lint unit integration test demo demo-down crds cluster-up cluster-down bench lock install-plugin
 
 venv: $(VENV)/.installed
 
@@ -40,6 +40,18 @@ integration: venv controlplane
 # tests against a real local control plane that the test session starts and stops.
 test: venv controlplane tools lint
 	$(PY) -m pytest tests -q -p no:cacheprovider
+
+# Pin the runtime dependencies with hashes (the image and `make install-plugin` use it).
+lock: venv
+	$(PY) -m pip install -q pip-tools
+	$(VENV)/bin/pip-compile -q --generate-hashes --strip-extras --no-header \
+		--output-file requirements.lock pyproject.toml
+	sed -i '/^--find-links/d' requirements.lock
+
+# The kubectl plugin (and the operator) from the lock file, into the current Python.
+install-plugin:
+	$(PYTHON) -m pip install --require-hashes -r requirements.lock
+	$(PYTHON) -m pip install --no-deps .
 
 crds: venv
 	$(VENV)/bin/runbook-operator crds
