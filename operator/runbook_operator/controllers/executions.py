@@ -26,7 +26,6 @@ from runbook_operator.api.common import GROUP, VERSION, Condition
 from runbook_operator.api.execution import (
     FINISHED_EXECUTION_PHASES,
     FINISHED_STEP_PHASES,
-    MAX_HISTORY,
     HistoryEntry,
     RunbookExecution,
     RunbookExecutionStatus,
@@ -42,6 +41,7 @@ from runbook_operator.engine.approvals import may_decide
 from runbook_operator.engine.cel import CelError
 from runbook_operator.engine.cel import evaluate as cel_evaluate
 from runbook_operator.engine.concurrency import Peer, decide
+from runbook_operator.engine.history import appended
 from runbook_operator.engine.names import generate_prefix, label_value
 from runbook_operator.engine.outputs import clean_text
 from runbook_operator.engine.params import env_value, resolve_params, secret_names
@@ -68,7 +68,7 @@ from runbook_operator.engine.start import (
     start_execution,
 )
 from runbook_operator.engine.timeutil import fmt, parse
-from runbook_operator.k8s.client import Clients, retrying
+from runbook_operator.k8s.client import Clients, read_object, retrying
 from runbook_operator.k8s.events import EventPoster
 from runbook_operator.k8s.jobs import (
     ANNOTATION_EXECUTION,
@@ -696,13 +696,11 @@ class ExecutionReconciler:
             f"the operator failed to reconcile this execution {count} times in a row: "
             f"{summary}; running Jobs were left to finish. Report this with the "
             "operator's log; a new execution may succeed"))[:1024]
-        old = status.get("history")
-        history: list[Any] = old if isinstance(old, list) else []
-        history = [*history, {"time": now, "event": "ExecutionFailed",
-                              "message": message[:512]}][-MAX_HISTORY:]
         patch = {"status": {
+            **appended(status, {"time": now, "event": "ExecutionFailed",
+                                "message": message[:512]}),
             "phase": "Failed", "reason": "InternalError", "message": message,
-            "finishedAt": now, "history": history,
+            "finishedAt": now,
             "observedGeneration": (body.get("metadata") or {}).get("generation"),
             "conditions": [{"type": "Succeeded", "status": "False", "reason": "InternalError",
                             "message": message, "lastTransitionTime": now}]}}
@@ -733,21 +731,13 @@ class ExecutionReconciler:
         if fresh is not None:
             self.store.put_execution(fresh)
 
-    @retrying
     def read(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """A direct read of one of our objects (None when it does not exist).
 
         Used where the watch may lag: a just-created Runbook or CircuitPolicy, or an
         execution whose status moved on.
         """
-        try:
-            result: dict[str, Any] = self.clients.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name)
-            return result
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return read_object(self.clients, plural, namespace, name)
 
     # -- retention -------------------------------------------------------------------
 

@@ -118,9 +118,30 @@ def make_clients(configuration: kubernetes.client.Configuration, pool: int = 16)
 
 @retrying
 def patch_status(clients: Clients, plural: str, namespace: str, name: str,
-                 status: dict[str, Any]) -> dict[str, Any]:
-    """Merge-patch ``status`` of a custom object through the status subresource."""
+                 status: dict[str, Any], resource_version: str | None = None
+                 ) -> dict[str, Any]:
+    """Merge-patch ``status`` of a custom object through the status subresource.
+
+    With ``resource_version``, only if the object is still at that version (else 409).
+    """
+    body: dict[str, Any] = {"status": status}
+    if resource_version is not None:
+        body["metadata"] = {"resourceVersion": resource_version}
     result = clients.custom.patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, plural, name, {"status": status},
+        GROUP, VERSION, namespace, plural, name, body,
     )
+    return cast(dict[str, Any], result)
+
+
+@retrying
+def read_object(clients: Clients, plural: str, namespace: str, name: str
+                ) -> dict[str, Any] | None:
+    """A direct read of one of our custom objects; None when it does not exist."""
+    try:
+        result = clients.custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
     return cast(dict[str, Any], result)

@@ -48,8 +48,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from runbook_operator.api.common import GROUP, VERSION, parse_duration
-from runbook_operator.api.execution import MAX_HISTORY
+from runbook_operator.api.common import parse_duration
+from runbook_operator.engine.history import appended
 from runbook_operator.engine.notify import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
@@ -68,7 +68,7 @@ from runbook_operator.engine.notify import (
 )
 from runbook_operator.engine.redact import SECRETS
 from runbook_operator.engine.timeutil import fmt
-from runbook_operator.k8s.client import Clients, retrying
+from runbook_operator.k8s.client import Clients, patch_status, read_object, retrying
 from runbook_operator.k8s.events import EventPoster
 from runbook_operator.observability.metrics import Metrics
 
@@ -455,12 +455,9 @@ class Notifier:
         meta = body["metadata"]
         namespace, name = str(meta["namespace"]), str(meta["name"])
         for _ in range(5):
-            try:
-                current = self._get(namespace, name)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return False
-                raise
+            current = read_object(self.clients, PLURAL, namespace, name)
+            if current is None:
+                return False
             if (current.get("metadata") or {}).get("uid") != meta.get("uid"):
                 return False
             status = current.get("status") or {}
@@ -482,9 +479,8 @@ class Notifier:
             if history:
                 patch.update(self._history(status, delivery, state, attempts, error))
             try:
-                self._patch(namespace, name, {
-                    "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                    "status": patch})
+                patch_status(self.clients, PLURAL, namespace, name, patch,
+                             resource_version=current["metadata"]["resourceVersion"])
                 return True
             except ApiException as exc:
                 if exc.status == 404:
@@ -495,7 +491,6 @@ class Notifier:
 
     def _history(self, status: Mapping[str, Any], delivery: Delivery, state: str,
                  attempts: int, error: str | None) -> dict[str, Any]:
-        history = list(status.get("history") or [])
         word = "delivered" if state == "Delivered" else f"failed ({error})"
         entry: dict[str, Any] = {
             "time": fmt(self.clock()),
@@ -504,19 +499,4 @@ class Notifier:
                                     f"{attempts} attempt(s)")[:512]}
         if delivery.subject:
             entry["step"] = delivery.subject
-        dropped = max(0, len(history) + 1 - MAX_HISTORY)
-        patch: dict[str, Any] = {"history": [*history[dropped:], entry]}
-        if dropped:
-            patch["historyDropped"] = int(status.get("historyDropped") or 0) + dropped
-        return patch
-
-    @retrying
-    def _get(self, namespace: str, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.clients.custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name)
-        return result
-
-    @retrying
-    def _patch(self, namespace: str, name: str, payload: dict[str, Any]) -> None:
-        self.clients.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, payload)
+        return appended(status, entry)

@@ -37,7 +37,7 @@ from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
 from runbook_operator.api.common import GROUP, VERSION
-from runbook_operator.api.execution import FINISHED_EXECUTION_PHASES, MAX_HISTORY
+from runbook_operator.api.execution import FINISHED_EXECUTION_PHASES
 from runbook_operator.controllers.store import Store
 from runbook_operator.engine.alerts import (
     LABEL_FINGERPRINT,
@@ -55,8 +55,15 @@ from runbook_operator.engine.alerts import (
     in_cooldown,
     parse_notification,
 )
+from runbook_operator.engine.history import appended
 from runbook_operator.engine.timeutil import fmt, parse
-from runbook_operator.k8s.client import Clients, is_transient, retrying
+from runbook_operator.k8s.client import (
+    Clients,
+    is_transient,
+    patch_status,
+    read_object,
+    retrying,
+)
 from runbook_operator.observability.logs import get_logger
 from runbook_operator.observability.metrics import Metrics
 from runbook_operator.observability.tracing import (
@@ -345,9 +352,9 @@ class AlertReceiver:
         if decision.cancel and not finished:
             if status.get("cancelReason") == "AlertResolved":
                 return "duplicate", None
-            self._patch(namespace, name, {"status": {
+            patch_status(self.clients, PLURAL, namespace, name, {
                 "cancelRequested": f"alert {decision.alert.name} resolved",
-                "cancelReason": "AlertResolved"}})
+                "cancelReason": "AlertResolved"})
             return "cancelled", name
         for _ in range(3):
             history = list(status.get("history") or [])
@@ -357,14 +364,9 @@ class AlertReceiver:
                      "message": f"alert {decision.alert.name[:200]} resolved"
                                 + (f" at {decision.alert.ends_at[:40]}"
                                    if decision.alert.ends_at else "")}
-            dropped = max(0, len(history) + 1 - MAX_HISTORY)
-            patch: dict[str, Any] = {"history": [*history[dropped:], entry]}
-            if dropped:
-                patch["historyDropped"] = int(status.get("historyDropped") or 0) + dropped
             try:
-                self._patch(namespace, name, {
-                    "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-                    "status": patch})
+                patch_status(self.clients, PLURAL, namespace, name, appended(status, entry),
+                             resource_version=body["metadata"]["resourceVersion"])
                 return "resolved", name
             except ApiException as exc:
                 if exc.status != 409:
@@ -377,23 +379,7 @@ class AlertReceiver:
 
     def _read(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The execution as the server has it now (the cache keeps finished ones slim)."""
-        try:
-            return self._get(namespace, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    @retrying
-    def _get(self, namespace: str, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.clients.custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name)
-        return result
-
-    @retrying
-    def _patch(self, namespace: str, name: str, payload: dict[str, Any]) -> None:
-        self.clients.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, payload)
+        return read_object(self.clients, PLURAL, namespace, name)
 
     # -- telemetry ---------------------------------------------------------------------
 
