@@ -137,13 +137,33 @@ ALERTS_TOKEN = f"alerts-{uuid.uuid4().hex}"
 
 @pytest.fixture(scope="session")
 def crds(cluster: LocalCluster) -> None:
-    """Install the generated CRDs and wait until they are established."""
-    out = cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-    assert out.returncode == 0, out.stderr
-    out = cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/runbooks.runbooks.dev", "crd/runbookexecutions.runbooks.dev",
-                          "crd/circuitpolicies.runbooks.dev")
-    assert out.returncode == 0, out.stderr
+    """Install the generated CRDs and wait, on the API's own state, until established.
+
+    ``kubectl wait`` right after an apply can exit 1 on a loaded machine (the CRD not
+    yet in its cache); reading the CRDs' conditions again until they hold, and saying
+    what the API answered when they never do, does not.
+    """
+    out = cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"),
+                          check=False)
+    assert out.returncode == 0, f"kubectl apply of the CRDs failed: {out.stderr}"
+    names = ["runbooks.runbooks.dev", "runbookexecutions.runbooks.dev",
+             "circuitpolicies.runbooks.dev"]
+    deadline = time.monotonic() + 120
+    last = ""
+    while time.monotonic() < deadline:
+        out = cluster.kubectl("get", "crd", *names, "-o", "json", check=False)
+        last = out.stderr or out.stdout
+        if out.returncode == 0:
+            items = json.loads(out.stdout).get("items") or []
+            established = [
+                any(c.get("type") == "Established" and c.get("status") == "True"
+                    for c in (item.get("status") or {}).get("conditions") or [])
+                for item in items]
+            if len(items) == len(names) and all(established):
+                return
+            last = f"established: {dict(zip(names, established, strict=False))}"
+        time.sleep(0.5)
+    pytest.fail(f"the CRDs were not Established within 120 s; the API last said: {last}")
 
 
 @pytest.fixture(scope="session")

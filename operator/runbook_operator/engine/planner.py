@@ -76,6 +76,25 @@ class ObservedJob:
     termination_message: str | None = None
     pod_terminated: bool = False
     """Whether the pod's terminated state (exit code, message) has been seen."""
+    deadline_seconds: int | None = None
+    """The Job's ``activeDeadlineSeconds``, when the step has a timeout."""
+
+    @property
+    def timed_out(self) -> bool:
+        """Whether the attempt failed because it ran out its deadline.
+
+        The Job controller says ``DeadlineExceeded``, except when it races itself: the
+        pods it kills at the deadline can be counted as failures before its own
+        deadline condition is saved, and the Job then fails ``BackoffLimitExceeded``.
+        A Job with no exit code of its own that ran its whole deadline timed out.
+        """
+        if self.reason == "DeadlineExceeded":
+            return True
+        if self.state != "Failed" or self.exit_code is not None or not self.deadline_seconds:
+            return False
+        if self.started_at is None or self.finished_at is None:
+            return False
+        return (self.finished_at - self.started_at).total_seconds() >= self.deadline_seconds
 
 
 @dataclass(frozen=True)
@@ -314,7 +333,7 @@ class _Pass:
 
     def attempt_failed(self, step: Step, job: ObservedJob) -> None:
         st = self.st(step.name)
-        timed_out = job.reason == "DeadlineExceeded"
+        timed_out = job.timed_out
         st.exit_code = job.exit_code
         outputs, _ = parse_outputs(job.termination_message)
         self.keep_outputs(st, redact(outputs))
@@ -323,7 +342,7 @@ class _Pass:
         detail = _clip(redact_text(clean_text(
             (job.termination_message or job.message or "")[:MAX_SCANNED])))
         failed_at = job.finished_at or self.now
-        reason = job.reason or "Failed"
+        reason = "DeadlineExceeded" if timed_out else job.reason or "Failed"
         what = f"attempt {st.attempts} failed ({reason}"
         what += f", exit code {job.exit_code})" if job.exit_code is not None else ")"
         # A cancel or timeout stops DAG retries; finally steps keep their retry policy.
@@ -703,7 +722,7 @@ class _Pass:
         started = job.started_at or parse(st.circuit_admitted_at) or self.now
         ended = job.finished_at or self.now
         call = circuit.classify(policy, at=ended, failed=failed, exit_code=job.exit_code,
-                                timed_out=job.reason == "DeadlineExceeded",
+                                timed_out=job.timed_out,
                                 duration=ended - started, trial=bool(st.circuit_trial),
                                 admitted_at=parse(st.circuit_admitted_at))
         state, transitions = circuit.record(self.circuit_state(ident), policy, call, self.now)

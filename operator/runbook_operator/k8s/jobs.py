@@ -219,4 +219,9 @@ def observe_job(job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> Observ
         exit_code=exit_code,
         termination_message=term_message,
         pod_terminated=terminated,
+        deadline_seconds=_int_or_none((job.get("spec") or {}).get("activeDeadlineSeconds")),
     )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

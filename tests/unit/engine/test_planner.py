@@ -17,7 +17,8 @@ Cases:
   bounds, nextAttemptAt persisted while Retrying; retry.on.exitCodes [2] does not
   retry exit code 3 (and does retry 2);
 - DeadlineExceeded: Failed with reason DeadlineExceeded; retried only with
-  retry.on.timeouts;
+  retry.on.timeouts; a Job the controller failed BackoffLimitExceeded after it
+  ran out its deadline with no exit code is a timeout too;
 - execution timeout: DeleteJob for the running Job, the rest skipped, finally ran,
   Failed(Timeout);
 - cancel: DeleteJob, the rest skipped, finally ran, Cancelled;
@@ -299,6 +300,21 @@ def test_deadline_exceeded_is_retried_only_when_timeouts_are(on: Any, attempts: 
     status = sim.run()
     assert status.steps["slow"].attempts == attempts
     assert status.steps["slow"].reason == "DeadlineExceeded"
+
+
+def test_a_job_killed_at_its_deadline_is_a_timeout_whatever_the_job_reason() -> None:
+    sim = sim_of([{"name": "slow", "timeout": "30s"}])
+    sim.script("slow", Outcome.hang())
+    sim.step()
+    job = sim.jobs["ex-slow-1"]
+    sim.advance(31)
+    sim.jobs[job.name] = replace(
+        job, state="Failed", reason="BackoffLimitExceeded", deadline_seconds=30,
+        message="Job has reached the specified backoff limit", finished_at=sim.now)
+    status = sim.run()
+    slow = status.steps["slow"]
+    assert (slow.phase, slow.reason) == ("Failed", "DeadlineExceeded")
+    assert slow.message is not None and "DeadlineExceeded" in slow.message
 
 
 # -- timeout and cancel ---------------------------------------------------------------------

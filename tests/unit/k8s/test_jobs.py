@@ -7,7 +7,11 @@ Cases:
 - a step's securityContext is merged over the restricted defaults at container
   and pod level; without one, the defaults as they are;
 - a secret parameter is a secretKeyRef to the Secret named in the context, and
-  its value appears nowhere in the manifest.
+  its value appears nowhere in the manifest;
+- a timed-out attempt is a timeout whatever the Job controller's reason: a
+  Job failed ``BackoffLimitExceeded`` with no exit code after running its whole
+  ``activeDeadlineSeconds`` (the controller racing its own pod kills) is timed
+  out; one with an exit code, or failing before its deadline, is not.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.controllers.store import Store
 from runbook_operator.engine.names import job_name
 from runbook_operator.engine.podsecurity import DEFAULT_CONTAINER_SECURITY
-from runbook_operator.k8s.jobs import JobContext, build_job
+from runbook_operator.k8s.jobs import JobContext, build_job, observe_job
 
 
 def context(execution: str, runbook: str, spec: RunbookSpec,
@@ -75,3 +79,34 @@ def test_secret_parameters_by_reference() -> None:
     assert env["PARAM_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "e-params-abcde",
                                                                "key": "token"}
     assert "s3cr3t-value" not in json.dumps(job)
+
+
+def failed_job(reason: str, ran_seconds: int, deadline: int | None) -> dict[str, object]:
+    spec = {"activeDeadlineSeconds": deadline} if deadline is not None else {}
+    return {"metadata": {"name": "ex-call-1",
+                         "labels": {"runbooks.dev/step": "call", "runbooks.dev/attempt": "1"}},
+            "spec": spec,
+            "status": {"startTime": "2026-01-01T00:00:00Z", "conditions": [
+                {"type": "Failed", "status": "True", "reason": reason,
+                 "lastTransitionTime": f"2026-01-01T00:00:{ran_seconds:02d}Z"}]}}
+
+
+def pod_exited(code: int) -> dict[str, object]:
+    return {"status": {"containerStatuses": [
+        {"name": "step", "state": {"terminated": {"exitCode": code}}}]}}
+
+
+def test_a_job_that_ran_out_its_deadline_timed_out_whatever_its_reason() -> None:
+    def timed_out(reason: str, ran: int, deadline: int | None,
+                  pod: dict[str, object] | None = None) -> bool:
+        job = observe_job(failed_job(reason, ran, deadline), pod)
+        assert job is not None
+        return job.timed_out
+
+    assert timed_out("DeadlineExceeded", 2, 2)
+    assert timed_out("BackoffLimitExceeded", 3, 2)       # the controller's race
+    assert timed_out("BackoffLimitExceeded", 2, 2)
+    assert not timed_out("BackoffLimitExceeded", 1, 2)   # failed early: a failure
+    assert not timed_out("BackoffLimitExceeded", 3, None)  # no timeout at all
+    assert not timed_out("BackoffLimitExceeded", 3, 2, pod_exited(1))  # exited on its own
+    assert not timed_out("BackoffLimitExceeded", 3, True)  # type: ignore[arg-type]
