@@ -25,6 +25,10 @@ Environment:
                           pid files, logs/, etcd data.
     RBO_CONTROLPLANE_BIN  directory with prebuilt binaries; otherwise
                           hack/build-controlplane.sh is run when any is missing.
+    RBO_CONTROLLER_MANAGER_FLAGS
+                          extra kube-controller-manager flags, space-separated,
+                          appended at `up` (e.g. "--concurrent-job-syncs=50", as a
+                          large cluster would set it); unset: the defaults below.
 
 Dependencies: the Python standard library, PyYAML and the `openssl` CLI.
 """
@@ -36,6 +40,7 @@ import base64
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -280,6 +285,20 @@ class LocalCluster:
             check=check,
             input=input,
         )
+
+    def controller_manager_args(self) -> list[str] | None:
+        """The running kube-controller-manager's flags (argv without the program), or None.
+
+        Read from the live process, so what a benchmark prints is what runs.
+        """
+        pid = self._pid("kube-controller-manager")
+        if pid is None:
+            return None
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        return [a.decode() for a in argv[1:] if a]
 
     def log_tails(self, lines: int = 30) -> dict[str, str]:
         """The last `lines` lines of each component log (for failure reports)."""
@@ -557,6 +576,7 @@ class LocalCluster:
             "--kube-api-burst=1000",
             "--profiling=false",
             "--v=1",
+            *shlex.split(os.environ.get("RBO_CONTROLLER_MANAGER_FLAGS", "")),
         ])  # fmt: skip
 
     def _start_scheduler(self, bin_dir: Path) -> None:
