@@ -59,8 +59,9 @@ def span_cost(receiver: OtlpReceiver, spans: int = 700) -> float:
     """CPU seconds per span: record and export ``spans`` step spans in this process."""
     from runbook_operator.observability.tracing import ExecutionInfo, configure_tracing
 
-    tracer = configure_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-                                "OTEL_BSP_SCHEDULE_DELAY": "200"})
+    os.environ.update({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                       "OTEL_BSP_SCHEDULE_DELAY": "200"})
+    tracer = configure_tracing()
     start = time.process_time()
     for i in range(spans):
         info = ExecutionInfo.from_body({

@@ -21,9 +21,12 @@ decision is a function of the trace ID (and the annotation's sampled flag), so t
 processes agree on it too. Attribute values, event attributes and status messages
 go through the process' redactor, :data:`~runbook_operator.engine.redact.SECRETS`.
 
-Configured from the standard ``OTEL_*`` variables. Without an endpoint, or with
-``OTEL_SDK_DISABLED=true``, the tracer is off: same API, IDs still computed (so
-``status.traceID`` and log correlation work), nothing built, no exporter, no thread.
+Configured from the standard ``OTEL_*`` variables, read by the SDK itself: the OTLP
+exporter takes the endpoint, headers, timeout, compression and certificates, the
+SDK's ``TracerProvider`` the sampler and the resource (``OTEL_SERVICE_NAME``,
+``OTEL_RESOURCE_ATTRIBUTES``). Without an endpoint, or with ``OTEL_SDK_DISABLED=true``,
+the tracer is off: same API, IDs still computed (so ``status.traceID`` and log
+correlation work), nothing built, no exporter, no thread.
 
 Usage::
 
@@ -46,12 +49,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    set_span_in_context,
+)
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
@@ -63,7 +73,6 @@ __all__ = [
     "ExecutionInfo",
     "ExecutionTracer",
     "SpanEvent",
-    "TracingSettings",
     "approval_event",
     "circuit_rejection_event",
     "configure_tracing",
@@ -78,12 +87,6 @@ TRACEPARENT_ANNOTATION = "runbooks.dev/traceparent"
 SERVICE_NAME = "runbook-operator"
 """``service.name`` when ``OTEL_SERVICE_NAME`` is not set."""
 
-SAMPLERS = frozenset({
-    "always_on", "always_off", "traceidratio",
-    "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio",
-})
-"""Values of ``OTEL_TRACES_SAMPLER`` understood here (the SDK's built-in samplers)."""
-
 MAX_PENDING_EVENTS = 64
 """Root-span events (restarts) kept in memory per execution until its root is emitted."""
 
@@ -91,80 +94,9 @@ MAX_PENDING_EXECUTIONS = 10_000
 """Executions with pending root-span events; beyond this the oldest are forgotten."""
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-_TRACE_ID_LIMIT = (1 << 64) - 1  # the SDK's TraceIdRatioBased looks at the low 64 bits
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FAILED = frozenset({"Failed", "Retrying"})
 _SCOPE = InstrumentationScope("runbook_operator.observability.tracing")
-
-
-@dataclass(frozen=True)
-class TracingSettings:
-    """Where and how spans are exported; :meth:`from_env` reads the ``OTEL_*`` variables."""
-
-    endpoint: str | None = None
-    """Full URL spans are POSTed to (``.../v1/traces``); None turns tracing off.
-    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` as is, else ``OTEL_EXPORTER_OTLP_ENDPOINT``
-    plus ``/v1/traces``."""
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    """Headers of each export request (often an API key: never shown in ``repr``).
-    ``OTEL_EXPORTER_OTLP_TRACES_HEADERS``, else ``OTEL_EXPORTER_OTLP_HEADERS``."""
-    timeout_s: float = 10.0
-    """Seconds one export request may take (``OTEL_EXPORTER_OTLP[_TRACES]_TIMEOUT``,
-    which the specification gives in milliseconds)."""
-    compression: str = "none"
-    """``none``, ``gzip`` or ``deflate`` (``OTEL_EXPORTER_OTLP[_TRACES]_COMPRESSION``)."""
-    service_name: str = SERVICE_NAME
-    """``service.name`` of the resource (``OTEL_SERVICE_NAME``, which wins over
-    ``OTEL_RESOURCE_ATTRIBUTES``)."""
-    resource_attributes: Mapping[str, str] = field(default_factory=dict)
-    """Further resource attributes (``OTEL_RESOURCE_ATTRIBUTES``: ``k=v,k2=v2``)."""
-    sampler: str = "parentbased_always_on"
-    """One of :data:`SAMPLERS` (``OTEL_TRACES_SAMPLER``); unknown values fall back
-    to the default."""
-    sampler_ratio: float = 1.0
-    """Ratio of traces kept by the ``traceidratio`` samplers, 0..1
-    (``OTEL_TRACES_SAMPLER_ARG``)."""
-    disabled: bool = False
-    """``OTEL_SDK_DISABLED=true``: off even with an endpoint."""
-
-    @property
-    def enabled(self) -> bool:
-        """Whether spans are exported at all."""
-        return bool(self.endpoint) and not self.disabled
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TracingSettings:
-        """Settings from ``env`` (default: ``os.environ``); bad values fall back, never raise."""
-        e = {k: v.strip() for k, v in (os.environ if env is None else env).items()
-             if isinstance(v, str) and v.strip()}
-        endpoint = e.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        if endpoint is None and "OTEL_EXPORTER_OTLP_ENDPOINT" in e:
-            endpoint = e["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
-        headers = {k.lower(): v for k, v in _pairs(e.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
-                                                    or e.get("OTEL_EXPORTER_OTLP_HEADERS")).items()}
-        timeout_ms = _number(e.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
-                             or e.get("OTEL_EXPORTER_OTLP_TIMEOUT"), 10_000.0)
-        compression = (e.get("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION")
-                       or e.get("OTEL_EXPORTER_OTLP_COMPRESSION") or "none").lower()
-        resource = _pairs(e.get("OTEL_RESOURCE_ATTRIBUTES"))
-        service = e.get("OTEL_SERVICE_NAME") or resource.get("service.name") or SERVICE_NAME
-        sampler = e.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").lower()
-        if sampler not in SAMPLERS:
-            log.warning("OTEL_TRACES_SAMPLER=%s is not supported; using parentbased_always_on",
-                        sampler)
-            sampler = "parentbased_always_on"
-        ratio = _number(e.get("OTEL_TRACES_SAMPLER_ARG"), 1.0)
-        return cls(
-            endpoint=endpoint,
-            headers=headers,
-            timeout_s=timeout_ms / 1000 if timeout_ms > 0 else 10.0,
-            compression=compression if compression in ("none", "gzip", "deflate") else "none",
-            service_name=service,
-            resource_attributes={k: v for k, v in resource.items() if k != "service.name"},
-            sampler=sampler,
-            sampler_ratio=ratio if 0.0 <= ratio <= 1.0 else 1.0,
-            disabled=e.get("OTEL_SDK_DISABLED", "").lower() == "true",
-        )
 
 
 @dataclass(frozen=True)
@@ -238,19 +170,18 @@ def circuit_rejection_event(time: str | None, policy: str, key: str,
 class ExecutionTracer:
     """Builds one execution's spans from its status and exports them; thread-safe.
 
-    Off (``enabled`` is False) when built from settings without an endpoint: every
+    Off (``enabled`` is False) when built without a processor: every
     method still works, only nothing is exported.
     """
 
-    def __init__(self, settings: TracingSettings | None = None,
-                 processor: SpanProcessor | None = None) -> None:
-        """``processor``: where finished spans go; default (when ``settings`` enable
-        tracing) a ``BatchSpanProcessor`` around the OTLP/HTTP exporter."""
-        self.settings = settings or TracingSettings()
-        if processor is None and self.settings.enabled:
-            processor = _otlp_processor(self.settings)
+    def __init__(self, processor: SpanProcessor | None = None, *,
+                 sampler: Sampler | None = None, resource: Resource | None = None) -> None:
+        """``processor``: where finished spans go (None: tracing off); ``sampler`` and
+        ``resource``: the SDK's, as :func:`configure_tracing` reads them from the
+        environment (default: parent-based always-on, ``service.name`` only)."""
         self._processor = processor
-        self._resource = _resource(self.settings)
+        self._sampler = sampler or ParentBased(ALWAYS_ON)
+        self._resource = resource or Resource({"service.name": SERVICE_NAME})
         self._lock = threading.Lock()
         self._pending: dict[str, list[SpanEvent]] = {}
         self._closed = False
@@ -437,19 +368,16 @@ class ExecutionTracer:
         return _nonzero(_hash(16, "trace", uid)), None
 
     def _sampled(self, trace_id: int, parent: tuple[int, int] | None) -> bool:
-        """The sampler's decision: a function of the trace ID and the parent's flag only."""
+        """The SDK sampler's decision: a function of the trace ID and the parent's flag."""
         if not self.enabled:
             return False
-        sampler = self.settings.sampler
-        if sampler.startswith("parentbased_") and parent is not None:
-            return bool(parent[1] & TraceFlags.SAMPLED)
-        root = sampler.removeprefix("parentbased_")
-        if root == "always_off":
-            return False
-        if root == "traceidratio":
-            bound = round(self.settings.sampler_ratio * (_TRACE_ID_LIMIT + 1))
-            return trace_id & _TRACE_ID_LIMIT < bound
-        return True
+        context = None
+        if parent is not None:
+            remote = SpanContext(trace_id, parent[0], is_remote=True,
+                                 trace_flags=TraceFlags(parent[1]))
+            context = set_span_in_context(NonRecordingSpan(remote))
+        result = self._sampler.should_sample(context, trace_id, "execution")
+        return result.decision is Decision.RECORD_AND_SAMPLE
 
     def _emit(self, *, name: str, trace_id: int, span_id: int, parent: SpanContext | None,
               kind: SpanKind, started_at: str | None, finished_at: str | None,
@@ -482,44 +410,39 @@ class ExecutionTracer:
         return f"00-{_hex32(trace_id)}-{_hex16(span_id)}-01"
 
 
-def configure_tracing(env: Mapping[str, str] | None = None) -> ExecutionTracer:
-    """The process's tracer, from ``env`` (default ``os.environ``); off without an endpoint."""
-    settings = TracingSettings.from_env(env)
-    tracer = ExecutionTracer(settings)
-    if tracer.enabled:
-        log.info("tracing on: spans go to %s (sampler %s)",
-                 SECRETS.value(settings.endpoint), settings.sampler)
-    else:
-        log.info("tracing off (%s)", "OTEL_SDK_DISABLED" if settings.disabled
+def configure_tracing() -> ExecutionTracer:
+    """The process's tracer, from the ``OTEL_*`` variables; off without an endpoint.
+
+    The SDK reads them: the exporter its endpoint, headers, timeout, compression and
+    certificates; a ``TracerProvider`` (never installed globally, only asked) the
+    sampler and the resource. Only the decision to export at all is made here: no
+    endpoint means off (the SDK would default to a collector on localhost).
+    """
+    env = os.environ
+    disabled = env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    endpoint = (env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+                or env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip())
+    if disabled or not endpoint:
+        log.info("tracing off (%s)", "OTEL_SDK_DISABLED" if disabled
                  else "no OTEL_EXPORTER_OTLP_ENDPOINT")
+        return ExecutionTracer()
+    # Imported here so a process with tracing off never loads the exporter's dependencies.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    resource = provider.resource
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
+    tracer = ExecutionTracer(BatchSpanProcessor(OTLPSpanExporter()),
+                             sampler=provider.sampler, resource=resource)
+    log.info("tracing on: spans go to %s (sampler %s)", SECRETS.value(endpoint),
+             provider.sampler.get_description())
     return tracer
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def _otlp_processor(settings: TracingSettings) -> SpanProcessor:
-    # Imported here so a process with tracing off never loads the exporter's dependencies.
-    from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    exporter = OTLPSpanExporter(endpoint=settings.endpoint, headers=dict(settings.headers),
-                                timeout=settings.timeout_s,
-                                compression=Compression(settings.compression))
-    return BatchSpanProcessor(exporter)
-
-
-def _resource(settings: TracingSettings) -> Resource:
-    from opentelemetry.sdk.version import __version__ as sdk_version
-
-    return Resource({
-        **settings.resource_attributes,
-        "service.name": settings.service_name,
-        "telemetry.sdk.language": "python",
-        "telemetry.sdk.name": "opentelemetry",
-        "telemetry.sdk.version": sdk_version,
-    })
 
 
 def _parse_traceparent(value: object) -> tuple[int, int, int] | None:
@@ -613,23 +536,6 @@ def _outcome(phase: str) -> str:
     if phase in _FAILED:
         return "failure"
     return phase.lower()
-
-
-def _pairs(text: str | None) -> dict[str, str]:
-    """``k=v,k2=v2`` (values may be percent-encoded); malformed pairs are skipped."""
-    out: dict[str, str] = {}
-    for item in (text or "").split(","):
-        key, eq, value = item.partition("=")
-        if eq and key.strip():
-            out[unquote(key.strip())] = unquote(value.strip())
-    return out
-
-
-def _number(text: str | None, default: float) -> float:
-    try:
-        return float(text) if text else default
-    except ValueError:
-        return default
 
 
 def _part(body: Mapping[str, Any], name: str) -> Mapping[str, Any]:

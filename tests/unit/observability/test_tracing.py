@@ -18,7 +18,10 @@ Cases:
   no thread, the API still works;
 * the ratio sampler decides deterministically (as the SDK's would) and the
   parent-based one follows the annotation's sampled flag;
-* settings come from the ``OTEL_*`` variables; export headers are sent, never shown;
+* the SDK reads the ``OTEL_*`` variables: base and traces-specific endpoints,
+  percent-encoded headers, gzip, the resource (``OTEL_SERVICE_NAME`` over
+  ``OTEL_RESOURCE_ATTRIBUTES``, our default service name otherwise), an unknown
+  sampler or a bad ratio falls back to parent-based always-on;
 * timestamps: offsets, no fraction, a missing start, an end before the start;
 * an alert notification's span is the parent of the executions created with its
   traceparent (same trace).
@@ -26,6 +29,7 @@ Cases:
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -40,7 +44,6 @@ from runbook_operator.observability.tracing import (
     TRACEPARENT_ANNOTATION,
     ExecutionInfo,
     ExecutionTracer,
-    TracingSettings,
     approval_event,
     circuit_rejection_event,
     configure_tracing,
@@ -66,13 +69,28 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture
-def tracers(receiver: OtlpReceiver) -> Iterator[Tracers]:
+def otel_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Sets ``OTEL_*`` variables for this test only, starting from none at all."""
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+
+    def setenv(**env: str) -> None:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+
+    return setenv
+
+
+@pytest.fixture
+def tracers(receiver: OtlpReceiver, otel_env: Callable[..., None]) -> Iterator[Tracers]:
     """Builds tracers exporting to the receiver (extra env on top); shuts them down after."""
     made: list[ExecutionTracer] = []
 
     def make(**env: str) -> ExecutionTracer:
-        tracer = configure_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-                                    "OTEL_SERVICE_NAME": "rbo-test", **env})
+        otel_env(**{"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                    "OTEL_SERVICE_NAME": "rbo-test", **env})
+        tracer = configure_tracing()
         made.append(tracer)
         return tracer
 
@@ -442,10 +460,10 @@ def otel_threads() -> set[int | None]:
     {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "RECEIVER/v1/traces", "OTEL_SDK_DISABLED": "TRUE"},
 ])
 def test_tracing_is_off_without_endpoint_or_when_disabled(
-        env: dict[str, str], receiver: OtlpReceiver) -> None:
-    env = {k: v.replace("RECEIVER", receiver.endpoint) for k, v in env.items()}
+        env: dict[str, str], receiver: OtlpReceiver, otel_env: Callable[..., None]) -> None:
+    otel_env(**{k: v.replace("RECEIVER", receiver.endpoint) for k, v in env.items()})
     threads = otel_threads()
-    tracer = configure_tracing(env)
+    tracer = configure_tracing()
     assert not tracer.enabled
     assert otel_threads() == threads  # no batch processor thread
 
@@ -462,16 +480,6 @@ def test_tracing_is_off_without_endpoint_or_when_disabled(
     tracer.shutdown()
     tracer.shutdown()
     assert receiver.spans == [] and receiver.requests == []
-
-
-def test_the_default_environment_is_read_when_none_is_given(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-os-environ")
-    settings = TracingSettings.from_env()
-    assert settings.service_name == "from-os-environ"
-    assert not settings.enabled
 
 
 # -- sampling --------------------------------------------------------------------------------------
@@ -526,43 +534,56 @@ def test_parent_based_sampling_follows_the_annotation(
 # -- settings --------------------------------------------------------------------------------------
 
 
-def test_settings_from_the_otel_environment() -> None:
-    s = TracingSettings.from_env({
-        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/",
-        "OTEL_EXPORTER_OTLP_HEADERS": "X-Api-Key=abc%20def,tenant=ops",
-        "OTEL_EXPORTER_OTLP_TIMEOUT": "2500",
-        "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
-        "OTEL_RESOURCE_ATTRIBUTES": "service.name=ignored,deployment.environment=prod",
-        "OTEL_TRACES_SAMPLER": "TraceIdRatio",
-        "OTEL_TRACES_SAMPLER_ARG": "0.25",
-    })
-    assert s.endpoint == "http://collector:4318/v1/traces"
-    assert s.headers == {"x-api-key": "abc def", "tenant": "ops"}
-    assert "abc" not in repr(s)
-    assert s.timeout_s == 2.5
-    assert s.compression == "gzip"
-    assert s.service_name == "ignored"  # from OTEL_RESOURCE_ATTRIBUTES: no OTEL_SERVICE_NAME
-    assert s.resource_attributes == {"deployment.environment": "prod"}
-    assert (s.sampler, s.sampler_ratio) == ("traceidratio", 0.25)
-    assert s.enabled
+def exported_resource(tracer: ExecutionTracer, receiver: OtlpReceiver) -> dict[str, Any]:
+    info = ExecutionInfo.from_body(body())
+    tracer.execution_span(info, phase="Succeeded", started_at="2026-11-27T10:57:37.000Z",
+                          finished_at="2026-11-27T10:57:42.000Z")
+    spans = flushed(tracer, receiver, len(receiver.spans) + 1)
+    return dict(spans[-1].resource)
 
-    specific = TracingSettings.from_env({
-        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://traces:9999/custom",
-        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "a=1",
-        "OTEL_EXPORTER_OTLP_HEADERS": "b=2",
-        "OTEL_SERVICE_NAME": "rbo",
-        "OTEL_TRACES_SAMPLER": "jaeger_remote",
-        "OTEL_TRACES_SAMPLER_ARG": "7",
-        "OTEL_EXPORTER_OTLP_TIMEOUT": "soon",
-        "OTEL_EXPORTER_OTLP_COMPRESSION": "zstd",
-    })
-    assert specific.endpoint == "http://traces:9999/custom"
-    assert specific.headers == {"a": "1"}
-    assert specific.service_name == "rbo"
-    assert (specific.sampler, specific.sampler_ratio) == ("parentbased_always_on", 1.0)
-    assert specific.timeout_s == 10.0
-    assert specific.compression == "none"
+
+def test_the_sdk_reads_the_endpoint_headers_and_resource(
+        receiver: OtlpReceiver, otel_env: Callable[..., None]) -> None:
+    # The traces-specific endpoint is taken as is and wins over the base one.
+    otel_env(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9/nowhere",
+             OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=receiver.endpoint + "/v1/traces",
+             OTEL_EXPORTER_OTLP_HEADERS="X-Api-Key=abc%20def,tenant=ops",
+             OTEL_RESOURCE_ATTRIBUTES="service.name=from-attributes,deployment.environment=prod")
+    tracer = configure_tracing()
+    try:
+        resource = exported_resource(tracer, receiver)
+    finally:
+        tracer.shutdown()
+    assert resource["service.name"] == "from-attributes"  # no OTEL_SERVICE_NAME
+    assert resource["deployment.environment"] == "prod"
+    [request] = receiver.requests
+    assert (request.headers.get("x-api-key"), request.headers.get("tenant")) == ("abc def", "ops")
+
+
+def test_our_service_name_is_the_default_and_otel_service_name_wins(
+        receiver: OtlpReceiver, otel_env: Callable[..., None]) -> None:
+    otel_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint + "/")
+    tracer = configure_tracing()
+    try:
+        assert exported_resource(tracer, receiver)["service.name"] == "runbook-operator"
+    finally:
+        tracer.shutdown()
+    otel_env(OTEL_SERVICE_NAME="rbo", OTEL_RESOURCE_ATTRIBUTES="service.name=ignored")
+    tracer = configure_tracing()
+    try:
+        assert exported_resource(tracer, receiver)["service.name"] == "rbo"
+    finally:
+        tracer.shutdown()
+
+
+@pytest.mark.parametrize(("sampler", "arg"), [("jaeger_remote", "0"),
+                                              ("traceidratio", "7"),
+                                              ("TraceIdRatio", "soon")])
+def test_an_unknown_sampler_or_bad_ratio_samples_everything(
+        sampler: str, arg: str, tracers: Tracers) -> None:
+    tracer = tracers(OTEL_TRACES_SAMPLER=sampler, OTEL_TRACES_SAMPLER_ARG=arg)
+    assert all(tracer.traceparent(f"uid-{i}", None, "drain", 1).endswith("-01")
+               for i in range(50))
 
 
 def test_export_headers_and_compression_reach_the_receiver(
