@@ -102,9 +102,13 @@ def test_one_leader_acts_and_a_standby_takes_over(kube: Kube,
     wait_for("step slow running", lambda: ((kube.execution(name).get("status") or {})
                                            .get("steps") or {}).get("slow", {})
              .get("phase") == "Running", timeout=90)
+    killed = time.monotonic()
     replicas[leader].kill()
     wait_for("the standby takes the Lease", lambda: holder(kube, lease) == standby,
-             timeout=60)
+             timeout=60, interval=0.1)
+    # The figure the README quotes (run with -s to see it); no threshold on this machine.
+    print(f"\ntakeover: the standby held the Lease {time.monotonic() - killed:.1f} s "
+          "after the leader's SIGKILL")
     body = kube.wait_finished(name, timeout=120)
     assert body["status"]["phase"] == "Succeeded"
     jobs = sorted(j.metadata.name for j in kube.jobs(name))

@@ -14,7 +14,9 @@ files/admission-policies.yaml with the chart's labels, on by default and gone wi
 admission.enabled=false; the alert receiver's port, flags, token Secret mounted
 (optional, so the pod starts without it), its Service, and the Secret only on
 request; none of it with alerts.enabled=false; notifications.secretNames become a
-`get` rule on exactly those Secret names (none by default).
+`get` rule on exactly those Secret names (none by default); two replicas get a
+PodDisruptionBudget (maxUnavailable 1) and prefer different nodes, one replica
+neither, and an explicit affinity replaces the default.
 helm is built from the Go module proxy by hack/build-helm.sh (cached).
 """
 
@@ -230,3 +232,30 @@ def test_two_replicas_elect_a_leader_with_a_lease_role() -> None:
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not any(a.startswith("--leader-elect") for a in args)
     assert not any(d["kind"] == "Role" for d in single)
+
+
+def test_replicas_are_spread_and_drained_one_at_a_time() -> None:
+    docs = render()
+    (pdb,) = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {
+        "app.kubernetes.io/name": "runbook-operator", "app.kubernetes.io/instance": "rbo"}}}
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]
+    (term,) = pod["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == \
+        pdb["spec"]["selector"]["matchLabels"]
+    assert pod["metadata"]["labels"].items() >= \
+        term["podAffinityTerm"]["labelSelector"]["matchLabels"].items()
+
+    single = render("leaderElection.enabled=false", "replicaCount=1")
+    assert not any(d["kind"] == "PodDisruptionBudget" for d in single)
+    pod = next(d for d in single if d["kind"] == "Deployment")["spec"]["template"]
+    assert "affinity" not in pod["spec"]
+
+    custom = render("affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+                    ".nodeSelectorTerms[0].matchExpressions[0].key=pool",
+                    "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+                    ".nodeSelectorTerms[0].matchExpressions[0].operator=Exists")
+    pod = next(d for d in custom if d["kind"] == "Deployment")["spec"]["template"]
+    assert list(pod["spec"]["affinity"]) == ["nodeAffinity"]
