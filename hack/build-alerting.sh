@@ -7,6 +7,7 @@
 #
 #   hack/build-alerting.sh                      # build what is missing, print the dir
 #   "$(hack/build-alerting.sh | tail -1)/amtool" check-config deploy/alerting/alertmanager.yaml
+#   hack/build-alerting.sh --cached             # print the dir only if already built, else exit 1
 #
 # Environment: RBO_CACHE_DIR (default ~/.cache/runbook-operator),
 # PROMETHEUS_VERSION (a github.com/prometheus/prometheus module version; defaults to
@@ -20,6 +21,12 @@ ALERTMANAGER_VERSION=${ALERTMANAGER_VERSION:-v0.31.1}
 
 cache_root=${RBO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/runbook-operator}
 bin="$cache_root/alerting-prometheus-$PROMETHEUS_VERSION-alertmanager-$ALERTMANAGER_VERSION/bin"
+
+if [ "${1:-}" = --cached ]; then   # never build (hack/demo.sh: Alertmanager only if cached)
+  [ -x "$bin/prometheus" ] && [ -x "$bin/alertmanager" ] && [ -x "$bin/amtool" ] || exit 1
+  echo "$bin"
+  exit 0
+fi
 
 if [ ! -x "$bin/prometheus" ] || [ ! -x "$bin/alertmanager" ] || [ ! -x "$bin/amtool" ]; then
   mkdir -p "$bin"
