@@ -162,7 +162,11 @@ EOF
   echo "    http://127.0.0.1:$am_port, webhook $receiver (group_wait 1s), log $demo/alertmanager.log"
 else
   echo "direct" >"$demo/alert-source"
-  say "No Alertmanager binary cached (make tools builds it): the demo will post its webhook payload itself"
+  if [ "${RBO_DEMO_ALERTMANAGER:-1}" = 0 ]; then
+    say "No Alertmanager (RBO_DEMO_ALERTMANAGER=0): the demo posts its webhook payload itself"
+  else
+    say "No Alertmanager cached (make tools builds it): the demo posts its webhook payload itself"
+  fi
 fi
 
 # -- 2. the objects ----------------------------------------------------------------
@@ -219,10 +223,12 @@ done
 [ -n "$execution" ] || { echo "!! no execution was started; see $demo/operator.log" >&2; exit 1; }
 echo "$execution" >"$demo/execution"
 say "The receiver started $execution; following it (kubectl runbook watch, plain lines)"
-kubectl runbook watch "$execution" -n "$ns" --timeout 300 2>&1 | sed 's/^/    /' &
+PYTHONUNBUFFERED=1 kubectl runbook watch "$execution" -n "$ns" --timeout 300 2>&1 |
+  sed -u 's/^/    /' &
 watcher=$!
 kubectl -n "$ns" wait --for=jsonpath='{.status.phase}'=WaitingForApproval --timeout=120s \
   "runbookexecution/$execution" >/dev/null
+sleep 1  # the on-call engineer reads the message (and the watch catches up)
 
 say "approve-failover waits for a human; carol (on call) approves as herself"
 echo "    KUBECONFIG=$carol kubectl runbook approve $execution approve-failover -m 'anthropic is healthy, fail over'"
