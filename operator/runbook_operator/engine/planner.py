@@ -41,6 +41,7 @@ from runbook_operator.engine.circuit import CallOutcome, CircuitState, Transitio
 from runbook_operator.engine.names import job_name
 from runbook_operator.engine.outputs import clean_text, parse_outputs
 from runbook_operator.engine.redact import Redactor, redact, redact_text
+from runbook_operator.engine.reservations import Admitted, CircuitOp, Recorded, Released
 from runbook_operator.engine.timeutil import fmt, parse
 
 BulkheadRow = tuple[str, Literal["running", "waiting"], datetime, str | None]
@@ -168,6 +169,11 @@ class Plan:
     """Circuit transitions this pass caused: (policy, key, transition)."""
     calls: list[tuple[str, str, CallOutcome]] = field(default_factory=list)
     """Calls through circuits this pass settled: (policy, key, outcome), each once."""
+    ops: list[CircuitOp] = field(default_factory=list)
+    """What this pass did to circuits, in order; the shell commits them onto the
+    circuits as they are once the status is written (``engine.reservations``)."""
+    slots: list[tuple[str, BulkheadRow]] = field(default_factory=list)
+    """Bulkhead slots this pass took, by policy (held for it until its status shows them)."""
 
 
 def plan(obs: Observation) -> Plan:
@@ -235,6 +241,12 @@ class _Pass:
             self.status.steps.setdefault(step.name, StepStatus())
         self._variables: dict[str, Any] | None = None
         self.bulkhead_rows = {p: list(rows) for p, rows in obs.bulkheads.items()}
+        for name, st in obs.status.steps.items():
+            # This execution's own running guarded steps hold slots too.
+            since = parse(st.circuit_admitted_at)
+            if st.circuit and st.phase == "Running" and since is not None:
+                self.bulkhead_rows.setdefault(st.circuit.split("/", 1)[0], []).append(
+                    (f"{obs.namespace}/{obs.name}/{name}", "running", since, obs.severity))
         self.fallback_of = {s.circuit.fallback: s.name for s in obs.spec.all_steps()
                             if s.circuit and s.circuit.on_open == "Fallback"
                             and s.circuit.fallback}
@@ -623,6 +635,7 @@ class _Pass:
         state, decision = circuit.admit(state, policy, self.now, key=ident[1])
         self.set_circuit(ident, state, list(decision.transitions))
         if decision.allowed:
+            self.plan.ops.append(Admitted(ident, decision.trial, self.now))
             st.circuit = f"{ident[0]}/{ident[1]}"
             st.circuit_trial = decision.trial or None
             st.circuit_admitted_at = fmt(self.now)
@@ -661,7 +674,9 @@ class _Pass:
         queue = rebuild(policy.bulkhead.max_concurrent,
                         [*rows, (ticket, "waiting", since, self.obs.severity)])
         if queue.is_running(Ticket(ticket, self.obs.severity)):
-            rows.append((ticket, "running", since, self.obs.severity))
+            row: BulkheadRow = (ticket, "running", since, self.obs.severity)
+            rows.append(row)
+            self.plan.slots.append((name, row))
             return True
         max_wait = parse_duration(policy.bulkhead.max_wait) if policy.bulkhead.max_wait \
             else None
@@ -697,6 +712,7 @@ class _Pass:
             state = circuit.release(self.circuit_state((policy, key)),
                                     parse(st.circuit_admitted_at))
             self.plan.circuits[(policy, key)] = state
+            self.plan.ops.append(Released((policy, key), parse(st.circuit_admitted_at)))
             st.circuit_trial = None
 
     def circuit_state(self, ident: tuple[str, str]) -> CircuitState:
@@ -727,6 +743,7 @@ class _Pass:
                                 admitted_at=parse(st.circuit_admitted_at))
         state, transitions = circuit.record(self.circuit_state(ident), policy, call, self.now)
         self.set_circuit(ident, state, transitions)
+        self.plan.ops.append(Recorded(ident, call))
         # A slow failure is a failure here; the slow-call rate still counts it as slow.
         outcome: CallOutcome = "failure" if call.failure else "slow" if call.slow \
             else "success"
