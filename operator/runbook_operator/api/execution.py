@@ -112,6 +112,20 @@ class ApprovalDecision(ApiModel):
     by: str | None = Field(default=None, max_length=256)
 
 
+class ResumeFrom(ApiModel):
+    """Run again after an earlier execution of the same runbook, reusing what it finished.
+
+    The engine decides what is reused (see ``engine/resume.py``): the steps that
+    succeeded (or were skipped by ``when``) and depend neither on a failed step nor
+    on ``step``; ``step`` and every step after it run again.
+    """
+
+    execution: str = Field(max_length=253, pattern=NAME_PATTERN)
+    """A finished RunbookExecution in the same namespace."""
+    step: str | None = Field(default=None, max_length=63, pattern=NAME_PATTERN)
+    """Re-run from this step (it and its descendants run again); default: the failed steps."""
+
+
 class RunbookExecutionSpec(ApiModel):
     """What to run, with which parameters; ``cancel`` and ``approvals`` steer a run.
 
@@ -129,6 +143,8 @@ class RunbookExecutionSpec(ApiModel):
     ``severity`` parameter, else the alert's ``severity`` label."""
     cancel: bool = False
     approvals: list[ApprovalDecision] = Field(default_factory=list, max_length=128)
+    resume_from: ResumeFrom | None = None
+    """Reuse the finished steps of an earlier execution: its frozen spec and params run again."""
 
 
 class StepStatus(ApiModel):
@@ -180,6 +196,15 @@ class NotificationDelivery(ApiModel):
     updated_at: str | None = None
 
 
+class ResumedFrom(ApiModel):
+    """Where a resumed execution came from (``spec.resumeFrom``, as the engine applied it)."""
+
+    execution: str
+    step: str | None = None
+    reused: list[str] = Field(default_factory=list)
+    """The steps whose results were copied from the source: no Job ran for them here."""
+
+
 class RunbookExecutionStatus(ApiModel):
     phase: ExecutionPhase = "Pending"
     reason: str | None = None
@@ -209,6 +234,8 @@ class RunbookExecutionStatus(ApiModel):
     and never sends a delivered one again."""
     cancel_reason: str | None = Field(default=None, max_length=64)
     """The reason the run ends with when cancelled that way (``Replaced``, ``AlertResolved``)."""
+    resumed_from: ResumedFrom | None = None
+    """The execution this one resumed, and which of its steps were reused."""
 
 
 class RunbookExecution(ApiModel):

@@ -154,8 +154,17 @@ class ExecutionReconciler:
     def start(self, body: dict[str, Any], execution: RunbookExecution) -> Outcome:
         namespace = execution.metadata.namespace or ""
         runbook = self.read("runbooks", namespace, execution.spec.runbook_ref.name)
+        source = None
+        if execution.spec.resume_from is not None:
+            # The run it resumes (spec.resumeFrom): the store first; the API when the
+            # store has not seen it, or not yet seen it finish.
+            key = (namespace, execution.spec.resume_from.execution)
+            source = self.store.executions.get(key)
+            if ((source or {}).get("status") or {}).get("phase") not in \
+                    FINISHED_EXECUTION_PHASES:
+                source = self.read(PLURAL, *key)
         status = start_execution(execution.spec, runbook, namespace, self.clock(),
-                                 self.security)
+                                 self.security, source=source)
         previous = execution.status
         if execution.spec.cancel or (previous is not None and previous.cancel_requested):
             # Cancelled while pending or queued: it ends before any step exists.
