@@ -1,17 +1,33 @@
 """The circuits of every CircuitPolicy: shared state, made durable in the policy's status.
 
-Executions read and change circuits under one lock (a HalfOpen permit must go to
-one caller only); what changed is written to the CircuitPolicy's status in
-batches, at most once per second per policy, so a burst of calls costs a handful
-of writes. The operator is the status' single writer, and it reads the status
-back when it (re)starts: an Open circuit stays Open with its ``nextAttemptAt``.
+Why it exists: circuits and bulkheads are shared by every execution, but a pass's
+API calls must not serialise the cluster's guarded executions nor stall the event
+loop. So there is no lock across I/O:
+
+- ``locked(namespace, policies)`` takes short per-policy locks (in sorted order)
+  for in-memory work only: a pass reads ``view`` (committed circuits plus what
+  other passes hold), plans, and ``reserve``s what it took (HalfOpen trial
+  permits, bulkhead slots), then lets go;
+- the pass creates its Jobs and writes its status with no lock held;
+- then, under the locks again, ``commit`` applies the pass's circuit operations
+  onto the circuits as they are now (``engine.reservations``), or ``rollback``
+  gives the reservation back when the status write was lost.
+
+The event loop (``observe_policy``, ``bodies``, ``take_dirty``) only takes
+``_data``, a plain lock no thread holds for more than a few dictionary
+operations. What changed is written to the CircuitPolicy's status in batches, at
+most once per second per policy, so a burst of calls costs a handful of writes.
+The operator is the status' single writer, and it reads the status back when it
+(re)starts: an Open circuit stays Open with its ``nextAttemptAt``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,9 +35,11 @@ from pydantic import ValidationError
 
 from runbook_operator.api.circuitpolicy import CircuitPolicySpec, CircuitStatus
 from runbook_operator.api.common import GROUP, VERSION, Condition
-from runbook_operator.engine import circuit
-from runbook_operator.engine.circuit import CircuitState
+from runbook_operator.engine import circuit, reservations
+from runbook_operator.engine.circuit import CircuitState, Transition
+from runbook_operator.engine.planner import BulkheadRow
 from runbook_operator.engine.policy_validation import validate_policy
+from runbook_operator.engine.reservations import CircuitOp
 from runbook_operator.engine.validation import Problem
 
 log = logging.getLogger("runbook_operator.circuits")
@@ -31,87 +49,220 @@ PolicyKey = tuple[str, str]
 """(namespace, policy name)."""
 
 
+@dataclass
+class Held:
+    """What one pass in flight holds: trial permits and bulkhead slots."""
+
+    namespace: str
+    trials: list[tuple[tuple[str, str], datetime]] = field(default_factory=list)
+    slots: list[tuple[str, BulkheadRow]] = field(default_factory=list)
+
+
+@dataclass
+class View:
+    """The shared state a pass plans against (see :meth:`CircuitRegistry.view`)."""
+
+    specs: dict[str, CircuitPolicySpec]
+    invalid: dict[str, str]
+    circuits: dict[tuple[str, str], CircuitState]
+    held_slots: dict[str, list[BulkheadRow]]
+    """By policy: bulkhead slots other passes took and have not committed yet."""
+    transitions: list[tuple[str, str, Transition]]
+    """Time-driven transitions (Open -> HalfOpen) made while taking the view."""
+
+
 class CircuitRegistry:
     def __init__(self) -> None:
-        self.lock = threading.RLock()
-        """Held around planning an execution with guarded steps and merging its result."""
+        self._data = threading.Lock()
+        """Guards the dictionaries below; held for dictionary work only, never across
+        I/O or planning (the event loop takes it)."""
+        self._locks: dict[PolicyKey, threading.Lock] = {}
+        """Per policy: held by a pass while it plans and reserves, and while it commits."""
         self.policies: dict[PolicyKey, dict[str, Any]] = {}
         self._specs: dict[PolicyKey, CircuitPolicySpec | None] = {}
         """Each policy's spec, parsed once per observed body (None: not valid)."""
         self.problems: dict[PolicyKey, list[Problem]] = {}
         """Why each policy is not valid (empty: it is)."""
         self.states: dict[PolicyKey, dict[str, CircuitState]] = {}
+        """Committed circuits, by policy then key."""
+        self.held: dict[str, Held] = {}
+        """Reservations of passes in flight, by pass token."""
         self.dirty: set[PolicyKey] = set()
 
     def observe_policy(self, body: dict[str, Any], deleted: bool = False) -> None:
         """A CircuitPolicy from the watch; its status seeds the circuits the first time."""
         meta = body.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
-        with self.lock:
-            if deleted:
+        if deleted:
+            with self._data:
                 self.policies.pop(key, None)
                 self._specs.pop(key, None)
                 self.problems.pop(key, None)
                 self.states.pop(key, None)
-                return
+            return
+        # Validated and parsed before the lock: only the dictionary work is under it.
+        problems = validate_policy(body.get("spec"))
+        if problems:
+            log.warning("CircuitPolicy %s/%s is not valid: %s", *key,
+                        "; ".join(str(p) for p in problems))
+        spec = None if problems else CircuitPolicySpec.model_validate(body.get("spec") or {})
+        loaded = None
+        with self._data:
+            known = key in self.states
+        if not known:
+            loaded = load_states((body.get("status") or {}).get("circuits"))
+        with self._data:
             self.policies[key] = body
-            problems = validate_policy(body.get("spec"))
             self.problems[key] = problems
-            if problems:
-                log.warning("CircuitPolicy %s/%s is not valid: %s", *key,
-                            "; ".join(str(p) for p in problems))
-                self._specs[key] = None
-            else:
-                self._specs[key] = CircuitPolicySpec.model_validate(body.get("spec") or {})
+            self._specs[key] = spec
             if key not in self.states:
-                self.states[key] = load_states((body.get("status") or {}).get("circuits"))
+                self.states[key] = loaded or {}
                 self.dirty.add(key)  # publish observedGeneration and openCircuits
             elif _stale(body, problems):
                 self.dirty.add(key)  # a new generation, or a verdict not yet published
 
+    def known(self, namespace: str, name: str) -> bool:
+        with self._data:
+            return (namespace, name) in self.policies
+
+    def body(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._data:
+            return self.policies.get((namespace, name))
+
     def invalid(self, namespace: str, names: Iterable[str]) -> dict[str, str]:
         """The policies among ``names`` that exist but are not valid, with why."""
-        return {name: "; ".join(str(p) for p in self.problems[(namespace, name)])
-                for name in names if self.problems.get((namespace, name))}
+        with self._data:
+            return {name: "; ".join(str(p) for p in self.problems[(namespace, name)])
+                    for name in names if self.problems.get((namespace, name))}
 
     def specs(self, namespace: str, names: Iterable[str]) -> dict[str, CircuitPolicySpec]:
         """The valid policies among ``names`` (a missing or invalid one is left out)."""
         found: dict[str, CircuitPolicySpec] = {}
-        for name in names:
-            spec = self._specs.get((namespace, name))
-            if spec is not None:
-                found[name] = spec
+        with self._data:
+            for name in names:
+                spec = self._specs.get((namespace, name))
+                if spec is not None:
+                    found[name] = spec
         return found
 
     def circuits(self, namespace: str,
                  names: Iterable[str]) -> dict[tuple[str, str], CircuitState]:
-        return {(name, k): s for name in names
-                for k, s in self.states.get((namespace, name), {}).items()}
+        """The committed circuits of ``names``."""
+        with self._data:
+            return {(name, k): s for name in names
+                    for k, s in self.states.get((namespace, name), {}).items()}
+
+    # -- a pass: view and reserve, (I/O with no lock), commit or roll back ----------------
+
+    @contextmanager
+    def locked(self, namespace: str, names: Iterable[str]) -> Iterator[None]:
+        """The policies' pass locks, taken in sorted order (no two passes deadlock)."""
+        with ExitStack() as stack:
+            for name in sorted(set(names)):
+                with self._data:
+                    lock = self._locks.setdefault((namespace, name), threading.Lock())
+                stack.enter_context(lock)
+            yield
+
+    def view(self, namespace: str, names: Sequence[str], token: str, now: datetime) -> View:
+        """What a pass plans against at ``now``; the caller holds :meth:`locked`.
+
+        Committed circuits, moved Open -> HalfOpen where their time has come (kept:
+        that transition is time's, not the pass's), plus the trial permits and
+        bulkhead slots other passes hold.
+        """
+        specs = self.specs(namespace, names)
+        invalid = self.invalid(namespace, names)
+        transitions: list[tuple[str, str, Transition]] = []
+        with self._data:
+            others = [h for t, h in self.held.items() if t != token and h.namespace == namespace]
+            circuits: dict[tuple[str, str], CircuitState] = {}
+            for name in names:
+                states = self.states.get((namespace, name))
+                spec = specs.get(name)
+                if states is None or spec is None:
+                    continue
+                for k, state in list(states.items()):
+                    ticked, moved = circuit.tick(state, spec, now)
+                    if moved:
+                        states[k] = ticked
+                        self.dirty.add((namespace, name))
+                        transitions += [(name, k, t) for t in moved]
+                    held = [at for h in others for ident, at in h.trials if ident == (name, k)]
+                    circuits[(name, k)] = reservations.with_reserved(ticked, held)
+            slots: dict[str, list[BulkheadRow]] = {name: [] for name in names}
+            for h in others:
+                for policy, row in h.slots:
+                    if policy in slots:
+                        slots[policy].append(row)
+        return View(specs, invalid, circuits, slots, transitions)
+
+    def reserve(self, namespace: str, token: str, ops: Sequence[CircuitOp],
+                slots: Sequence[tuple[str, BulkheadRow]]) -> None:
+        """Hold what a planned pass took until it commits or rolls back."""
+        trials = reservations.trials_of(ops)
+        with self._data:
+            if trials or slots:
+                self.held[token] = Held(namespace, trials, list(slots))
+            else:
+                self.held.pop(token, None)
+
+    def commit(self, namespace: str, token: str, ops: Sequence[CircuitOp], now: datetime
+               ) -> tuple[dict[tuple[str, str], CircuitState], list[tuple[str, str, Transition]]]:
+        """A written pass: its operations onto the circuits as they are now; the caller
+        holds :meth:`locked`. Returns the circuits changed and the transitions made."""
+        names = sorted({op.ident[0] for op in ops})
+        specs = self.specs(namespace, names)
+        with self._data:
+            self.held.pop(token, None)
+            current = {(name, k): s for name in names
+                       for k, s in self.states.get((namespace, name), {}).items()}
+            changed, transitions = reservations.commit(current, specs, ops, now)
+            for (name, k), state in changed.items():
+                if (namespace, name) in self.states:
+                    self.states[(namespace, name)][k] = state
+                    self.dirty.add((namespace, name))
+        return changed, transitions
+
+    def rollback(self, token: str) -> None:
+        """A lost pass gives back what it held (its calls were never counted)."""
+        with self._data:
+            self.held.pop(token, None)
 
     def update(self, namespace: str, changed: Mapping[tuple[str, str], CircuitState]) -> None:
-        for (name, k), state in changed.items():
-            self.states.setdefault((namespace, name), {})[k] = state
-            self.dirty.add((namespace, name))
+        """Set circuits outright (tests and restores; passes use :meth:`commit`)."""
+        with self._data:
+            for (name, k), state in changed.items():
+                self.states.setdefault((namespace, name), {})[k] = state
+                self.dirty.add((namespace, name))
+
+    # -- the event loop's side ---------------------------------------------------------
 
     def bodies(self) -> list[dict[str, Any]]:
         """Every policy with the status its circuits have now (written or not yet)."""
-        with self.lock:
-            return [{**body, "status": status_of(body, self.states.get(key, {}),
-                                                  self.problems.get(key, []))}
-                    for key, body in self.policies.items()]
+        with self._data:
+            items = [(body, dict(self.states.get(key, {})), list(self.problems.get(key, [])))
+                     for key, body in self.policies.items()]
+        return [{**body, "status": status_of(body, states, problems)}
+                for body, states, problems in items]
 
     def take_dirty(self) -> list[tuple[PolicyKey, dict[str, Any]]]:
         """The statuses to write now, and forget that they were dirty."""
-        with self.lock:
-            out = []
+        with self._data:
+            items = []
             for key in sorted(self.dirty):
                 body = self.policies.get(key)
-                if body is None:
-                    continue
-                out.append((key, status_of(body, self.states.get(key, {}),
-                                           self.problems.get(key, []))))
+                if body is not None:
+                    items.append((key, body, dict(self.states.get(key, {})),
+                                  list(self.problems.get(key, []))))
             self.dirty.clear()
-            return out
+        return [(key, status_of(body, states, problems))
+                for key, body, states, problems in items]
+
+    def mark_dirty(self, key: PolicyKey) -> None:
+        """Write this policy's status again (its last write failed)."""
+        with self._data:
+            self.dirty.add(key)
 
 
 def load_states(circuits: Any) -> dict[str, CircuitState]:

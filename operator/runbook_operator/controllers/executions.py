@@ -9,7 +9,6 @@ patch of what changed, guarded by the resourceVersion it was planned from.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
@@ -40,6 +39,7 @@ from runbook_operator.engine import merge
 from runbook_operator.engine.approvals import may_decide
 from runbook_operator.engine.cel import CelError
 from runbook_operator.engine.cel import evaluate as cel_evaluate
+from runbook_operator.engine.circuit import Transition
 from runbook_operator.engine.concurrency import Peer, decide
 from runbook_operator.engine.history import appended
 from runbook_operator.engine.names import generate_prefix, label_value
@@ -311,18 +311,24 @@ class ExecutionReconciler:
             runbook=execution.spec.runbook_ref.name,
         )
         guarded = sorted({s.circuit.policy for s in spec.all_steps() if s.circuit})
-        # With guarded steps, plan and write under the circuits' lock: the next
-        # execution's decision must see this one's bulkhead slots and permits.
-        with self.circuits.lock if guarded else contextlib.nullcontext():
+        token = f"{key[0]}/{key[1]}"
+        committed = not guarded
+        try:
             if guarded:
-                result = self.plan_with_circuits(key[0], guarded, observation)
+                result = self.plan_with_circuits(key[0], guarded, token, observation)
             else:
                 result = plan(observation)
+            # No lock from here to the commit: other passes plan meanwhile against
+            # what this one reserved (its trial permits and bulkhead slots).
             self.carry_out(body, execution, spec, params, result)
             if not self.write_status(body, result.status):
                 return Outcome(again=True)  # the circuits never saw this pass
             if guarded:
-                self.commit_circuits(key[0], guarded, result)
+                self.commit_circuits(key[0], guarded, token, result)
+                committed = True
+        finally:
+            if not committed:
+                self.circuits.rollback(token)
         self.record_metrics(key[0], execution.spec.runbook_ref.name, spec, status, result,
                             observation.now)
         self.record_spans(body, execution, status, result.status, spec)
@@ -349,48 +355,65 @@ class ExecutionReconciler:
             wake_at = min(wake_at, recheck) if wake_at else recheck
         return Outcome(wake_at=wake_at, others=others)
 
-    def plan_with_circuits(self, namespace: str, policies: list[str],
+    def plan_with_circuits(self, namespace: str, policies: list[str], token: str,
                            observation: Observation) -> Plan:
-        """Plan against the shared circuits; the caller holds their lock.
+        """Plan against the shared circuits and reserve what the plan takes.
 
-        The registry is changed only by :meth:`commit_circuits`, once the status that
-        records the pass is written: a pass lost to a conflict must neither count its
-        calls twice nor keep a HalfOpen permit.
+        Under the policies' short locks, and only for in-memory work: the view of the
+        circuits (with what other passes hold), the bulkhead lines, the plan. The
+        registry's circuits change only in :meth:`commit_circuits`, once the status
+        that records the pass is written: a pass lost to a conflict neither counts
+        its calls nor keeps a HalfOpen permit (:meth:`CircuitRegistry.rollback`).
         """
         for name in policies:
-            if (namespace, name) not in self.circuits.policies:
-                body = self.read(circuits.PLURAL, namespace, name)
+            if not self.circuits.known(namespace, name):
+                body = self.read(circuits.PLURAL, namespace, name)  # I/O: before the locks
                 if body is not None:
                     self.circuits.observe_policy(body)
-        observation = replace(
-            observation, policies=self.circuits.specs(namespace, policies),
-            invalid_policies=self.circuits.invalid(namespace, policies),
-            circuits=self.circuits.circuits(namespace, policies),
-            bulkheads=self.bulkhead_rows(namespace, policies, observation.name))
-        return plan(observation)
+        with self.circuits.locked(namespace, policies):
+            now = self.clock()  # under the locks: passes on one circuit see time in order
+            view = self.circuits.view(namespace, policies, token, now)
+            rows = self.bulkhead_rows(namespace, policies, observation.name)
+            for policy, held in view.held_slots.items():
+                rows.setdefault(policy, []).extend(held)
+            result = plan(replace(observation, now=now, policies=view.specs,
+                                  invalid_policies=view.invalid, circuits=view.circuits,
+                                  bulkheads=rows))
+            self.circuits.reserve(namespace, token, result.ops, result.slots)
+        self.report_transitions(namespace, view.transitions)
+        return result
 
-    def commit_circuits(self, namespace: str, policies: list[str], result: Plan) -> None:
-        """A written pass's circuit changes: into the registry, the metrics and Events."""
-        self.circuits.update(namespace, result.circuits)
+    def commit_circuits(self, namespace: str, policies: list[str], token: str,
+                        result: Plan) -> None:
+        """A written pass's circuit operations onto the circuits as they are now; then
+        the metrics and the policies' Events of what changed."""
+        with self.circuits.locked(namespace, policies):
+            changed, transitions = self.circuits.commit(namespace, token, result.ops,
+                                                        self.clock())
         for policy, key, outcome in result.calls:
             self.metrics.circuit_call(namespace, policy, key, outcome)
-        for (policy, key), state in result.circuits.items():
+        for (policy, key), state in changed.items():
             self.metrics.set_circuit_failure_rate(
                 namespace, policy, key, (state.failure_rate or 0.0) / 100)
-        for policy, key, transition in result.transitions:
-            self.metrics.circuit_transition(namespace, policy, key, transition.from_,
-                                            transition.to)
-            body = self.circuits.policies.get((namespace, policy))
-            if body is not None:
-                self.events.post(body, "Circuit" + transition.to,
-                                 f"circuit {key}: {transition.from_} -> {transition.to}: "
-                                 f"{transition.reason}", warning=transition.to == "Open")
+        self.report_transitions(namespace, transitions)
         executions = list(self.store.executions.values())  # a snapshot: the loop writes it
         for policy, spec in self.circuits.specs(namespace, policies).items():
             if spec.bulkhead is not None:
                 self.metrics.set_bulkhead_available(
                     namespace, policy, spec.bulkhead.max_concurrent
                     - bulkhead_in_use(executions, namespace, policy))
+
+    def report_transitions(self, namespace: str,
+                           transitions: list[tuple[str, str, Transition]]) -> None:
+        """Circuit transitions as metrics and as Events on their CircuitPolicy."""
+        for policy, key, transition in transitions:
+            self.metrics.circuit_transition(namespace, policy, key, transition.from_,
+                                            transition.to)
+            body = self.circuits.body(namespace, policy)
+            if body is not None:
+                self.events.post(body, "Circuit" + transition.to,
+                                 f"circuit {key}: {transition.from_} -> {transition.to}: "
+                                 f"{transition.reason}", warning=transition.to == "Open")
 
     def bulkhead_rows(self, namespace: str, policies: list[str], me: str
                       ) -> dict[str, list[BulkheadRow]]:

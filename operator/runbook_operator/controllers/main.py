@@ -320,7 +320,7 @@ async def flush_circuits_once(operator: Operator) -> None:
         except Exception as exc:  # written again with the next change
             log.warning("could not write status of CircuitPolicy %s/%s: %s",
                         namespace, name, exc)
-            operator.circuits.dirty.add((namespace, name))
+            operator.circuits.mark_dirty((namespace, name))
 
 
 async def start_http(operator: Operator, settings: OperatorSettings,
