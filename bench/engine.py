@@ -1,21 +1,30 @@
 """Engine benchmark: N executions of a fan-out/join DAG against the floor, on one cluster.
 
     python bench/engine.py [--executions 100] [--branches 4] [--kubeconfig PATH]
+                           [--concurrent-job-syncs N] [--old-floor] [--profile OUT.svg]
 
-Runs on the local control plane (started for the run unless --kubeconfig names a
-running cluster). Two phases in the same run, each in its own namespace:
+Runs on the local control plane (``RBO_CLUSTER_DIR``'s, started for the run unless
+--kubeconfig names a running cluster). Phases in the same run, each in its own
+namespace:
 
 1. the operator: N RunbookExecutions created at once of a runbook
    ``start -> b1..bK -> join`` (K+2 steps), run to completion;
-2. the floor: a minimal driver with no engine that creates the same Jobs in the
-   same order, reacting to Job watch events.
+2. the floor: a minimal driver with no engine that creates the same Jobs, reacting
+   to its pod watch (a step's pod terminated) and creating Jobs concurrently from
+   a thread pool, as fast as the control plane takes them;
+3. with --old-floor, also the previous floor once: Jobs created one at a time from
+   the watch thread, on the Job's Complete condition.
 
-For both it prints executions per minute and step transition latency
-(dependency finished -> dependent Job created, both as seen by one Job watch in
-this process), plus, for the operator, apiserver requests per step by verb and
-resource (deltas of ``apiserver_request_total``), operator CPU seconds and peak
-RSS. Kwok finishes every pod at once, so the figures measure the control loop,
-not the workload.
+Why: the on-call engineer waits from a step's container exiting to the next
+step's pod existing and running. So next to the Job -> Job figure (dependency's
+Job Complete -> dependent Job created) it reports pod -> pod latency: dependency's
+step pod seen terminated -> dependent's pod created, and -> dependent's container
+started; all times are local receipt times of watches in this process. It prints
+executions per minute (first creation -> last step pod terminated), apiserver
+requests per step by verb and resource (deltas of ``apiserver_request_total``),
+Events per step, operator CPU and peak RSS, and the conditions: cores, load
+average, the controller-manager's flags. Kwok finishes every pod at once, so the
+figures measure the control loops, not the workload.
 """
 
 from __future__ import annotations
@@ -23,12 +32,17 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,9 +57,38 @@ from cluster import LocalCluster  # noqa: E402
 from operator_process import OperatorProcess  # noqa: E402
 
 GROUP, VERSION = "runbooks.dev", "v1alpha1"
+Listener = Callable[[str, dict[str, str]], None]
+
+
+def load() -> str:
+    """The 1/5/15-minute load average, printed with every figure (others share the cores)."""
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 # -- observation -------------------------------------------------------------------------
+
+
+def _watch(list_fn: Any, namespace: str, stop: threading.Event, ready: threading.Event,
+           handle: Callable[[Any], None]) -> None:
+    """Feed every watch event of ``list_fn`` in ``namespace`` to ``handle`` until stopped."""
+    rv = list_fn(namespace).metadata.resource_version
+    ready.set()
+    while not stop.is_set():
+        try:
+            for ev in kubernetes.watch.Watch().stream(
+                    list_fn, namespace, resource_version=rv, timeout_seconds=10,
+                    _preload_content=True):
+                obj = ev["object"]
+                rv = obj.metadata.resource_version
+                handle(obj)
+                if stop.is_set():
+                    return
+        except ApiException as exc:
+            if exc.status == 410:
+                rv = list_fn(namespace).metadata.resource_version
+            else:
+                raise
 
 
 @dataclass
@@ -57,53 +100,81 @@ class JobClock:
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
-    listeners: list[Any] = field(default_factory=list)
+    listeners: list[Listener] = field(default_factory=list)
 
     def run(self, api: kubernetes.client.ApiClient, namespace: str, ready: threading.Event) -> None:
         batch = kubernetes.client.BatchV1Api(api)
-        rv = batch.list_namespaced_job(namespace).metadata.resource_version
-        ready.set()
-        while not self.stop.is_set():
-            try:
-                for ev in kubernetes.watch.Watch().stream(
-                        batch.list_namespaced_job, namespace, resource_version=rv,
-                        timeout_seconds=10, _preload_content=True):
-                    now = time.monotonic()
-                    job = ev["object"]
-                    rv = job.metadata.resource_version
-                    name = job.metadata.name
-                    done = any(c.type == "Complete" and c.status == "True"
-                               for c in (job.status.conditions or []))
-                    with self.lock:
-                        self.created.setdefault(name, now)
-                        self.labels.setdefault(name, job.metadata.labels or {})
-                        newly_done = done and name not in self.finished
-                        if newly_done:
-                            self.finished[name] = now
-                    if newly_done:
-                        for listener in self.listeners:
-                            listener(name, job.metadata.labels or {})
-                    if self.stop.is_set():
-                        return
-            except ApiException as exc:
-                if exc.status == 410:
-                    rv = batch.list_namespaced_job(namespace).metadata.resource_version
-                else:
-                    raise
+        _watch(batch.list_namespaced_job, namespace, self.stop, ready, self.handle)
+
+    def handle(self, job: Any) -> None:
+        now = time.monotonic()
+        name = job.metadata.name
+        done = any(c.type == "Complete" and c.status == "True"
+                   for c in (job.status.conditions or []))
+        with self.lock:
+            self.created.setdefault(name, now)
+            self.labels.setdefault(name, job.metadata.labels or {})
+            newly_done = done and name not in self.finished
+            if newly_done:
+                self.finished[name] = now
+        if newly_done:
+            for listener in self.listeners:
+                listener(name, job.metadata.labels or {})
 
 
-def transition_latencies(clock: JobClock, deps: dict[str, list[str]],
-                         job_of: Any) -> list[float]:
-    """For every dependent Job: its creation minus the last finish of its dependencies."""
+@dataclass
+class PodClock:
+    """Local receipt times of step pods: created, container started, terminated."""
+
+    created: dict[str, float] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
+    terminated: dict[str, float] = field(default_factory=dict)
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+    listeners: list[Listener] = field(default_factory=list)
+
+    def run(self, api: kubernetes.client.ApiClient, namespace: str, ready: threading.Event) -> None:
+        core = kubernetes.client.CoreV1Api(api)
+        _watch(core.list_namespaced_pod, namespace, self.stop, ready, self.handle)
+
+    def handle(self, pod: Any) -> None:
+        now = time.monotonic()
+        name = pod.metadata.name
+        states = [cs.state for cs in (pod.status.container_statuses or []) if cs.state]
+        started = any(st.running or st.terminated for st in states)
+        terminated = pod.status.phase in ("Succeeded", "Failed") and \
+            any(st.terminated for st in states)
+        with self.lock:
+            self.created.setdefault(name, now)
+            self.labels.setdefault(name, pod.metadata.labels or {})
+            if started:
+                self.started.setdefault(name, now)
+            newly = terminated and name not in self.terminated
+            if newly:
+                self.terminated[name] = now
+        if newly:
+            for listener in self.listeners:
+                listener(name, pod.metadata.labels or {})
+
+
+def transition_latencies(created: dict[str, float], finished: dict[str, float],
+                         labels: dict[str, dict[str, str]], deps: dict[str, list[str]],
+                         keys: tuple[str, str]) -> list[float]:
+    """For every dependent object: its ``created`` time minus the last ``finished`` time of
+    its dependencies' objects. ``keys`` are the (execution, step) label names."""
+    by_step: dict[tuple[str, str], str] = {}
+    for name, lab in labels.items():
+        by_step[(lab.get(keys[0], ""), lab.get(keys[1], ""))] = name
     out = []
-    for job, labels in clock.labels.items():
-        step, execution = labels.get("bench/step"), labels.get("bench/execution")
-        if not step or not deps.get(step):
+    for name, lab in labels.items():
+        execution, step = lab.get(keys[0], ""), lab.get(keys[1], "")
+        if not step or not deps.get(step) or name not in created:
             continue
-        finishes = [clock.finished.get(job_of(execution, d)) for d in deps[step]]
+        finishes = [finished.get(by_step.get((execution, d), "")) for d in deps[step]]
         if None in finishes:
             continue
-        out.append(clock.created[job] - max(f for f in finishes if f is not None))
+        out.append(created[name] - max(f for f in finishes if f is not None))
     return out
 
 
@@ -146,7 +217,34 @@ def process_usage(pid: int) -> tuple[float, int]:
     return cpu, hwm
 
 
-# -- the two drivers -----------------------------------------------------------------------
+@dataclass
+class Watches:
+    """A Job watch and a pod watch on one namespace."""
+
+    jobs: JobClock = field(default_factory=JobClock)
+    pods: PodClock = field(default_factory=PodClock)
+
+    def start(self, api: kubernetes.client.ApiClient, namespace: str) -> None:
+        for clock in (self.jobs, self.pods):
+            ready = threading.Event()
+            threading.Thread(target=clock.run, args=(api, namespace, ready), daemon=True).start()
+            if not ready.wait(30):
+                raise RuntimeError("a watch did not start within 30 s")
+
+    def stop(self) -> None:
+        self.jobs.stop.set()
+        self.pods.stop.set()
+
+    def figures(self, deps: dict[str, list[str]], keys: tuple[str, str]) -> dict[str, Any]:
+        j, p = self.jobs, self.pods
+        return {
+            "job_job": transition_latencies(j.created, j.finished, j.labels, deps, keys),
+            "pod_created": transition_latencies(p.created, p.terminated, p.labels, deps, keys),
+            "pod_started": transition_latencies(p.started, p.terminated, p.labels, deps, keys),
+        }
+
+
+# -- the drivers ---------------------------------------------------------------------------
 
 
 def dag(branches: int) -> dict[str, list[str]]:
@@ -180,8 +278,18 @@ def job_template(namespace: str, name: str, labels: dict[str, str]) -> dict[str,
                     {"name": "step", "image": "busybox:1.37", "command": ["true"]}]}}}}
 
 
-def run_floor(api: kubernetes.client.ApiClient, n: int, branches: int) -> dict[str, Any]:
-    """The floor: create the same Jobs in the same order from watch events, nothing else."""
+FLOOR_KEYS = ("bench/execution", "bench/step")
+OPERATOR_KEYS = ("runbooks.dev/execution", "runbooks.dev/step")
+
+
+def run_floor(api: kubernetes.client.ApiClient, n: int, branches: int,
+              old: bool = False) -> dict[str, Any]:
+    """The floor: the same Jobs in the same DAG order from watch events, no engine.
+
+    The floor acts on the step pod's termination and creates Jobs from a pool of 16
+    threads, as fast as the control plane takes them; ``old`` is the previous floor:
+    one Job at a time from the watch thread, on the Job's Complete condition.
+    """
     ns = make_namespace(api, "bench-floor")
     batch = kubernetes.client.BatchV1Api(api)
     deps = dag(branches)
@@ -189,21 +297,27 @@ def run_floor(api: kubernetes.client.ApiClient, n: int, branches: int) -> dict[s
     for step, ds in deps.items():
         for d in ds:
             dependants[d].append(step)
-    clock = JobClock()
+    watches = Watches()
     done_steps: dict[str, set[str]] = defaultdict(set)
     finished_exec: dict[str, float] = {}
     lock = threading.Lock()
-
-    def name(execution: str, step: str) -> str:
-        return f"{execution}-{step}-1"
+    pool = None if old else ThreadPoolExecutor(max_workers=16)
 
     def create(execution: str, step: str) -> None:
-        labels = {"bench/execution": execution, "bench/step": step}
-        batch.create_namespaced_job(ns, job_template(ns, name(execution, step), labels))
+        labels = {FLOOR_KEYS[0]: execution, FLOOR_KEYS[1]: step}
+        body = job_template(ns, f"{execution}-{step}-1", labels)
+        if pool is None:
+            batch.create_namespaced_job(ns, body)
+        else:
+            pool.submit(batch.create_namespaced_job, ns, body)
 
-    def on_finished(job: str, labels: dict[str, str]) -> None:
-        execution, step = labels["bench/execution"], labels["bench/step"]
+    def on_finished(_: str, labels: dict[str, str]) -> None:
+        execution, step = labels.get(FLOOR_KEYS[0]), labels.get(FLOOR_KEYS[1])
+        if not execution or not step:
+            return
         with lock:
+            if step in done_steps[execution]:
+                return
             done_steps[execution].add(step)
             ready = [s for s in dependants[step] if set(deps[s]) <= done_steps[execution]]
             if len(done_steps[execution]) == len(deps):
@@ -211,22 +325,24 @@ def run_floor(api: kubernetes.client.ApiClient, n: int, branches: int) -> dict[s
         for s in ready:
             create(execution, s)
 
-    clock.listeners.append(on_finished)
-    ready = threading.Event()
-    watcher = threading.Thread(target=clock.run, args=(api, ns, ready), daemon=True)
-    watcher.start()
-    ready.wait(10)
+    (watches.jobs if old else watches.pods).listeners.append(on_finished)
+    watches.start(api, ns)
+    load_before = load()
     t0 = time.monotonic()
-    executions = [f"floor-{i}" for i in range(n)]
-    for e in executions:
-        create(e, "start")
-    deadline = time.monotonic() + 600
+    for i in range(n):
+        create(f"floor-{i}", "start")
+    deadline = time.monotonic() + 900
     while len(finished_exec) < n and time.monotonic() < deadline:
         time.sleep(0.1)
-    elapsed = max(finished_exec.values(), default=time.monotonic()) - t0
-    clock.stop.set()
+    elapsed = max(watches.pods.terminated.values(), default=time.monotonic()) - t0
+    if old:
+        elapsed = max(finished_exec.values(), default=time.monotonic()) - t0
+    load_after = load()
+    watches.stop()
+    if pool is not None:
+        pool.shutdown(wait=True)
     return {"namespace": ns, "finished": len(finished_exec), "elapsed": elapsed,
-            "latencies": transition_latencies(clock, deps, name)}
+            "load": f"{load_before} -> {load_after}", **watches.figures(deps, FLOOR_KEYS)}
 
 
 def run_operator(api: kubernetes.client.ApiClient, op: OperatorProcess, n: int,
@@ -241,13 +357,12 @@ def run_operator(api: kubernetes.client.ApiClient, op: OperatorProcess, n: int,
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "Runbook", "metadata": {"name": "fan"},
         "spec": {"parallelism": branches + 1, "steps": steps}})
     time.sleep(1.0)
-    clock = JobClock()
-    ready = threading.Event()
-    threading.Thread(target=clock.run, args=(api, ns, ready), daemon=True).start()
-    ready.wait(10)
+    watches = Watches()
+    watches.start(api, ns)
     assert op.proc is not None
     cpu0, _ = process_usage(op.proc.pid)
     before = request_counts(api)
+    load_before = load()
     t0 = time.monotonic()
     executions = [f"run-{i}" for i in range(n)]
     for e in executions:
@@ -267,25 +382,20 @@ def run_operator(api: kubernetes.client.ApiClient, op: OperatorProcess, n: int,
                 finished.setdefault(item["metadata"]["name"], now)
                 phases[item["metadata"]["name"]] = phase
         time.sleep(0.5)
-    # The last Job's completion is the end of the work; polling above only detects it.
-    last_job = max(clock.finished.values(), default=time.monotonic())
-    elapsed = last_job - t0
-    time.sleep(2.0)  # let the final status writes land before counting requests
+    # The last step pod's termination is the end of the work; polling only detects it.
+    elapsed = max(watches.pods.terminated.values(), default=time.monotonic()) - t0
+    load_after = load()
+    time.sleep(2.0)  # let the final status writes and Events land before counting requests
     after = request_counts(api)
     cpu1, rss = process_usage(op.proc.pid)
-    clock.stop.set()
-
-    def job_name(execution: str, step: str) -> str:
-        return f"{execution}-{step}-1"
-
-    # Relabel: the operator's pods carry bench/step; Jobs carry runbooks.dev labels.
-    for job, labels in list(clock.labels.items()):
-        clock.labels[job] = {"bench/step": labels.get("runbooks.dev/step", ""),
-                             "bench/execution": labels.get("runbooks.dev/execution", "")}
+    watches.stop()
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    ours = [e for e in kubernetes.client.CoreV1Api(api).list_namespaced_event(ns).items
+            if (e.source and e.source.component) == "runbook-operator"]
     return {"namespace": ns, "finished": len(finished), "elapsed": elapsed,
-            "phases": phases, "latencies": transition_latencies(clock, deps, job_name),
-            "requests": delta, "cpu": cpu1 - cpu0, "rss": rss}
+            "phases": phases, "requests": delta, "cpu": cpu1 - cpu0, "rss": rss,
+            "events": len(ours), "occurrences": sum(e.count or 1 for e in ours),
+            "load": f"{load_before} -> {load_after}", **watches.figures(deps, OPERATOR_KEYS)}
 
 
 def preload_finished(api: kubernetes.client.ApiClient, n: int) -> float:
@@ -313,19 +423,78 @@ def preload_finished(api: kubernetes.client.ApiClient, n: int) -> float:
     return time.monotonic() - t0
 
 
-def bench_cluster(kubeconfig: str | None) -> str:
-    """The kubeconfig to use: the given one, else the local cluster's (started with CRDs)."""
+def wait_established(cluster: LocalCluster) -> None:
+    """Wait on the API's own Established condition of every CRD, with a retry."""
+    last = ""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        out = cluster.kubectl("get", "crd", "-o",
+                              "jsonpath={range .items[*]}{.metadata.name}="
+                              "{.status.conditions[?(@.type=='Established')].status} {end}",
+                              check=False)
+        last = out.stderr or out.stdout
+        pairs = out.stdout.split()
+        if out.returncode == 0 and pairs and all(p.endswith("=True") for p in pairs):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"CRDs not Established within 120 s; the API last said: {last}")
+
+
+def job_syncs_flag(concurrent_job_syncs: int | None) -> list[str]:
+    return [f"--concurrent-job-syncs={concurrent_job_syncs}"] if concurrent_job_syncs else []
+
+
+def bench_cluster(kubeconfig: str | None, concurrent_job_syncs: int | None
+                  ) -> tuple[str, list[str] | None]:
+    """The kubeconfig to use and the controller-manager's flags (None: not known).
+
+    Without --kubeconfig: ``RBO_CLUSTER_DIR``'s local cluster (default
+    /tmp/rbo-bench), started with CRDs, and restarted when its controller-manager
+    does not run with the asked ``--concurrent-job-syncs`` (or runs with one when
+    none is asked).
+    """
     if kubeconfig is not None:
-        return kubeconfig
+        return kubeconfig, None
     cluster = LocalCluster(state_dir=Path(os.environ.get("RBO_CLUSTER_DIR", "/tmp/rbo-bench")))
+    wanted = job_syncs_flag(concurrent_job_syncs)
+    if cluster.is_up():
+        running = [a for a in cluster.controller_manager_args() or []
+                   if a.startswith("--concurrent-job-syncs")]
+        if running != wanted:
+            print(f"# restarting {cluster.state_dir} for controller-manager flags {wanted}",
+                  file=sys.stderr)
+            cluster.down()
     if not cluster.is_up():
+        os.environ["RBO_CONTROLLER_MANAGER_FLAGS"] = " ".join(wanted)
         cluster.up()
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all")
-    return str(cluster.kubeconfig)
+    wait_established(cluster)
+    return str(cluster.kubeconfig), cluster.controller_manager_args()
+
+
+def controller_manager_summary(args: list[str] | None) -> str:
+    if args is None:
+        return "controller-manager flags unknown (--kubeconfig cluster)"
+    flags = dict(a.split("=", 1) for a in args if "=" in a)
+    return (f"controller-manager: concurrent-job-syncs "
+            f"{flags.get('--concurrent-job-syncs', '5 (default)')}, "
+            f"kube-api-qps {flags.get('--kube-api-qps', '20 (default)')}, "
+            f"kube-api-burst {flags.get('--kube-api-burst', '30 (default)')}")
+
+
+def start_profiler(pid: int, out: str) -> subprocess.Popen[bytes] | None:
+    """py-spy recording the operator for the operator phase (None: py-spy not installed)."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not os.access(exe, os.X_OK):
+        print("# py-spy not found: no profile", file=sys.stderr)
+        return None
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "100",
+                             "--output", out, "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def main(argv: list[str] | None = None) -> int:
+    assert __doc__ is not None
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--executions", type=int, default=100)
     parser.add_argument("--branches", type=int, default=4)
@@ -335,11 +504,19 @@ def main(argv: list[str] | None = None) -> int:
                              "history)")
     parser.add_argument("--no-events", action="store_true",
                         help="run the operator with --no-events (to price Kubernetes Events)")
+    parser.add_argument("--concurrent-job-syncs", type=int, default=None,
+                        help="run the local cluster's controller-manager with this many "
+                             "concurrent Job syncs (default: its own default, 5)")
+    parser.add_argument("--old-floor", action="store_true",
+                        help="also run the previous floor: serial creates on Job Complete")
+    parser.add_argument("--profile", metavar="SVG",
+                        help="record the operator phase with py-spy into this flame graph")
     args = parser.parse_args(argv)
 
-    kubeconfig = bench_cluster(args.kubeconfig)
+    kubeconfig, cm_args = bench_cluster(args.kubeconfig, args.concurrent_job_syncs)
     api = kubernetes.config.new_client_from_config(config_file=kubeconfig)
-    op = OperatorProcess(Path(kubeconfig), Path("/tmp/rbo-bench-operator"),
+    log_dir = Path(tempfile.mkdtemp(prefix="rbo-bench-operator-"))
+    op = OperatorProcess(Path(kubeconfig), log_dir,
                          ["--no-events"] if args.no_events else [])
     op.start()
     steps_per = args.branches + 2
@@ -350,11 +527,22 @@ def main(argv: list[str] | None = None) -> int:
         # and its peak RSS is that of holding them, not of having run them.
         op.stop()
         op.start()
+    profiler = None
     try:
+        assert op.proc is not None
+        if args.profile:
+            profiler = start_profiler(op.proc.pid, args.profile)
         engine = run_operator(api, op, args.executions, args.branches)
     finally:
+        if profiler is not None:
+            profiler.send_signal(2)  # SIGINT: py-spy writes the flame graph and exits
+            profiler.wait(timeout=60)
         op.stop()
+    results = [("operator", engine)]
     floor = run_floor(api, args.executions, args.branches)
+    results.append(("floor", floor))
+    if args.old_floor:
+        results.append(("old floor", run_floor(api, args.executions, args.branches, old=True)))
 
     total_steps = args.executions * steps_per
     print(f"# engine benchmark: {args.executions} executions x {steps_per} steps "
@@ -362,13 +550,22 @@ def main(argv: list[str] | None = None) -> int:
           + (", operator --no-events" if args.no_events else ""))
     print(f"# machine: {os.cpu_count()} cores, {platform.python_implementation()} "
           f"{platform.python_version()}, local control plane with kwok (pods finish at once)")
-    for label, r in (("operator", engine), ("floor", floor)):
+    print(f"# {controller_manager_summary(cm_args)}")
+    print("# floor: Jobs created from 16 threads on the step pod's termination; old floor: "
+          "one at a time from the watch thread on Job Complete")
+    for label, r in results:
         per_min = r["finished"] / r["elapsed"] * 60 if r["elapsed"] > 0 else 0.0
         r["per_min"] = per_min
         print(f"{label:9s} finished {r['finished']}/{args.executions} in {r['elapsed']:.1f} s: "
-              f"{per_min:.0f} executions/min; transition latency {percentiles(r['latencies'])}")
-    ratio = engine["per_min"] / floor["per_min"] if floor["per_min"] else 0.0
-    print(f"throughput vs floor: {ratio:.2f}x")
+              f"{per_min:.0f} executions/min ({r['load']})")
+        print(f"          pod terminated -> next pod created   {percentiles(r['pod_created'])}")
+        print(f"          pod terminated -> next pod started   {percentiles(r['pod_started'])}")
+        print(f"          Job Complete   -> next Job created   {percentiles(r['job_job'])}")
+    for label, r in results[1:]:
+        ratio = engine["per_min"] / r["per_min"] if r["per_min"] else 0.0
+        p50 = statistics.median(engine["pod_created"] or [0]) / \
+            (statistics.median(r["pod_created"] or [1]) or 1)
+        print(f"operator vs {label}: throughput {ratio:.2f}x, pod -> pod created p50 {p50:.2f}x")
     if args.finished:
         print(f"with {args.finished} finished executions held by the operator "
               f"(run to the end first, in {preload:.0f} s; then the operator restarted)")
@@ -383,11 +580,19 @@ def main(argv: list[str] | None = None) -> int:
     writes = sum(v for (verb, res), v in engine["requests"].items()
                  if verb in ("POST", "PATCH", "PUT", "DELETE")
                  and res in ("runbookexecutions/status", "jobs"))
+    patches = sum(v for (verb, res), v in engine["requests"].items()
+                  if verb in ("PATCH", "PUT") and res == "events")
     print(f"operator writes per step (POST jobs + PATCH status, excluding Events): "
           f"{writes / total_steps:.2f}")
+    print(f"operator Events per step: {engine['events'] / total_steps:.2f} objects "
+          f"({engine['occurrences'] / total_steps:.2f} occurrences counted in them); "
+          f"Event writes per step ~{(engine['events'] + patches) / total_steps:.2f} "
+          f"(its POSTs + every client's PATCH/PUT of events)")
     failed = [n for n, p in engine["phases"].items() if p != "Succeeded"]
     if failed:
         print(f"WARNING: {len(failed)} executions did not succeed: {failed[:5]}")
+    if args.profile:
+        print(f"profile of the operator phase: {args.profile}")
     return 0  # a local cluster is left running; `python hack/cluster.py down` stops it
 
 
