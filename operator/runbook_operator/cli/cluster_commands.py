@@ -1,7 +1,8 @@
-"""``kubectl runbook run | approve | reject | cancel``: the on-call engineer's verbs.
+"""``kubectl runbook run | retry | approve | reject | cancel``: the on-call engineer's verbs.
 
 What an SRE types at 3 a.m. instead of hand-writing YAML: start an execution
-with typed parameters and watch it to the end, decide an approval, cancel a run.
+with typed parameters and watch it to the end, retry a failed run from where it
+failed, decide an approval, cancel a run.
 Parameter values are converted to the types the Runbook declares (``-p
 replicas=3`` becomes the integer 3 only if ``replicas`` is an integer), so the
 operator's own parameter check stays the one source of truth.
@@ -44,6 +45,22 @@ def add_commands(sub: Any) -> None:
         _common(decide)
         decide.set_defaults(handler=cmd_decide, decision="Approve" if verb == "approve"
                             else "Reject")
+    retry = sub.add_parser(
+        "retry", help="run a finished execution again, reusing the steps that succeeded",
+        description="Create a new execution with spec.resumeFrom: the source's frozen spec "
+        "and params run again; the operator reuses the results of the steps that "
+        "succeeded and do not depend on the failed step (or on --from STEP), and runs "
+        "the rest. Steps with side effects that run again do so again.")
+    retry.add_argument("execution")
+    retry.add_argument("--from", dest="from_step", metavar="STEP",
+                       help="run again from this step (it and every step after it)")
+    retry.add_argument("--name", help="the new execution's name (default: generated)")
+    retry.add_argument("-w", "--watch", action="store_true",
+                       help="follow the new execution to the end (as `run --watch`)")
+    retry.add_argument("--timeout", type=float, default=3600.0,
+                       help="seconds to --watch before giving up (default 3600)")
+    _common(retry)
+    retry.set_defaults(handler=cmd_retry)
     cancel = sub.add_parser("cancel", help="cancel an execution (finally steps still run)")
     cancel.add_argument("execution")
     _common(cancel)
@@ -79,8 +96,6 @@ def convert(declared: dict[str, Any] | None, name: str, text: str) -> Any:
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from kubernetes.client.exceptions import ApiException
 
-    from runbook_operator.cli.inspect_commands import watch
-
     try:
         api, ns = connect(args)
         try:
@@ -104,6 +119,57 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except CommandError as exc:
         print(f"kubectl-runbook: {exc}", file=err)
         return EXIT_USAGE
+    return _created(created, args, ns, out)
+
+
+def retry_body(source: dict[str, Any], from_step: str | None, name: str | None
+               ) -> dict[str, Any]:
+    """The new execution resuming ``source``: same runbook and params, ``spec.resumeFrom``.
+
+    What is reused is the operator's decision (engine/resume.py), not the plugin's.
+    """
+    spec = source.get("spec") or {}
+    runbook = (spec.get("runbookRef") or {}).get("name", "")
+    resume: dict[str, Any] = {"execution": source["metadata"]["name"]}
+    if from_step:
+        resume["step"] = from_step
+    new_spec: dict[str, Any] = {"runbookRef": {"name": runbook},
+                                "params": spec.get("params") or {},
+                                "triggeredBy": {"kind": "Manual"}, "resumeFrom": resume}
+    if spec.get("severity"):
+        new_spec["severity"] = spec["severity"]
+    metadata = {"name": name} if name else {"generateName": f"{runbook}-"}
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RunbookExecution",
+            "metadata": metadata, "spec": new_spec}
+
+
+def cmd_retry(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        api, ns = connect(args)
+        try:
+            source = api.get_namespaced_custom_object(GROUP, VERSION, ns, "runbookexecutions",
+                                                      args.execution)
+        except ApiException as exc:
+            raise CommandError(f"execution {args.execution!r} in {ns!r}: "
+                               f"{api_message(exc)}") from None
+        body = retry_body(source, args.from_step, args.name)
+        try:
+            created = api.create_namespaced_custom_object(GROUP, VERSION, ns,
+                                                          "runbookexecutions", body)
+        except ApiException as exc:
+            raise CommandError(api_message(exc)) from None
+    except CommandError as exc:
+        print(f"kubectl-runbook: {exc}", file=err)
+        return EXIT_USAGE
+    return _created(created, args, ns, out)
+
+
+def _created(created: dict[str, Any], args: argparse.Namespace, ns: str, out: TextIO) -> int:
+    """Say what was created; with ``--watch``, follow it (exit status = its outcome)."""
+    from runbook_operator.cli.inspect_commands import watch
+
     name = created["metadata"]["name"]
     print(f"runbookexecution.{GROUP}/{name} created", file=out)
     if not args.watch:

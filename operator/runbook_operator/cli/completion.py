@@ -24,6 +24,7 @@ PHASES = ["Pending", "Queued", "Running", "WaitingForApproval", "Succeeded", "Fa
 POSITIONALS: dict[str, list[str]] = {
     "run": ["runbooks"], "get": ["executions"], "describe": ["executions"],
     "watch": ["executions"], "logs": ["executions", "steps"], "cancel": ["executions"],
+    "retry": ["executions"],
     "approve": ["executions", "waiting"], "reject": ["executions", "waiting"],
     "graph": ["executions", "runbooks"], "circuit": ["actions", "circuitpolicies"],
     "completion": ["shells"],
@@ -97,6 +98,9 @@ def complete(parser: argparse.ArgumentParser, words: Sequence[str], names: Names
         i += 1
     previous = words[-2]
     if flags.get(previous):
+        if previous == "--from":  # retry --from STEP: a step of the execution named
+            steps = names(f"steps:{positionals[0]}", namespace) if positionals else []
+            return sorted(o for o in steps if o.startswith(partial))
         wanted = FLAG_VALUES.get(previous)
         if wanted is None:
             return []

@@ -9,6 +9,7 @@ CI job catches the mistake before Argo CD or Flux applies it. No cluster needed.
 
     kubectl runbook validate -f FILE|DIR [-f FILE|DIR ...]
     kubectl runbook run RUNBOOK [-p NAME=VALUE ...] [--watch]   (cluster_commands)
+    kubectl runbook retry EXECUTION [--from STEP] [--name NAME] [--watch]
     kubectl runbook approve|reject EXECUTION STEP [-m COMMENT]
     kubectl runbook cancel EXECUTION
     kubectl runbook list|get|watch|logs|graph|circuits|circuit  (inspect_commands)

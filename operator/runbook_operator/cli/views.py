@@ -376,8 +376,7 @@ def header_lines(body: Mapping[str, Any], now: datetime) -> list[tuple[str, str]
             ("Duration", human_duration(span(status.get("startedAt"),
                                              status.get("finishedAt"), now)))]
     if spec.get("resumeFrom"):
-        rows.append(("Resumed from", _one_line(json.dumps(spec["resumeFrom"],
-                                                          sort_keys=True), 120)))
+        rows.append(("Resumed from", resumed_from(spec, status)))
     if status.get("reason") or status.get("message"):
         rows.append(("Reason", ": ".join(str(p) for p in (status.get("reason"),
                                                           _one_line(status.get("message"), 200))
@@ -385,6 +384,18 @@ def header_lines(body: Mapping[str, Any], now: datetime) -> list[tuple[str, str]
     if spec.get("params"):
         rows.append(("Params", fold_outputs(spec["params"], 120)))
     return [(k, v) for k, v in rows if v]
+
+
+def resumed_from(spec: Mapping[str, Any], status: Mapping[str, Any]) -> str:
+    """``SOURCE [at step STEP]; reused A, B`` (what the operator reused, once it started)."""
+    resume = spec.get("resumeFrom") or {}
+    text = str(resume.get("execution") or "")
+    if resume.get("step"):
+        text += f" at step {resume['step']}"
+    applied = status.get("resumedFrom")
+    if applied is not None:
+        text += f"; reused: {', '.join(applied.get('reused') or []) or 'none'}"
+    return _one_line(text, 200)
 
 
 def _trigger_detail(spec: Mapping[str, Any]) -> str:

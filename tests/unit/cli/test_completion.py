@@ -2,11 +2,12 @@
 
 Cases:
 - the first word completes subcommands (not the hidden ``__complete``);
-- positional names by subcommand: executions for get/watch/logs/cancel, runbooks for
+- positional names by subcommand: executions for get/watch/logs/cancel/retry, runbooks for
   run, both for graph, steps of the named execution for logs, only waiting steps for
   approve, circuit actions then policies, shells for completion;
 - ``-n NS`` earlier on the line is the namespace names are looked up in;
 - flags of the subcommand after ``-``; values of -o, --phase, --format, --runbook, -n;
+  ``retry EXECUTION --from`` offers that execution's steps;
 - nothing after the last positional, nothing for an unknown subcommand;
 - the bash and zsh scripts call ``__complete``; ``kubectl_complete-runbook`` prints
   candidates then cobra's ``:4``; ``kubectl-runbook __complete`` prints candidates;
@@ -48,8 +49,8 @@ def complete(*words: str) -> list[str]:
 
 
 def test_subcommands() -> None:
-    assert complete("") == sorted(["validate", "run", "approve", "reject", "cancel", "list",
-                                   "ls", "get", "describe", "watch", "logs", "graph",
+    assert complete("") == sorted(["validate", "run", "retry", "approve", "reject", "cancel",
+                                   "list", "ls", "get", "describe", "watch", "logs", "graph",
                                    "circuits", "circuit", "completion"])
     assert complete("ci") == ["circuit", "circuits"]
 
@@ -60,6 +61,7 @@ def test_subcommands() -> None:
     (["describe", "-n", "prod", ""], ["prod-1"]),
     (["get", "--namespace=prod", "p"], ["prod-1"]),
     (["run", ""], ["ex", "smoke"]),
+    (["retry", "ex-"], ["ex-1", "ex-2"]),
     (["graph", "ex"], ["ex", "ex-1", "ex-2"]),
     (["logs", "ex-1", ""], ["gate", "probe"]),
     (["approve", "ex-1", ""], ["gate"]),
@@ -81,6 +83,9 @@ def test_flags_and_flag_values() -> None:
     assert complete("list", "--runbook", "s") == ["smoke"]
     assert complete("get", "-n", "") == ["default", "prod"]
     assert complete("logs", "ex-1", "--attempt", "") == []
+    assert complete("retry", "ex-1", "--from", "") == ["gate", "probe"]
+    assert complete("retry", "--from", "") == []
+    assert complete("retry", "ex-1", "--f") == ["--from"]
 
 
 def test_scripts_and_entry_points(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ Cases:
   puts the join after all of its dependencies; a cycle or an unknown dependency
   still lists every step once;
 - get of a run not started yet draws the live Runbook's steps, and says so;
+- get of a resumed run: ``Resumed from: SOURCE at step STEP; reused: A, B``;
 - get (describe): the exact plain text of a run with a circuit, a retried failure,
   a `when`, outputs, a join, an approval (who, when, comment), finally, history and
   Events; no escape codes without colour, escape codes with it;
@@ -223,6 +224,16 @@ def test_get_of_an_execution_not_started_yet() -> None:
     assert "Phase:        Pending" in text and "Events\n<none>" in text
     text = render(views.describe(body, [], NOW, {"steps": [{"name": "a"}]}))
     assert "├── not started: the Runbook's steps as they are now\n└── ○ a  Pending" in text
+
+
+def test_get_of_a_resumed_execution() -> None:
+    body = {"metadata": {"name": "x2"}, "spec": {
+        "runbookRef": {"name": "rb"}, "resumeFrom": {"execution": "x1", "step": "s4"}}}
+    assert "Resumed from: x1 at step s4\n" in render(views.describe(body, [], NOW))
+    body["status"] = {"phase": "Running", "resumedFrom": {
+        "execution": "x1", "step": "s4", "reused": ["s1", "s2", "s3"]}}
+    assert "Resumed from: x1 at step s4; reused: s1, s2, s3\n" in \
+        render(views.describe(body, [], NOW))
 
 
 def test_fold_outputs() -> None:
