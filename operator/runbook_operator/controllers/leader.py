@@ -49,8 +49,9 @@ class LeaderElector:
         """Campaign and renew forever; ``on_lost()`` once leadership cannot be kept."""
         while True:
             now = self.clock()
+            retry_at = now + self.timings.retry_period
             try:
-                won = await asyncio.to_thread(self.attempt, now)
+                won, retry_at = await asyncio.to_thread(self.attempt, now)
             except Exception as exc:  # the API is unreachable: keep trying
                 log.warning("leader election: could not read or write Lease %s/%s: %s",
                             self.namespace, self.name, exc)
@@ -69,15 +70,18 @@ class LeaderElector:
                 self.leading.clear()
                 on_lost()
                 return
-            await asyncio.sleep(self.timings.retry_period.total_seconds())
+            await asyncio.sleep(max(0.0, (retry_at - self.clock()).total_seconds()))
 
-    def attempt(self, now: datetime) -> bool:
-        """One round: read the Lease, decide, write it if ours to take. Blocks."""
+    def attempt(self, now: datetime) -> tuple[bool, datetime]:
+        """One round: read the Lease, decide, write it if ours to take. Blocks.
+
+        Returns whether we hold it now, and when to look again.
+        """
         body = self._read()
         current = None if body is None else _record(body)
         decision = decide(current, self.identity, now, self.timings)
         if decision.record is None:
-            return False
+            return False, decision.retry_at
         spec = _spec(decision.record, acquired=decision.verdict == "acquire",
                      previous=(body or {}).get("spec") or {})
         try:
@@ -94,12 +98,12 @@ class LeaderElector:
                         "spec": spec})
         except ApiException as exc:
             if exc.status == 409:  # another candidate wrote first
-                return False
+                return False, decision.retry_at
             raise
         if decision.verdict == "acquire":
             log.info("leader election: %s acquired Lease %s/%s (was %s)", self.identity,
                      self.namespace, self.name, current.holder if current else None)
-        return True
+        return True, decision.retry_at
 
     def _read(self) -> dict[str, Any] | None:
         try:

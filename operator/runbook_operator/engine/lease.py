@@ -74,7 +74,10 @@ def decide(current: LeaseRecord | None, me: str, now: datetime,
     if expired:
         return Decision("acquire", LeaseRecord(me, now, timings.lease_duration,
                                                current.transitions + 1), retry_at)
-    return Decision("standby", None, retry_at)
+    # Wake when it expires rather than up to a retry period later: the takeover time
+    # after a crash is then the lease duration, not that plus a polling gap.
+    assert current.renewed_at is not None
+    return Decision("standby", None, min(retry_at, current.renewed_at + current.duration))
 
 
 def still_leading(last_renewed: datetime | None, now: datetime, timings: LeaseTimings) -> bool:

@@ -46,6 +46,9 @@ def test_standby_until_expiry_then_acquire() -> None:
     held = LeaseRecord("a", T0, T.lease_duration, 3)
     assert decide(held, "b", T0 + 14 * S, T).verdict == "standby"
     assert decide(held, "b", T0 + 14 * S, T).record is None
+    # The standby wakes at the expiry, not a retry period after it.
+    assert decide(held, "b", T0 + 14 * S, T).retry_at == T0 + 15 * S
+    assert decide(held, "b", T0 + 5 * S, T).retry_at == T0 + 7 * S
     d = decide(held, "b", T0 + 15 * S, T)
     assert d.verdict == "acquire"
     assert d.record == LeaseRecord("b", T0 + 15 * S, T.lease_duration, 4)
