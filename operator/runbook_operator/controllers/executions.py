@@ -157,11 +157,13 @@ class ExecutionReconciler:
         source = None
         if execution.spec.resume_from is not None:
             # The run it resumes (spec.resumeFrom): the store first; the API when the
-            # store has not seen it, or not yet seen it finish.
+            # store has not seen it finish, or holds it slimmed (a finished execution's
+            # frozen spec, params and steps are dropped there: store.py).
             key = (namespace, execution.spec.resume_from.execution)
             source = self.store.executions.get(key)
-            if ((source or {}).get("status") or {}).get("phase") not in \
-                    FINISHED_EXECUTION_PHASES:
+            held = (source or {}).get("status") or {}
+            if held.get("phase") not in FINISHED_EXECUTION_PHASES or \
+                    not held.get("runbookSpec"):
                 source = self.read(PLURAL, *key)
         status = start_execution(execution.spec, runbook, namespace, self.clock(),
                                  self.security, source=source)
