@@ -15,6 +15,14 @@ the approve command, and the screen keeps the final tree; `logs` says in one lin
 that kwok's pods have no logs; `circuits` lists a policy's circuits and `circuit
 force-open|reset` sets its mode; `kubectl runbook <Tab>` (kubectl's plugin
 completion through kubectl_complete-runbook) completes execution names.
+
+Retry (issue #13): `retry first --from s4 --name second --watch` on a 5-step chain
+whose s4 failed in `first` (kwok's `exit-code-in-<execution>` annotation: the same
+frozen spec fails only in `first`, see test_resume.py) prints the new execution,
+exits 0 when it Succeeds, creates Jobs for s4 and s5 only, and `get second` says
+where it resumed from and what it reused; `retry` of an execution that does not
+exist exits 2 and creates nothing; `retry --from` an unknown step with --watch
+exits 1 (the operator refuses it: ResumeStepUnknown).
 """
 
 from __future__ import annotations
@@ -259,3 +267,33 @@ def test_kubectl_completes_names(kube: Kube, cluster: Any) -> None:
     done = subprocess.run(["kubectl", "__complete", "runbook", "get", "-n", kube.ns, ""],
                           capture_output=True, text=True, env=plugin_env(cluster), timeout=60)
     assert done.stdout.splitlines() == ["names-1", ":4"], done.stdout + done.stderr
+
+
+def test_retry_from_a_failed_step(kube: Kube, cluster: Any) -> None:
+    fail_in_first = {"annotations": {"kwok.runbooks.dev/exit-code-in-first": "3"}}
+    kube.ready_runbook("chain5", {"steps": [
+        step("s1"), step("s2", after=["s1"]),
+        step("s3", after=["s2"], message='{"x": "from-s3"}'),
+        step("s4", after=["s3"], podMetadata=fail_in_first), step("s5", after=["s4"])]})
+    kube.execute("first", "chain5")
+    assert kube.wait_finished("first")["status"]["phase"] == "Failed"
+    out = plugin(cluster, "retry", "first", "--from", "s4", "--name", "second", "-n", kube.ns,
+                 "--watch")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "runbookexecution.runbooks.dev/second created" in out.stdout
+    assert sorted(j.metadata.labels["runbooks.dev/step"] for j in kube.jobs("second")) == \
+        ["s4", "s5"]
+    got = plugin(cluster, "get", "second", "-n", kube.ns)
+    assert got.returncode == 0, got.stderr
+    assert "Resumed from: first at step s4; reused: s1, s2, s3" in got.stdout
+    assert "Reused" in got.stdout
+    missing = plugin(cluster, "retry", "nope", "-n", kube.ns)
+    assert missing.returncode == 2 and "nope" in missing.stderr
+    assert sorted(e["metadata"]["name"] for e in kube.custom.list_namespaced_custom_object(
+        "runbooks.dev", "v1alpha1", kube.ns, "runbookexecutions")["items"]) == \
+        ["first", "second"]
+    refused = plugin(cluster, "retry", "first", "--from", "s9", "--name", "third",
+                     "-n", kube.ns, "--watch", "--timeout", "120")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert kube.execution("third")["status"]["reason"] == "ResumeStepUnknown"
+    assert kube.jobs("third") == []
