@@ -18,7 +18,11 @@ Cases:
 - property (random DAGs, random source outcomes, optional from-step): a reused step
   is never downstream of the from-step or of a failed step, every step that is
   neither and was reusable is reused, every step downstream of the from-step is
-  not reused, finally steps are never reused, reused outputs equal the source's.
+  not reused, finally steps are never reused, reused outputs equal the source's;
+- property, end to end in the simulator (random DAGs with random failures and
+  outputs run as the source, then resumed and run to the end): no Job is created
+  for a reused step, reused steps end with the source's phase and outputs, and a
+  step downstream of the from-step is never reused and gets a Job.
 """
 
 from __future__ import annotations
@@ -250,3 +254,44 @@ def test_reuse_never_crosses_a_rerun_root(case: tuple[RunbookSpec, dict[str, Ste
             assert st_.outputs == statuses[name].outputs
         else:
             assert st_.phase == "Pending" and st_.outputs is None
+
+
+@st.composite
+def runs(draw: Any) -> tuple[dict[str, Any], dict[str, Outcome], str | None]:
+    n = draw(st.integers(1, 8))
+    steps = []
+    outcomes = {}
+    for i in range(n):
+        deps = draw(st.lists(st.integers(0, i - 1), unique=True, max_size=2)) if i else []
+        steps.append({"name": f"s{i}", "dependsOn": [f"s{d}" for d in deps]})
+        outcomes[f"s{i}"] = draw(st.sampled_from([
+            Outcome.ok(f'{{"i": {i}}}'), Outcome.ok(), Outcome.fail(2)]))
+    spec = dag_spec(steps, params=[{"name": "target", "type": "string"}],
+                    **{"finally": [{"name": "fin"}]})
+    from_step = draw(st.none() | st.sampled_from([s["name"] for s in steps]))
+    return spec, outcomes, from_step
+
+
+@settings(max_examples=100, deadline=None)
+@given(runs())
+def test_resumed_runs_create_no_job_for_reused_steps(
+        case: tuple[dict[str, Any], dict[str, Outcome], str | None]) -> None:
+    spec, outcomes, from_step = case
+    source = source_run(spec, outcomes)
+    status = resumed(source, step=from_step)
+    assert status.phase == "Running", status.message
+    assert status.resumed_from is not None
+    reused = set(status.resumed_from.reused)
+    sim = run_resumed(status)
+    assert not reused & {c.step for c in sim.created}
+    src = source["status"]["steps"]
+    for name in reused:
+        st_ = sim.status.steps[name]
+        assert (st_.phase, st_.outputs) == (src[name]["phase"], src[name].get("outputs"))
+    if from_step is not None:
+        rb = RunbookSpec.model_validate(spec)
+        for step in rb.steps:
+            if step.name == from_step or from_step in ancestors(rb, step.name):
+                assert step.name not in reused
+                assert sim.status.steps[step.name].reason != "Reused"
+                assert step.name in {c.step for c in sim.created}  # every re-run succeeds
