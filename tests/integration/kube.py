@@ -194,3 +194,67 @@ class JobWatch:
         elif name not in self.finished:
             self.active.add(name)
         self.max_active = max(self.max_active, len(self.active))
+
+
+@dataclass
+class PodWatch:
+    """Watches a namespace's step pods in a thread: how many have not terminated at once.
+
+    A pod counts from its first sighting until its phase is Succeeded or Failed (or it
+    is deleted); ``order`` lists (event, pod) in the watch's order, which is the API
+    server's, so "a terminated before b was created" needs no clock.
+    """
+
+    api: kubernetes.client.ApiClient
+    namespace: str
+    running: set[str] = field(default_factory=set)
+    terminated: set[str] = field(default_factory=set)
+    steps: dict[str, str] = field(default_factory=dict)
+    order: list[tuple[str, str]] = field(default_factory=list)
+    max_running: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _ready: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> PodWatch:
+        threading.Thread(target=self._run, daemon=True).start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        core = kubernetes.client.CoreV1Api(self.api)
+        rv = core.list_namespaced_pod(self.namespace).metadata.resource_version
+        self._ready.set()
+        while not self._stop.is_set():
+            try:
+                for ev in kubernetes.watch.Watch().stream(
+                        core.list_namespaced_pod, self.namespace, resource_version=rv,
+                        timeout_seconds=5):
+                    pod = ev["object"]
+                    rv = pod.metadata.resource_version
+                    self._observe(ev["type"], pod)
+                    if self._stop.is_set():
+                        break
+            except ApiException:
+                rv = core.list_namespaced_pod(self.namespace).metadata.resource_version
+
+    def _observe(self, kind: str, pod: Any) -> None:
+        name = pod.metadata.name
+        if name not in self.steps:
+            self.steps[name] = (pod.metadata.labels or {}).get("runbooks.dev/step", "")
+            self.order.append(("created", name))
+        if kind == "DELETED" or pod.status.phase in ("Succeeded", "Failed"):
+            self.running.discard(name)
+            if name not in self.terminated:
+                self.terminated.add(name)
+                self.order.append(("terminated", name))
+        elif name not in self.terminated:
+            self.running.add(name)
+        self.max_running = max(self.max_running, len(self.running))
+
+    def seen(self, event: str, step: str) -> int:
+        """The position in ``order`` of the first ``event`` of a pod of ``step``."""
+        return next(i for i, (e, name) in enumerate(self.order)
+                    if e == event and self.steps[name] == step)

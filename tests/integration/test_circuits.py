@@ -124,17 +124,18 @@ def _epoch(text: str) -> float:
 
 
 def test_bulkhead_caps_guarded_jobs_across_executions(kube: Kube, k8s_api: Any) -> None:
-    from kube import JobWatch
+    from kube import PodWatch
 
     kube.circuit_policy("ai", bulkhead={"maxConcurrent": 2})
     kube.ready_runbook("heavy", {"steps": [guarded("call", 0, duration="2s")]})
-    with JobWatch(k8s_api, kube.ns) as watch:
+    # A slot is free once its pod has terminated (before the Job is marked Complete).
+    with PodWatch(k8s_api, kube.ns) as pods:
         for i in range(6):
             kube.execute(f"heavy-{i}", "heavy")
         bodies = [kube.wait_finished(f"heavy-{i}", timeout=120) for i in range(6)]
     assert all(b["status"]["phase"] == "Succeeded" for b in bodies)
-    assert watch.max_active <= 2, f"{watch.max_active} guarded Jobs ran at once"
-    assert len(watch.created) == 6
+    assert pods.max_running <= 2, f"{pods.max_running} guarded step pods ran at once"
+    assert len(pods.steps) == 6
     waited = [b for b in bodies if any(h["event"] == "StepWaiting" and
                                        "bulkhead" in (h.get("message") or "")
                                        for h in b["status"]["history"])]

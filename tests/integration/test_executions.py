@@ -1,7 +1,9 @@
 """The execution engine against the real control plane, step outcomes driven through kwok.
 
 Cases (issue 3): a 3-step chain; fan-out and join with and without parallelism
-(observed through a watch); a decision tree on outputs; a failing step with
+(a pod watch: never more step pods not terminated than the parallelism, and the
+join's pod only after every branch's pod ended); a failed step's reason is its
+container's (``Error``), read at the pod's exit; a decision tree on outputs; a failing step with
 finally; retries with backoff gaps; step and execution timeouts; cancel; invalid
 and valid parameters; editing the Runbook mid-run; SIGKILL of the operator at
 several points; approvals and waits; retention; example runbooks end to end.
@@ -15,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 import yaml
-from kube import JobWatch, Kube, step, wait_for
+from kube import JobWatch, Kube, PodWatch, step, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -72,20 +75,22 @@ def test_fan_out_and_join_respects_parallelism(kube: Kube, k8s_api: Any,
     branches = [step(f"b{i}", after=["start"], duration="3s") for i in range(4)]
     kube.ready_runbook("fan", {"parallelism": parallelism, "steps": [
         step("start"), *branches, step("join", after=[f"b{i}" for i in range(4)])]})
-    with JobWatch(k8s_api, kube.ns) as watch:
+    # Parallelism is about step pods that have not terminated: the operator acts on a
+    # pod's ending, before the Job controller marks its Job Complete.
+    with PodWatch(k8s_api, kube.ns) as pods:
         kube.execute("fan-1", "fan")
         body = kube.wait_finished("fan-1")
     assert body["status"]["phase"] == "Succeeded"
-    branch_jobs = {f"fan-1-b{i}-1" for i in range(4)}
-    assert branch_jobs <= set(watch.created)
+    assert {f"b{i}" for i in range(4)} <= set(pods.steps.values())
     if parallelism == 4:
-        assert watch.max_active >= 4, "all four branches should run at the same time"
+        assert pods.max_running >= 4, "all four branches should run at the same time"
     else:
-        assert watch.max_active <= 2, f"{watch.max_active} Jobs ran at once with parallelism 2"
-        assert watch.max_active == 2
-    # the join started only after every branch finished
-    join_created = watch.created["fan-1-join-1"]
-    assert all(watch.finished[j] <= join_created for j in branch_jobs)
+        assert pods.max_running <= 2, f"{pods.max_running} step pods ran at once with " \
+            "parallelism 2"
+        assert pods.max_running == 2
+    # the join's pod appeared only after every branch's pod had terminated
+    join_created = pods.seen("created", "join")
+    assert all(pods.seen("terminated", f"b{i}") < join_created for i in range(4))
 
 
 def test_decision_tree_branches_on_outputs(kube: Kube) -> None:
@@ -116,7 +121,7 @@ def test_failing_step_fails_execution_and_runs_finally(kube: Kube) -> None:
     assert "'b'" in status["message"]
     assert steps["b"]["phase"] == "Failed" and steps["b"]["exitCode"] == 3
     assert "disk full" in steps["b"]["message"]
-    assert steps["b"]["reason"] == "BackoffLimitExceeded"
+    assert steps["b"]["reason"] == "Error"  # the container's reason: acted on at its exit
     for later in ("c", "d"):
         assert steps[later]["phase"] == "Skipped" and steps[later]["reason"] == "UpstreamFailed"
     assert steps["report"]["phase"] == "Succeeded"
@@ -136,10 +141,15 @@ def test_retries_with_backoff_until_success(kube: Kube, k8s_api: Any) -> None:
     assert st["attempts"] == 3
     names = [f"flaky-1-flaky-{n}" for n in (1, 2, 3)]
     assert sorted(j.metadata.name for j in kube.jobs("flaky-1")) == names
-    # gap between attempt n failing and attempt n+1 being created ~ 1s, 2s (no jitter);
-    # object timestamps have one-second resolution, hence the slack below.
+    # gap between attempt n failing (its pod's container finishedAt, which the backoff
+    # counts from) and attempt n+1 being created ~ 1s, 2s (no jitter); object
+    # timestamps have one-second resolution, hence the slack below.
+    ended = {}
+    for pod in kubernetes.client.CoreV1Api(k8s_api).list_namespaced_pod(kube.ns).items:
+        term = pod.status.container_statuses[0].state.terminated
+        ended[pod.metadata.labels["job-name"]] = term.finished_at
     for n, expected in ((1, 1.0), (2, 2.0)):
-        gap = (watch.created[names[n]] - watch.finished[names[n - 1]]).total_seconds()
+        gap = (watch.created[names[n]] - ended[names[n - 1]]).total_seconds()
         assert expected - 1.0 <= gap <= expected + 10.0, f"gap after attempt {n}: {gap}s"
     history = [h["event"] for h in body["status"]["history"] if h.get("step") == "flaky"]
     assert history.count("StepRetrying") == 2

@@ -36,7 +36,12 @@ from runbook_operator.engine.redact import SECRETS
 from runbook_operator.engine.validation import validate_spec
 from runbook_operator.k8s.client import Clients, load_config, make_clients, observe_api_errors
 from runbook_operator.k8s.events import EventPoster
-from runbook_operator.k8s.jobs import LABEL_EXECUTION, job_finished, pod_terminated
+from runbook_operator.k8s.jobs import (
+    LABEL_EXECUTION,
+    job_finished,
+    pod_outcome,
+    pod_terminated,
+)
 from runbook_operator.notify.deliver import Notifier
 from runbook_operator.observability.logs import log_context
 from runbook_operator.observability.metrics import Metrics, metrics_handler
@@ -241,9 +246,11 @@ class Operator:
         async def job_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
             body = _body(event)
             key = store.put_job(body, deleted=type == "DELETED")
-            # Only an ending or a vanishing Job changes a plan; the rest is noise.
+            # Only an ending or a vanishing Job changes a plan; the rest is noise. A Job
+            # whose pod has ended on its own was acted on when the pod's update came.
             if key is not None and key in store.executions and \
-                    (type == "DELETED" or job_finished(body)):
+                    (type == "DELETED" or (job_finished(body) and pod_outcome(
+                        store.pods.get(key, {}).get(body["metadata"]["name"])) is None)):
                 queue.add(key)
 
         @kopf.on.event("", "v1", "pods", labels={LABEL_EXECUTION: kopf.PRESENT},
@@ -251,6 +258,8 @@ class Operator:
         async def pod_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
             body = _body(event)
             key = store.put_pod(body, deleted=type == "DELETED")
+            # A step's pod ending is its attempt's end (k8s.jobs.observe_job): plan now,
+            # not seconds later when the Job controller marks the Job.
             if key is not None and key in store.executions and pod_terminated(body):
                 queue.add(key)
 

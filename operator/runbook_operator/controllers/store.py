@@ -34,11 +34,12 @@ def slim_job(job: Body) -> Body:
 
 
 def slim_pod(pod: Body) -> Body:
-    """The parts of a step pod the planner reads: its phase and the step's termination."""
+    """The parts of a step pod the planner reads: its phase, the step's termination, and
+    whether it is being deleted (a killed pod's ending is not the attempt's outcome)."""
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
     return {
-        "metadata": {k: meta[k] for k in ("name", "uid") if k in meta},
+        "metadata": {k: meta[k] for k in ("name", "uid", "deletionTimestamp") if k in meta},
         "status": {"phase": status.get("phase"),
                    "containerStatuses": [
                        {"name": cs.get("name"), "state": cs.get("state")}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from runbook_operator.api.common import API_VERSION, parse_duration
 from runbook_operator.api.runbook import RunbookSpec, Step
@@ -171,8 +171,36 @@ def pod_terminated(pod: Mapping[str, Any]) -> bool:
                for cs in (pod.get("status") or {}).get("containerStatuses") or [])
 
 
+def pod_outcome(pod: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The ``step`` container's terminated state when the pod has ended on its own.
+
+    That is: the pod's phase is Succeeded or Failed, the container's exit code is
+    known, and nobody is deleting the pod (a pod the Job controller kills at the
+    deadline, or one of a cancelled run, is read from its Job instead). Jobs run
+    with ``backoffLimit: 0`` and ``restartPolicy: Never``: one pod is one attempt,
+    so its ending is the attempt's, seconds before the Job controller says so.
+    """
+    if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    status = pod.get("status") or {}
+    if status.get("phase") not in ("Succeeded", "Failed"):
+        return None
+    for cs in status.get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if cs.get("name") == "step" and term and isinstance(term.get("exitCode"), int):
+            return cast(Mapping[str, Any], term)
+    return None
+
+
 def observe_job(job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> ObservedJob | None:
-    """What the planner needs of a Job and its pod; None for a Job that is not a step's."""
+    """What the planner needs of a Job and its pod; None for a Job that is not a step's.
+
+    The attempt has ended when its pod has (``pod_outcome``): Succeeded for exit
+    code 0, Failed otherwise with the container's reason (``Error``,
+    ``OOMKilled``), finished at the container's ``finishedAt``. Otherwise the Job's
+    Complete or Failed condition decides, as for a timeout (``DeadlineExceeded``:
+    the killed pod has no exit code) or a pod that vanished.
+    """
     meta = job.get("metadata") or {}
     labels = meta.get("labels") or {}
     step = labels.get(LABEL_STEP)
@@ -198,6 +226,7 @@ def observe_job(job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> Observ
             finished = parse(cond.get("lastTransitionTime"))
     if state == "Succeeded":
         finished = parse(status.get("completionTime")) or finished
+    started = parse(status.get("startTime"))
     exit_code = term_message = None
     terminated = False
     if pod is not None:
@@ -207,6 +236,14 @@ def observe_job(job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> Observ
                 terminated = True
                 exit_code = term.get("exitCode")
                 term_message = term.get("message")
+    outcome = pod_outcome(pod)
+    if outcome is not None and reason != "DeadlineExceeded":
+        code = outcome["exitCode"]
+        state = "Succeeded" if code == 0 else "Failed"
+        reason = None if code == 0 else str(outcome.get("reason") or "Error")
+        message = None
+        finished = parse(outcome.get("finishedAt")) or finished
+        started = started or parse(outcome.get("startedAt"))
     return ObservedJob(
         name=meta.get("name", ""),
         step=step,
@@ -214,7 +251,7 @@ def observe_job(job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> Observ
         state=state,  # type: ignore[arg-type]
         reason=reason,
         message=message,
-        started_at=parse(status.get("startTime")),
+        started_at=started,
         finished_at=finished,
         exit_code=exit_code,
         termination_message=term_message,

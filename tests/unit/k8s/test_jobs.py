@@ -11,7 +11,13 @@ Cases:
 - a timed-out attempt is a timeout whatever the Job controller's reason: a
   Job failed ``BackoffLimitExceeded`` with no exit code after running its whole
   ``activeDeadlineSeconds`` (the controller racing its own pod kills) is timed
-  out; one with an exit code, or failing before its deadline, is not.
+  out; one with an exit code, or failing before its deadline, is not;
+- the step pod's termination ends the attempt before the Job's condition: exit 0
+  is Succeeded at the container's finishedAt, exit 3 Failed with the container's
+  reason and message; a pod still Running, one whose phase is not terminal yet,
+  and one being deleted (killed at the deadline) leave the Job to decide; a Job
+  failed DeadlineExceeded stays a timeout whatever its pod says;
+- every step Job has backoffLimit 0 and restartPolicy Never: one pod, one attempt.
 """
 
 from __future__ import annotations
@@ -110,3 +116,58 @@ def test_a_job_that_ran_out_its_deadline_timed_out_whatever_its_reason() -> None
     assert not timed_out("BackoffLimitExceeded", 3, None)  # no timeout at all
     assert not timed_out("BackoffLimitExceeded", 3, 2, pod_exited(1))  # exited on its own
     assert not timed_out("BackoffLimitExceeded", 3, True)  # type: ignore[arg-type]
+
+
+def active_job() -> dict[str, object]:
+    return {"metadata": {"name": "ex-call-1",
+                         "labels": {"runbooks.dev/step": "call", "runbooks.dev/attempt": "1"}},
+            "spec": {}, "status": {"startTime": "2026-01-01T00:00:00Z", "active": 1}}
+
+
+def ended_pod(code: int, phase: str | None = None, deleting: bool = False,
+              message: str | None = None) -> dict[str, object]:
+    term: dict[str, object] = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                               "startedAt": "2026-01-01T00:00:01Z",
+                               "finishedAt": "2026-01-01T00:00:04Z"}
+    if message is not None:
+        term["message"] = message
+    meta = {"name": "ex-call-1-abcde"}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:05Z"
+    return {"metadata": meta, "status": {
+        "phase": phase or ("Succeeded" if code == 0 else "Failed"),
+        "containerStatuses": [{"name": "step", "state": {"terminated": term}}]}}
+
+
+def test_the_pods_termination_ends_the_attempt() -> None:
+    ok = observe_job(active_job(), ended_pod(0))
+    assert ok is not None and ok.state == "Succeeded" and ok.exit_code == 0
+    assert ok.finished_at is not None and ok.finished_at.isoformat() == "2026-01-01T00:00:04+00:00"
+    bad = observe_job(active_job(), ended_pod(3, message="disk full"))
+    assert bad is not None and (bad.state, bad.reason, bad.exit_code) == ("Failed", "Error", 3)
+    assert bad.termination_message == "disk full" and not bad.timed_out
+    # The Job controller's later condition changes nothing of the outcome.
+    failed = failed_job("BackoffLimitExceeded", 9, None)
+    later = observe_job(failed, ended_pod(3))
+    assert later is not None and (later.state, later.reason) == ("Failed", "Error")
+    assert later.finished_at == bad.finished_at
+
+
+def test_the_job_decides_when_the_pod_has_not_ended_on_its_own() -> None:
+    running = {"metadata": {"name": "p"}, "status": {"phase": "Running", "containerStatuses": [
+        {"name": "step", "state": {"running": {"startedAt": "2026-01-01T00:00:01Z"}}}]}}
+    for pod in (None, running, ended_pod(0, phase="Running"), ended_pod(137, deleting=True)):
+        job = observe_job(active_job(), pod)
+        assert job is not None and job.state == "Active", pod
+    killed = observe_job(failed_job("DeadlineExceeded", 2, 2), ended_pod(137))
+    assert killed is not None and killed.timed_out and killed.reason == "DeadlineExceeded"
+    gone = observe_job(failed_job("DeadlineExceeded", 2, 2), None)
+    assert gone is not None and gone.timed_out
+
+
+def test_one_pod_is_one_attempt() -> None:
+    spec = RunbookSpec.model_validate({"steps": [{"name": "a", "image": "x",
+                                                  "timeout": "30s"}]})
+    job = build_job(context("e", "r", spec), spec.steps[0], 1, "e-a-1")
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
