@@ -56,8 +56,11 @@ install-plugin:
 crds: venv
 	$(VENV)/bin/runbook-operator crds
 
-# Bring up the local cluster, install the CRDs, run the operator and an example
-# runbook to completion; leaves everything running (stop with `make demo-down`).
+# The incident guide's AI-provider story in about a minute (hack/demo.sh): local
+# cluster, CRDs, operator with its alert receiver, a notification sink, Alertmanager
+# when cached (`make tools`); an alert starts ai-service-recovery (examples/demo/),
+# the circuit opens, carol approves, the run succeeds. Leaves everything running;
+# `make demo-down` stops it all. RBO_CLUSTER_DIR chooses the state dir (default .cluster).
 demo: venv controlplane
 	PYTHON=$(PY) bash hack/demo.sh up
 

@@ -81,7 +81,6 @@ say "Local control plane (etcd, kube-apiserver, controllers, kwok as the kubelet
 eval "$("$PYTHON" hack/cluster.py env)"
 venv_bin=$(cd "$(dirname "$(command -v "$PYTHON")")" && pwd)
 export PATH="$venv_bin:$PATH"  # kubectl-runbook beside the Python that runs the operator
-export NO_COLOR=1
 kubectl apply --server-side -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null
 # Who may approve is checked in the API server (the chart's admission policies).
@@ -170,7 +169,7 @@ else
 fi
 
 # -- 2. the objects ----------------------------------------------------------------
-say "The demo's CircuitPolicy ai-providers and Runbook ai-service-recovery (examples/demo/)"
+say "The demo's CircuitPolicy ai-providers and Runbook ai-service-recovery (examples/demo/), the other examples"
 kubectl -n "$ns" create serviceaccount runbook-runner >/dev/null
 kubectl -n "$ns" create secret generic demo-slack --from-literal=url="$slack_url" >/dev/null
 # referenced by the runbook's steps (clear-cache, report); kwok never reads them
@@ -178,6 +177,11 @@ kubectl -n "$ns" create secret generic runbook-redis --from-literal=password=dem
 kubectl -n "$ns" create secret generic runbook-notifications \
   --from-literal=slack-webhook-url="$slack_url" >/dev/null
 kubectl -n "$ns" apply -f examples/demo/ >/dev/null
+# the other example runbooks, to try afterwards (none of them answers this alert)
+for f in examples/*.yaml; do
+  case "$f" in */execution-*|*/ai-service-recovery.yaml|*/circuitpolicy-ai-providers.yaml) ;;
+  *) kubectl -n "$ns" apply -f "$f" >/dev/null ;; esac
+done
 kubectl -n "$ns" wait --for=condition=Ready --timeout=60s runbook/ai-service-recovery >/dev/null
 echo "    kwok scripts the pods: every probe of openai times out (exit 1), anthropic answers in 0.8s"
 
@@ -257,3 +261,4 @@ kubectl runbook circuits -n "$ns"
 say "Done in $(elapsed) (watch exit status $outcome). Look around, then: make demo-down"
 echo "    export KUBECONFIG=$KUBECONFIG PATH=$venv_bin:\$PATH"
 echo "    kubectl runbook list; kubectl runbook graph $execution; cat $demo/sink.log"
+echo "    kubectl runbook run incident-diagnostics -p severity=SEV2 --watch"

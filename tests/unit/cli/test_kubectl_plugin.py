@@ -48,7 +48,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[s
 def test_examples_are_valid(capsys: pytest.CaptureFixture[str]) -> None:
     code, lines, err = run_cli(capsys, "validate", "-f", str(EXAMPLES))
     assert (code, err) == (0, "")
-    assert lines == ["7 runbook(s) checked, 0 invalid"]
+    assert lines == ["8 runbook(s) checked, 0 invalid"]  # examples/demo/ included
 
 
 def test_invalid_fixtures(capsys: pytest.CaptureFixture[str]) -> None:
@@ -165,7 +165,7 @@ def test_console_script() -> None:
     assert script, "the kubectl-runbook console script is not installed next to python"
     ok = subprocess.run([script, "validate", "-f", str(EXAMPLES)],
                         capture_output=True, text=True, timeout=60, check=False)
-    assert (ok.returncode, ok.stdout) == (0, "7 runbook(s) checked, 0 invalid\n")
+    assert (ok.returncode, ok.stdout) == (0, "8 runbook(s) checked, 0 invalid\n")
     bad = subprocess.run([script, "validate", "-f", str(INVALID)],
                          capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 1
