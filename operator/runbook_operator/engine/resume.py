@@ -104,13 +104,14 @@ def check_source(spec: RunbookExecutionSpec, source: Mapping[str, Any] | None,
     if source is None:
         return Refusal("ResumeSourceNotFound", f"execution {name!r} to resume from not "
                        f"found in namespace {namespace!r}"), None, {}
-    src_runbook = ((source.get("spec") or {}).get("runbookRef") or {}).get("name")
+    src_spec = _object(source.get("spec"))
+    src_runbook = _object(src_spec.get("runbookRef")).get("name")
     if src_runbook != spec.runbook_ref.name:
         return Refusal("ResumeSourceMismatch", f"execution {name!r} ran runbook "
                        f"{src_runbook!r}, not {spec.runbook_ref.name!r}"), None, {}
-    status = source.get("status") or {}
+    status = _object(source.get("status"))
     phase = status.get("phase")
-    if phase not in FINISHED_EXECUTION_PHASES:
+    if not isinstance(phase, str) or phase not in FINISHED_EXECUTION_PHASES:
         return Refusal("ResumeSourceNotFinished", f"execution {name!r} is {phase or 'Pending'}"
                        ": only a finished execution can be resumed"), None, {}
     frozen = status.get("runbookSpec")
@@ -119,9 +120,11 @@ def check_source(spec: RunbookExecutionSpec, source: Mapping[str, Any] | None,
                        f"({status.get('reason') or phase}): nothing to resume; "
                        "run the runbook again instead"), None, {}
     try:
+        raw_steps = status.get("steps") or {}
+        if not isinstance(raw_steps, Mapping):
+            raise ValueError("status.steps is not an object")
         rb_spec = RunbookSpec.model_validate(frozen)
-        steps = {k: StepStatus.model_validate(v)
-                 for k, v in (status.get("steps") or {}).items()}
+        steps = {str(k): StepStatus.model_validate(v) for k, v in raw_steps.items()}
     except ValueError as exc:
         return Refusal("ResumeSourceInvalid", f"execution {name!r}: {exc}"[:4000]), None, {}
     if resume.step is not None and resume.step not in {s.name for s in rb_spec.steps}:
@@ -130,12 +133,16 @@ def check_source(spec: RunbookExecutionSpec, source: Mapping[str, Any] | None,
             f"execution {name!r} has no such step"
         return Refusal("ResumeStepUnknown", f"cannot resume from step {resume.step!r}: "
                        f"{why}"), None, {}
-    src_params = (source.get("spec") or {}).get("params") or {}
-    if dict(spec.params) != dict(src_params):
+    if dict(spec.params) != _object(src_spec.get("params")):
         return Refusal("ResumeParamsDiffer", f"spec.params must equal those of execution "
                        f"{name!r}: a resumed run reuses results computed with them"
                        ), None, {}
     return None, rb_spec, steps
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object of the source as it is, or empty when it is missing or not an object."""
+    return dict(value) if isinstance(value, Mapping) else {}
 
 
 __all__ = ["REUSED", "Refusal", "ResumeFrom", "check_source", "reused_status", "reused_steps"]

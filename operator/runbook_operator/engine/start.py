@@ -58,11 +58,15 @@ def start_execution(spec: RunbookExecutionSpec, runbook: Mapping[str, Any] | Non
         if refusal is not None or frozen is None:
             why = refusal or Refusal("ResumeSourceInvalid", "no frozen spec")
             return failed_status(why.reason, why.message, now, RunbookRefStatus(name=ref))
-        src_ref = ((source or {}).get("status") or {}).get("runbook") or {}
+        src_ref = ((source or {}).get("status") or {}).get("runbook")
+        src_ref = src_ref if isinstance(src_ref, Mapping) else {}
         raw_spec = frozen.to_k8s()
         generation = src_ref.get("generation")
+        generation = generation if isinstance(generation, int) else None
+        src_hash = src_ref.get("specHash")
         ref_status = RunbookRefStatus(name=ref, generation=generation,
-                                      spec_hash=src_ref.get("specHash") or spec_hash(raw_spec))
+                                      spec_hash=src_hash if isinstance(src_hash, str)
+                                      else spec_hash(raw_spec))
         src_name = spec.resume_from.execution
         reused = {n: reused_status(source_steps[n], src_name)
                   for n in reused_steps(frozen, source_steps, spec.resume_from.step)}

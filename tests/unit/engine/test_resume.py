@@ -22,7 +22,9 @@ Cases:
 - property, end to end in the simulator (random DAGs with random failures and
   outputs run as the source, then resumed and run to the end): no Job is created
   for a reused step, reused steps end with the source's phase and outputs, and a
-  step downstream of the from-step is never reused and gets a Job.
+  step downstream of the from-step is never reused and gets a Job;
+- fuzz: any shape of source body (it is read from the API) gives a Running start
+  or a Resume* refusal, never an exception.
 """
 
 from __future__ import annotations
@@ -295,3 +297,26 @@ def test_resumed_runs_create_no_job_for_reused_steps(
                 assert step.name not in reused
                 assert sim.status.steps[step.name].reason != "Reused"
                 assert step.name in {c.step for c in sim.created}  # every re-run succeeds
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({}, optional={
+    "spec": JSON | st.fixed_dictionaries({"runbookRef": st.just({"name": "rb"})},
+                                         optional={"params": JSON}),
+    "status": JSON | st.fixed_dictionaries(
+        {"phase": st.sampled_from(["Failed", "Succeeded", "Running"]) | JSON},
+        optional={"runbookSpec": JSON | st.just(CHAIN), "steps": JSON,
+                  "runbook": JSON})}))
+def test_any_source_body_is_a_start_or_a_refusal(source: dict[str, Any]) -> None:
+    """The source is read from the API: whatever shape it has, no exception escapes."""
+    spec = RunbookExecutionSpec.model_validate(
+        {"runbookRef": {"name": "rb"}, "resumeFrom": {"execution": "first"}})
+    status = start_execution(spec, None, "default", T0, source=source)
+    assert status.phase in ("Running", "Failed")
+    if status.phase == "Failed":
+        assert str(status.reason).startswith("Resume")
