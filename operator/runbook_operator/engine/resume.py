@@ -8,9 +8,10 @@ same answer. Pure: the source is passed in, nothing is read here.
 
 The rule: a step of the DAG is reused when it Succeeded in the source, or was
 Skipped because its ``when`` was false, and it is not downstream (through
-``dependsOn`` or a circuit fallback) of a re-run root. The roots are the steps
-that Failed in the source, or with ``step`` given, that step alone. Roots and
-their descendants run again; ``finally`` steps always run again.
+``dependsOn`` or a circuit fallback) of a step that runs again: one that Failed
+(or otherwise did not finish well, e.g. Skipped by an open circuit or never run),
+or, with ``step`` given, that step. Those and their descendants run again;
+``finally`` steps always run again.
 """
 
 from __future__ import annotations
@@ -72,15 +73,14 @@ def reusable(st: StepStatus) -> bool:
 def reused_steps(spec: RunbookSpec, source_steps: Mapping[str, StepStatus],
                  from_step: str | None) -> list[str]:
     """The DAG steps a resumed run copies from its source, in the spec's order."""
+    # Whatever is not reused runs again, so whatever follows it must too: its inputs
+    # (outputs, phases a `when` reads, a guarded step a fallback stands in for) change.
+    roots = {s.name for s in spec.steps
+             if (st := source_steps.get(s.name)) is None or not reusable(st)}
     if from_step is not None:
-        roots: set[str] = {from_step}
-    else:
-        roots = {s.name for s in spec.steps
-                 if (st := source_steps.get(s.name)) is not None and st.phase == "Failed"}
+        roots.add(from_step)
     rerun = downstream(roots, children(spec.all_steps()))
-    return [s.name for s in spec.steps
-            if s.name not in rerun and (st := source_steps.get(s.name)) is not None
-            and reusable(st)]
+    return [s.name for s in spec.steps if s.name not in rerun]
 
 
 def reused_status(st: StepStatus, source: str) -> StepStatus:

@@ -9,16 +9,18 @@ Cases:
 - ``step`` given: that step and its descendants run again, the rest that succeeded
   is reused; a sibling branch that succeeded is reused;
 - a step Skipped by its ``when`` is reused as Skipped, one Skipped UpstreamFailed
-  runs again; finally steps always run again;
+  runs again; finally steps always run again; a fallback is not reused when the
+  step it stands in for (Skipped by an open circuit) runs again, nor is a step
+  after that one;
 - the new run freezes the source's spec even when the Runbook changed since (or is
   gone);
 - refusals, each before any Job (phase Failed, no steps): the source does not
   exist, is not finished, ran another runbook, never started, the step is unknown
   or a finally step, the params differ;
 - property (random DAGs, random source outcomes, optional from-step): a reused step
-  is never downstream of the from-step or of a failed step, every step that is
-  neither and was reusable is reused, every step downstream of the from-step is
-  not reused, finally steps are never reused, reused outputs equal the source's;
+  is never downstream of the from-step or of a failed step; a step is reused exactly
+  when it and all its upstream steps were reusable and none is the from-step;
+  finally steps are never reused; reused outputs equal the source's;
 - property, end to end in the simulator (random DAGs with random failures and
   outputs run as the source, then resumed and run to the end): no Job is created
   for a reused step, reused steps end with the source's phase and outputs, and a
@@ -156,6 +158,21 @@ def test_when_skipped_is_reused_upstream_failed_and_finally_run_again() -> None:
     assert sorted(c.step for c in sim.created) == ["after", "bad", "tidy"]
 
 
+def test_fallback_of_a_step_that_runs_again_runs_again() -> None:
+    spec = RunbookSpec.model_validate(dag_spec([
+        {"name": "probe", "circuit": {"policy": "p", "onOpen": "Fallback",
+                                      "fallback": "backup"}},
+        {"name": "backup"},
+        {"name": "after", "dependsOn": ["probe"], "when": "true"},
+        {"name": "alone"},
+    ]))
+    src = {"probe": StepStatus(phase="Skipped", reason="CircuitOpen"),
+           "backup": StepStatus(phase="Succeeded", reason="Completed"),
+           "after": StepStatus(phase="Succeeded", reason="Completed"),
+           "alone": StepStatus(phase="Succeeded", reason="Completed")}
+    assert reused_steps(spec, src, None) == ["alone"]
+
+
 def test_resume_freezes_the_source_spec_not_the_runbook_now() -> None:
     source = source_run(CHAIN, FAIL_S4)
     changed = {"metadata": {"name": "rb", "generation": 7},
@@ -232,13 +249,19 @@ def test_reuse_never_crosses_a_rerun_root(case: tuple[RunbookSpec, dict[str, Ste
                                                       str | None]) -> None:
     spec, statuses, from_step = case
     reused = reused_steps(spec, statuses, from_step)
-    roots = {from_step} if from_step else {s.name for s in spec.steps
-                                          if statuses[s.name].phase == "Failed"}
+
+    def reusable(name: str) -> bool:
+        src = statuses[name]
+        return src.phase == "Succeeded" or (src.phase, src.reason) == ("Skipped", "WhenFalse")
+
+    failed = {s.name for s in spec.steps if statuses[s.name].phase == "Failed"}
     for step in spec.steps:
-        downstream = step.name in roots or bool(ancestors(spec, step.name) & roots)
-        src = statuses[step.name]
-        reusable = src.phase == "Succeeded" or (src.phase, src.reason) == ("Skipped", "WhenFalse")
-        assert (step.name in reused) == (reusable and not downstream), step.name
+        upstream = ancestors(spec, step.name) | {step.name}
+        if from_step in upstream or upstream & failed:
+            assert step.name not in reused, step.name
+        # reused exactly when it and everything it depends on finished well
+        assert (step.name in reused) == (from_step not in upstream
+                                         and all(reusable(n) for n in upstream)), step.name
     assert "fin" not in reused
     raw_spec = spec.to_k8s()
     source = {"spec": {"runbookRef": {"name": "rb"}},
