@@ -72,6 +72,12 @@ elapsed() { "$PYTHON" -c "import sys, time; print(f'{time.time() - float(sys.arg
 if [ -d "$demo" ] || [ -f "$state/operator.pid" ]; then
   echo ">> a demo is up in $state: stopping it to tell the story from the start"
   down 2>/dev/null
+elif "$PYTHON" hack/cluster.py status >/dev/null 2>&1; then
+  # not the demo's (tests, or someone's work): its objects would change the story,
+  # and the demo's admission policies and Open circuit would change theirs
+  echo "!! a control plane the demo did not start runs in $state; stop it" \
+       "(python hack/cluster.py down) or choose another RBO_CLUSTER_DIR" >&2
+  exit 1
 fi
 mkdir -p "$demo"
 

@@ -20,7 +20,9 @@ Alertmanager's API, not only what it printed:
 - the alert went through the real Alertmanager: it holds the alert whose
   fingerprint the execution records, and the receiver named in the execution is
   Alertmanager's. Skipped, with the reason, when the Alertmanager binary is not
-  cached (the demo then posts the webhook payload itself and says so).
+  cached (the demo then posts the webhook payload itself and says so);
+- ``hack/demo.sh down`` (``make demo-down``) leaves no process of the demo (operator,
+  sink, Alertmanager) nor of the control plane running, and no demo state.
 """
 
 from __future__ import annotations
@@ -85,9 +87,22 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         yield Demo(state, done.stdout, LocalCluster(state_dir=state),
                    (state / "demo" / "execution").read_text().strip())
     finally:
+        pids = {p.stem: int(p.read_text()) for p in (state / "demo").glob("*.pid")}
+        cluster = LocalCluster(state_dir=state)
         stopped = run_demo("down", env, timeout=60)
         assert stopped.returncode == 0, stopped.stdout
+        # make demo-down leaves nothing running: its processes and the control plane
         assert not (state / "demo").exists()
+        assert not [name for name, pid in pids.items() if alive(pid)], pids
+        assert not any(cluster.status().values()), cluster.status()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_the_story_happened(demo: Demo) -> None:

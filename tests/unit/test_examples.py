@@ -17,7 +17,11 @@ Cases:
 - smoke-test and system-health-check succeed on the default path of a cluster
   where every pod exits 0 with no outputs (kwok): no approval step, every `when`
   evaluates to a bool, nothing fails;
-- the RunbookExecution example names an example runbook and its params resolve.
+- the RunbookExecution example names an example runbook and its params resolve;
+- the demo's copy (examples/demo/, `make demo`) is ai-service-recovery but for what
+  its header lists: kwok annotations, probe's failing exit and backoffs, the
+  approvers, the wait, the notifications; its CircuitPolicy differs in thresholds
+  and timings only.
 """
 
 from __future__ import annotations
@@ -200,3 +204,36 @@ def test_execution_example() -> None:
     execution = RunbookExecution.model_validate(doc)
     runbook = RUNBOOKS[execution.spec.runbook_ref.name]
     assert resolve_params(runbook.spec.params, execution.spec.params)[1] == []
+
+
+def test_demo_copy_is_the_example() -> None:
+    example = load(EXAMPLES / "ai-service-recovery.yaml")
+    demo = load(EXAMPLES / "demo" / "ai-service-recovery.yaml")
+    assert Runbook.model_validate(demo).spec.notifications
+    assert demo["metadata"]["name"] == example["metadata"]["name"]
+    demo_spec = {k: v for k, v in demo["spec"].items() if k != "notifications"}
+    allowed = {  # step -> fields the demo may change (podMetadata everywhere)
+        "probe": {"retry", "command"}, "approve-failover": {"approval"},
+        "stabilize": {"wait"}}
+    for group in ("steps", "finally"):
+        mine = {s["name"]: s for s in demo_spec.pop(group)}
+        theirs = {s["name"]: s for s in example["spec"][group]}
+        assert list(mine) == list(theirs)
+        for name, step in theirs.items():
+            changed = {k for k in step.keys() | mine[name].keys()
+                       if step.get(k) != mine[name].get(k)} - {"podMetadata"}
+            assert changed <= allowed.get(name, set()), (name, changed)
+    assert demo_spec == {k: v for k, v in example["spec"].items()
+                         if k not in ("steps", "finally")}
+    probe = next(s for s in demo["spec"]["steps"] if s["name"] == "probe")
+    original = next(s for s in example["spec"]["steps"] if s["name"] == "probe")
+    assert probe["command"][:2] == original["command"][:2]
+    assert probe["command"][2].startswith(original["command"][2])  # one line added
+    gate = next(s for s in demo["spec"]["steps"] if s["name"] == "approve-failover")
+    assert gate["approval"]["approvers"] == {"groups": ["sre-oncall"]}
+    policy = load(EXAMPLES / "circuitpolicy-ai-providers.yaml")
+    demo_policy = load(EXAMPLES / "demo" / "circuitpolicy-ai-providers.yaml")
+    assert demo_policy["metadata"]["name"] == policy["metadata"]["name"]
+    tuned = {"slidingWindow", "minimumCalls", "openDuration", "maxOpenDuration", "retry"}
+    assert {k for k in policy["spec"] if policy["spec"][k] != demo_policy["spec"].get(k)} \
+        <= tuned
