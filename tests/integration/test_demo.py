@@ -3,7 +3,9 @@
 The script runs as `make demo` runs it (``hack/demo.sh up``), on a control plane of
 its own (``RBO_CLUSTER_DIR`` in a temporary directory, not the session's: the demo
 applies cluster-wide admission policies and a CircuitPolicy whose circuit it leaves
-Open), once for the module; ``hack/demo.sh down`` stops everything afterwards. The
+Open), twice: as `make demo` runs (through Alertmanager when it is cached) and with
+``RBO_DEMO_ALERTMANAGER=0`` (the webhook payload posted by the script, as when
+Alertmanager is not cached); ``hack/demo.sh down`` stops each. The
 tests then read what it left behind through the API server, the sink's record and
 Alertmanager's API, not only what it printed:
 
@@ -21,6 +23,7 @@ Alertmanager's API, not only what it printed:
   fingerprint the execution records, and the receiver named in the execution is
   Alertmanager's. Skipped, with the reason, when the Alertmanager binary is not
   cached (the demo then posts the webhook payload itself and says so);
+- without Alertmanager the demo says so, and the receiver answered its payload;
 - ``hack/demo.sh down`` (``make demo-down``) leaves no process of the demo (operator,
   sink, Alertmanager) nor of the control plane running, and no demo state.
 """
@@ -54,6 +57,7 @@ class Demo:
     output: str
     cluster: LocalCluster
     execution: str
+    mode: str  # alertmanager (when cached) or payload
 
     @property
     def dir(self) -> Path:
@@ -70,11 +74,14 @@ def run_demo(command: str, env: dict[str, str], timeout: float) -> subprocess.Co
                           check=False)
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+@pytest.fixture(scope="module", params=["alertmanager", "payload"])
+def demo(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     state = tmp_path_factory.mktemp("demo-cluster")
     env = dict(os.environ, RBO_CLUSTER_DIR=str(state), PYTHON=sys.executable,
                PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    if request.param == "payload":
+        env["RBO_DEMO_ALERTMANAGER"] = "0"
     env.pop("KUBECONFIG", None)
     try:
         done = run_demo("up", env, timeout=150)
@@ -85,7 +92,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             pytest.fail(f"hack/demo.sh up exited {done.returncode}:\n{done.stdout[-6000:]}\n"
                         f"--- operator log (last 30 lines)\n{tail}")
         yield Demo(state, done.stdout, LocalCluster(state_dir=state),
-                   (state / "demo" / "execution").read_text().strip())
+                   (state / "demo" / "execution").read_text().strip(), request.param)
     finally:
         pids = {p.stem: int(p.read_text()) for p in (state / "demo").glob("*.pid")}
         cluster = LocalCluster(state_dir=state)
@@ -95,6 +102,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         assert not (state / "demo").exists()
         assert not [name for name, pid in pids.items() if alive(pid)], pids
         assert not any(cluster.status().values()), cluster.status()
+
+
+def alertmanager_cached() -> bool:
+    if os.environ.get("RBO_ALERTING_BIN"):
+        return True
+    return subprocess.run(["bash", str(REPO / "hack" / "build-alerting.sh"), "--cached"],
+                          capture_output=True, check=False).returncode == 0
 
 
 def alive(pid: int) -> bool:
@@ -163,9 +177,12 @@ def test_what_it_printed(demo: Demo) -> None:
 
 def test_the_alert_came_through_alertmanager(demo: Demo) -> None:
     source = (demo.dir / "alert-source").read_text().strip()
+    if demo.mode == "alertmanager" and alertmanager_cached():
+        assert source == "alertmanager", "Alertmanager is cached, yet the demo did not use it"
     if source != "alertmanager":
-        pytest.skip("no Alertmanager binary cached (hack/build-alerting.sh, make tools): the "
-                    "demo posted Alertmanager's webhook payload to the receiver itself")
+        pytest.skip("this run had no Alertmanager (RBO_DEMO_ALERTMANAGER=0, or its binary "
+                    "is not cached: hack/build-alerting.sh, make tools); the demo posted "
+                    "Alertmanager's webhook payload to the receiver itself")
     assert "amtool alert add alertname=AIResponseSlow" in demo.output
     alert = demo.get(RBX, demo.execution)["spec"]["triggeredBy"]["alert"]
     url = (demo.dir / "alertmanager.url").read_text().strip()
@@ -176,3 +193,12 @@ def test_the_alert_came_through_alertmanager(demo: Demo) -> None:
     assert fingerprints[alert["fingerprint"]]["labels"]["provider"] == "openai"
     assert alert["receiver"] == "runbook-operator"
     assert alert["groupKey"].startswith("{}:"), alert  # Alertmanager's own group key
+
+
+def test_without_alertmanager_it_says_so(demo: Demo) -> None:
+    if (demo.dir / "alert-source").read_text().strip() != "direct":
+        pytest.skip("this run went through Alertmanager")
+    assert "the demo posts its webhook payload itself" in demo.output
+    assert '"outcomes": {"created": 1}' in demo.output  # the receiver's answer, printed
+    alert = demo.get(RBX, demo.execution)["spec"]["triggeredBy"]["alert"]
+    assert alert["receiver"] == "runbook-operator"
