@@ -242,8 +242,8 @@ sleep 1  # the on-call engineer reads the message (and the watch catches up)
 
 say "approve-failover waits for a human; carol (on call) approves as herself"
 echo "    KUBECONFIG=$carol kubectl runbook approve $execution approve-failover -m 'anthropic is healthy, fail over'"
-KUBECONFIG=$carol kubectl runbook approve "$execution" approve-failover -n "$ns" \
-  -m "anthropic is healthy, fail over" | sed 's/^/    /'
+KUBECONFIG=$carol PYTHONUNBUFFERED=1 kubectl runbook approve "$execution" approve-failover \
+  -n "$ns" -m "anthropic is healthy, fail over" | sed -u 's/^/    /'
 outcome=0
 wait "$watcher" || outcome=$?
 phase=$(kubectl -n "$ns" get "runbookexecution/$execution" -o jsonpath='{.status.phase}')
