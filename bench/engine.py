@@ -19,7 +19,8 @@ Why: the on-call engineer waits from a step's container exiting to the next
 step's pod existing and running. So next to the Job -> Job figure (dependency's
 Job Complete -> dependent Job created) it reports pod -> pod latency: dependency's
 step pod seen terminated -> dependent's pod created, and -> dependent's container
-started; all times are local receipt times of watches in this process. It prints
+started; and pod terminated -> dependent Job created (the driver's own part). All
+times are local receipt times of watches in this process. It prints
 executions per minute (first creation -> last step pod terminated), apiserver
 requests per step by verb and resource (deltas of ``apiserver_request_total``),
 Events per step, operator CPU and peak RSS, and the conditions: cores, load
@@ -160,11 +161,14 @@ class PodClock:
 
 def transition_latencies(created: dict[str, float], finished: dict[str, float],
                          labels: dict[str, dict[str, str]], deps: dict[str, list[str]],
-                         keys: tuple[str, str]) -> list[float]:
+                         keys: tuple[str, str],
+                         finished_labels: dict[str, dict[str, str]] | None = None
+                         ) -> list[float]:
     """For every dependent object: its ``created`` time minus the last ``finished`` time of
-    its dependencies' objects. ``keys`` are the (execution, step) label names."""
+    its dependencies' objects (named in ``finished_labels``, default ``labels``).
+    ``keys`` are the (execution, step) label names."""
     by_step: dict[tuple[str, str], str] = {}
-    for name, lab in labels.items():
+    for name, lab in (labels if finished_labels is None else finished_labels).items():
         by_step[(lab.get(keys[0], ""), lab.get(keys[1], ""))] = name
     out = []
     for name, lab in labels.items():
@@ -239,6 +243,8 @@ class Watches:
         j, p = self.jobs, self.pods
         return {
             "job_job": transition_latencies(j.created, j.finished, j.labels, deps, keys),
+            "pod_job": transition_latencies(j.created, p.terminated, j.labels, deps, keys,
+                                            p.labels),
             "pod_created": transition_latencies(p.created, p.terminated, p.labels, deps, keys),
             "pod_started": transition_latencies(p.started, p.terminated, p.labels, deps, keys),
         }
@@ -560,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{per_min:.0f} executions/min ({r['load']})")
         print(f"          pod terminated -> next pod created   {percentiles(r['pod_created'])}")
         print(f"          pod terminated -> next pod started   {percentiles(r['pod_started'])}")
+        print(f"          pod terminated -> next Job created   {percentiles(r['pod_job'])}")
         print(f"          Job Complete   -> next Job created   {percentiles(r['job_job'])}")
     for label, r in results[1:]:
         ratio = engine["per_min"] / r["per_min"] if r["per_min"] else 0.0
