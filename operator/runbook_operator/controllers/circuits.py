@@ -88,6 +88,10 @@ class CircuitRegistry:
         self.held: dict[str, Held] = {}
         """Reservations of passes in flight, by pass token."""
         self.dirty: set[PolicyKey] = set()
+        self.waiting: dict[PolicyKey, set[tuple[str, str]]] = {}
+        """Per policy: executions with a step in its bulkhead's line, to wake when a slot
+        frees. Noted while the waiting pass holds the policy's lock, so a pass freeing a
+        slot after it either finds the waiter here or freed it before that pass planned."""
 
     def observe_policy(self, body: dict[str, Any], deleted: bool = False) -> None:
         """A CircuitPolicy from the watch; its status seeds the circuits the first time."""
@@ -223,6 +227,24 @@ class CircuitRegistry:
                     self.states[(namespace, name)][k] = state
                     self.dirty.add((namespace, name))
         return changed, transitions
+
+    def note_waiting(self, namespace: str, execution: tuple[str, str], policies: Iterable[str],
+                     waiting: set[str]) -> None:
+        """Which of ``policies``' bulkhead lines ``execution`` is in now (``waiting``)."""
+        with self._data:
+            for name in policies:
+                line = self.waiting.setdefault((namespace, name), set())
+                if name in waiting:
+                    line.add(execution)
+                else:
+                    line.discard(execution)
+
+    def waiters(self, namespace: str, policies: Iterable[str],
+                exclude: tuple[str, str]) -> list[tuple[str, str]]:
+        """Executions in the bulkhead lines of ``policies`` (a slot may have freed)."""
+        with self._data:
+            return sorted({k for name in policies for k in self.waiting.get((namespace, name), ())
+                           if k != exclude})
 
     def rollback(self, token: str) -> None:
         """A lost pass gives back what it held (its calls were never counted)."""

@@ -350,7 +350,7 @@ class ExecutionReconciler:
         if any(st.circuit and st.phase == "Running" and
                result.status.steps[n].phase != "Running" for n, st in status.steps.items()
                if n in result.status.steps):
-            others += self.waiting_for_bulkheads(key[0])  # a bulkhead slot freed
+            others += self.circuits.waiters(key[0], guarded, key)  # a bulkhead slot freed
         wake_at = result.wake_at
         if recheck_in is not None:  # a missing Job to look for again
             recheck = self.clock() + timedelta(seconds=recheck_in + 0.1)
@@ -382,6 +382,11 @@ class ExecutionReconciler:
                                   invalid_policies=view.invalid, circuits=view.circuits,
                                   bulkheads=rows))
             self.circuits.reserve(namespace, token, result.ops, result.slots)
+            steps = {s.name: s for s in observation.spec.all_steps()}
+            self.circuits.note_waiting(namespace, (namespace, observation.name), policies, {
+                c.policy for n, st in result.status.steps.items()
+                if st.reason == "BulkheadFull" and st.phase in ("Waiting", "Retrying")
+                and n in steps and (c := steps[n].circuit) is not None})
         self.report_transitions(namespace, view.transitions)
         return result
 
@@ -439,12 +444,6 @@ class ExecutionReconciler:
                 elif st.get("reason") == "BulkheadFull":
                     rows[policy].append((ticket, "waiting", since, severity))
         return rows
-
-    def waiting_for_bulkheads(self, namespace: str) -> list[Key]:
-        """Executions with a step in a bulkhead's line: a slot may have freed."""
-        return [k for k, other in list(self.store.executions.items()) if k[0] == namespace
-                and any(st.get("reason") == "BulkheadFull" for st in
-                        ((other.get("status") or {}).get("steps") or {}).values())]
 
     def record_metrics(self, namespace: str, runbook: str, spec: RunbookSpec,
                        before: RunbookExecutionStatus, result: Plan, now: datetime) -> None:
