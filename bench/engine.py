@@ -494,8 +494,9 @@ def start_profiler(pid: int, out: str) -> subprocess.Popen[bytes] | None:
     if not os.access(exe, os.X_OK):
         print("# py-spy not found: no profile", file=sys.stderr)
         return None
+    fmt = "raw" if out.endswith(".txt") else "flamegraph"  # raw: collapsed stacks
     return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "100",
-                             "--output", out, "--nonblocking"],
+                             "--output", out, "--format", fmt, "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -515,8 +516,9 @@ def main(argv: list[str] | None = None) -> int:
                              "concurrent Job syncs (default: its own default, 5)")
     parser.add_argument("--old-floor", action="store_true",
                         help="also run the previous floor: serial creates on Job Complete")
-    parser.add_argument("--profile", metavar="SVG",
-                        help="record the operator phase with py-spy into this flame graph")
+    parser.add_argument("--profile", metavar="SVG|TXT",
+                        help="record the operator phase with py-spy into this flame graph "
+                             "(.txt: collapsed stacks)")
     args = parser.parse_args(argv)
 
     kubeconfig, cm_args = bench_cluster(args.kubeconfig, args.concurrent_job_syncs)
