@@ -3,8 +3,8 @@
     python bench/engine.py [--executions 100] [--branches 4] [--kubeconfig PATH]
                            [--concurrent-job-syncs N] [--old-floor] [--profile OUT.svg]
 
-Runs on the local control plane (``RBO_CLUSTER_DIR``'s, started for the run unless
---kubeconfig names a running cluster). Phases in the same run, each in its own
+Runs on the local control plane (``RBO_CLUSTER_DIR``'s, started afresh for the run
+unless --reuse-cluster, or --kubeconfig names a running cluster). Phases in the same run, each in its own
 namespace:
 
 1. the operator: N RunbookExecutions created at once of a runbook
@@ -450,14 +450,15 @@ def job_syncs_flag(concurrent_job_syncs: int | None) -> list[str]:
     return [f"--concurrent-job-syncs={concurrent_job_syncs}"] if concurrent_job_syncs else []
 
 
-def bench_cluster(kubeconfig: str | None, concurrent_job_syncs: int | None
-                  ) -> tuple[str, list[str] | None]:
+def bench_cluster(kubeconfig: str | None, concurrent_job_syncs: int | None,
+                  reuse: bool = False) -> tuple[str, list[str] | None]:
     """The kubeconfig to use and the controller-manager's flags (None: not known).
 
     Without --kubeconfig: ``RBO_CLUSTER_DIR``'s local cluster (default
-    /tmp/rbo-bench), started with CRDs, and restarted when its controller-manager
-    does not run with the asked ``--concurrent-job-syncs`` (or runs with one when
-    none is asked).
+    /tmp/rbo-bench), started afresh with CRDs: the Jobs and pods of earlier runs
+    would otherwise be listed by the operator at its start, in the measured
+    window. With ``reuse`` a running one is kept unless its controller-manager
+    does not run with the asked ``--concurrent-job-syncs``.
     """
     if kubeconfig is not None:
         return kubeconfig, None
@@ -466,8 +467,8 @@ def bench_cluster(kubeconfig: str | None, concurrent_job_syncs: int | None
     if cluster.is_up():
         running = [a for a in cluster.controller_manager_args() or []
                    if a.startswith("--concurrent-job-syncs")]
-        if running != wanted:
-            print(f"# restarting {cluster.state_dir} for controller-manager flags {wanted}",
+        if running != wanted or not reuse:
+            print(f"# restarting {cluster.state_dir} afresh, controller-manager flags {wanted}",
                   file=sys.stderr)
             cluster.down()
     if not cluster.is_up():
@@ -516,12 +517,16 @@ def main(argv: list[str] | None = None) -> int:
                              "concurrent Job syncs (default: its own default, 5)")
     parser.add_argument("--old-floor", action="store_true",
                         help="also run the previous floor: serial creates on Job Complete")
+    parser.add_argument("--reuse-cluster", action="store_true",
+                        help="keep a running local cluster and what earlier runs left in it "
+                             "(default: restart it afresh)")
     parser.add_argument("--profile", metavar="SVG|TXT",
                         help="record the operator phase with py-spy into this flame graph "
                              "(.txt: collapsed stacks)")
     args = parser.parse_args(argv)
 
-    kubeconfig, cm_args = bench_cluster(args.kubeconfig, args.concurrent_job_syncs)
+    kubeconfig, cm_args = bench_cluster(args.kubeconfig, args.concurrent_job_syncs,
+                                       args.reuse_cluster)
     api = kubernetes.config.new_client_from_config(config_file=kubeconfig)
     log_dir = Path(tempfile.mkdtemp(prefix="rbo-bench-operator-"))
     op = OperatorProcess(Path(kubeconfig), log_dir,
