@@ -4,8 +4,8 @@
                            [--concurrent-job-syncs N] [--old-floor] [--profile OUT.svg]
 
 Runs on the local control plane (``RBO_CLUSTER_DIR``'s, started afresh for the run
-unless --reuse-cluster, or --kubeconfig names a running cluster). Phases in the same run, each in its own
-namespace:
+unless --reuse-cluster, or --kubeconfig names a running cluster). Phases in the
+same run, each in its own namespace:
 
 1. the operator: N RunbookExecutions created at once of a runbook
    ``start -> b1..bK -> join`` (K+2 steps), run to completion;
