@@ -47,19 +47,15 @@ from runbook_operator.engine.outputs import clean_text
 from runbook_operator.engine.params import env_value, resolve_params, secret_names
 from runbook_operator.engine.planner import (
     BulkheadRow,
+    CreateFailure,
     CreateJob,
     DeleteJob,
-    Event,
     Observation,
     ObservedJob,
     Plan,
     plan,
 )
-from runbook_operator.engine.podsecurity import (
-    SecurityPolicy,
-    allowance_hint,
-    check_step_security,
-)
+from runbook_operator.engine.podsecurity import SecurityPolicy
 from runbook_operator.engine.redact import SECRETS
 from runbook_operator.engine.severity import severity_of
 from runbook_operator.engine.start import (
@@ -311,18 +307,39 @@ class ExecutionReconciler:
             cancel_message=None if execution.spec.cancel else status.cancel_requested,
             approvals=execution.spec.approvals,
             runbook=execution.spec.runbook_ref.name,
+            security=self.security,
         )
         guarded = sorted({s.circuit.policy for s in spec.all_steps() if s.circuit})
         token = f"{key[0]}/{key[1]}"
         committed = not guarded
+        failures: dict[str, CreateFailure] = {}
         try:
-            if guarded:
-                result = self.plan_with_circuits(key[0], guarded, token, observation)
+            # A Job the API refuses comes back as an observation: the pass is planned
+            # again knowing it, so the status written never names a Job that does not
+            # exist (each round adds a refused name; a pass has finitely many Jobs).
+            for _ in range(len(spec.all_steps()) + 2):
+                if guarded:
+                    result = self.plan_with_circuits(key[0], guarded, token, observation)
+                else:
+                    result = plan(observation)
+                # No lock from here to the commit: other passes plan meanwhile against
+                # what this one reserved (its trial permits and bulkhead slots).
+                refused, created = self.carry_out(body, execution, spec, params, result)
+                if not refused:
+                    break
+                failures.update(refused)
+                self.circuits.rollback(token)
+                # What this round did is observed by the next: the refusals, the Jobs
+                # it created (adopted, never created twice) and the Secret's name.
+                observation = replace(
+                    observation, create_failures=dict(failures),
+                    jobs={**observation.jobs, **{
+                        a.name: ObservedJob(a.name, a.step, a.attempt, "Active")
+                        for a in created if a.name not in observation.jobs}},
+                    status=observation.status.model_copy(update={
+                        "params_secret": result.status.params_secret}))
             else:
-                result = plan(observation)
-            # No lock from here to the commit: other passes plan meanwhile against
-            # what this one reserved (its trial permits and bulkhead slots).
-            self.carry_out(body, execution, spec, params, result)
+                raise RuntimeError(f"Job creates refused in every round: {sorted(failures)}")
             if not self.write_status(body, result.status):
                 return Outcome(again=True)  # the circuits never saw this pass
             if guarded:
@@ -579,7 +596,14 @@ class ExecutionReconciler:
         return jobs
 
     def carry_out(self, body: dict[str, Any], execution: RunbookExecution, spec: RunbookSpec,
-                  params: dict[str, Any], result: Plan) -> None:
+                  params: dict[str, Any], result: Plan
+                  ) -> tuple[dict[str, CreateFailure], list[CreateJob]]:
+        """Create and delete the plan's Jobs (and the params Secret before any Job).
+
+        Returns the Jobs the API refused, by name, for the next plan to decide on,
+        and the Jobs created; the plan's status is not changed, but for the Secret's
+        generated name.
+        """
         creates = [a for a in result.actions if isinstance(a, CreateJob)]
         namespace = execution.metadata.namespace or ""
         secrets = secret_names(spec.params) & {k for k, v in params.items() if v is not None}
@@ -598,6 +622,8 @@ class ExecutionReconciler:
             ttl_seconds=self.job_ttl_seconds,
         )
         steps = {s.name: s for s in spec.all_steps()}
+        refused: dict[str, CreateFailure] = {}
+        created: list[CreateJob] = []
         for action in result.actions:
             if isinstance(action, CreateJob):
                 traceparent = self.tracer.traceparent(
@@ -608,27 +634,16 @@ class ExecutionReconciler:
                 if step.circuit is not None and step.timeout is None:
                     policy = self.circuits.specs(namespace, [step.circuit.policy])
                     default_timeout = policy[step.circuit.policy].timeout if policy else None
-                # The allowances may have shrunk since the run started: asked again.
-                refused, _ = check_step_security([(step.name, step.security_context)], None,
-                                                 namespace, self.security)
-                if refused:
-                    st = result.status.steps[action.step]
-                    why = f"{refused[0].field}: {refused[0].message}; " + allowance_hint(namespace)
-                    st.phase, st.reason, st.message = "Failed", "PrivilegedStep", why[:1024]
-                    st.finished_at = fmt(self.clock())
-                    result.events.append(_warning("PrivilegedStep", f"step {step.name}: {why}"))
-                    continue
                 manifest = build_job(ctx, step, action.attempt, action.name, traceparent,
                                      default_timeout)
                 problem = self.create_job(namespace, manifest, execution.metadata.uid or "")
                 if problem is not None:
-                    st = result.status.steps[action.step]
-                    st.phase, st.reason, st.message = "Failed", "JobCreateFailed", problem[:1024]
-                    st.finished_at = fmt(self.clock())
-                    result.events.append(_warning("JobCreateFailed",
-                                                  f"step {action.step}: {problem}"))
+                    refused[action.name] = CreateFailure("JobCreateFailed", problem)
+                else:
+                    created.append(action)
             elif isinstance(action, DeleteJob):
                 self.delete_job(namespace, action.name)
+        return refused, created
 
     @retrying
     def create_job(self, namespace: str, manifest: dict[str, Any], owner_uid: str) -> str | None:
@@ -844,10 +859,6 @@ def _attempt_start(status: RunbookExecutionStatus, step: str, attempt: int) -> s
 def _seconds(start: str | None, end: str | None) -> float | None:
     a, b = parse(start), parse(end)
     return (b - a).total_seconds() if a and b else None
-
-
-def _warning(reason: str, message: str) -> Event:
-    return Event(reason, message, warning=True)
 
 
 def _api_message(exc: ApiException) -> str:

@@ -40,6 +40,11 @@ from runbook_operator.engine.cel import CelError, evaluate, evaluate_bool
 from runbook_operator.engine.circuit import CallOutcome, CircuitState, Transition
 from runbook_operator.engine.names import job_name
 from runbook_operator.engine.outputs import clean_text, parse_outputs
+from runbook_operator.engine.podsecurity import (
+    SecurityPolicy,
+    allowance_hint,
+    check_step_security,
+)
 from runbook_operator.engine.redact import Redactor, redact, redact_text
 from runbook_operator.engine.reservations import Admitted, CircuitOp, Recorded, Released
 from runbook_operator.engine.timeutil import fmt, parse
@@ -99,6 +104,14 @@ class ObservedJob:
 
 
 @dataclass(frozen=True)
+class CreateFailure:
+    """Why the API would not create a Job this pass planned (a 4xx, a foreign owner)."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Observation:
     """Everything the planner may look at in one pass."""
 
@@ -128,6 +141,12 @@ class Observation:
     cancel_reason: str | None = None
     """Why it is cancelled when not by ``spec.cancel`` (e.g. ``AlertResolved``)."""
     cancel_message: str | None = None
+    create_failures: Mapping[str, CreateFailure] = field(default_factory=dict)
+    """Jobs whose create the API refused, by Job name: the shell plans the pass again
+    with them, and the step of each fails instead of naming a Job that does not exist."""
+    security: SecurityPolicy | None = None
+    """The cluster admin's allowances, asked again before each Job (they may have shrunk
+    since the run started); None: not checked."""
 
 
 @dataclass(frozen=True)
@@ -581,9 +600,15 @@ class _Pass:
 
     def start_job(self, step: Step, attempt: int) -> None:
         st = self.st(step.name)
+        name = job_name(self.obs.name, step.name, attempt)
+        refused = self.refused(step, attempt, name)
+        if refused is not None:  # before the circuit: a Job that cannot exist takes no permit
+            st.finished_at = fmt(self.now)
+            st.next_attempt_at = None
+            self.transition(step.name, "Failed", refused[0], refused[1], warning=True)
+            return
         if step.circuit is not None and not self.admit(step, st):
             return
-        name = job_name(self.obs.name, step.name, attempt)
         st.attempts = attempt
         st.job = name
         st.next_attempt_at = None
@@ -593,6 +618,19 @@ class _Pass:
         self.plan.actions.append(CreateJob(step.name, attempt, name))
         self.running_jobs += 1
         self.transition(step.name, "Running", "JobCreated", f"attempt {attempt}: Job {name}")
+
+    def refused(self, step: Step, attempt: int, name: str) -> tuple[str, str] | None:
+        """(reason, message) when this attempt's Job must not or cannot be created."""
+        if self.obs.security is not None:
+            bad, _ = check_step_security([(step.name, step.security_context)], None,
+                                         self.obs.namespace, self.obs.security)
+            if bad:
+                return "PrivilegedStep", _clip(f"{bad[0].field}: {bad[0].message}; "
+                                               + allowance_hint(self.obs.namespace))
+        failure = self.obs.create_failures.get(name)
+        if failure is not None:
+            return failure.reason, _clip(f"attempt {attempt}: Job {name}: {failure.message}")
+        return None
 
     # -- circuits ---------------------------------------------------------------
 
