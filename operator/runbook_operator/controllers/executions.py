@@ -364,10 +364,10 @@ class ExecutionReconciler:
             self._specs.pop(execution.metadata.uid or "", None)
             self.apply_retention(key[0], execution.spec.runbook_ref.name)
             others = self.queued_peers(key[0], execution.spec.runbook_ref.name)
-        if any(st.circuit and st.phase == "Running" and
-               result.status.steps[n].phase != "Running" for n, st in status.steps.items()
-               if n in result.status.steps):
-            others += self.circuits.waiters(key[0], guarded, key)  # a bulkhead slot freed
+        if guarded and any(_left_bulkhead(st, result.status.steps.get(n))
+                           for n, st in status.steps.items()):
+            # A slot freed, or the line moved up: the others in line look again.
+            others += self.circuits.waiters(key[0], guarded, key)
         wake_at = result.wake_at
         if recheck_in is not None:  # a missing Job to look for again
             recheck = self.clock() + timedelta(seconds=recheck_in + 0.1)
@@ -854,6 +854,15 @@ def _attempt_start(status: RunbookExecutionStatus, step: str, attempt: int) -> s
                 (entry.message or "").startswith(marker):
             return entry.time
     return None
+
+
+def _left_bulkhead(before: StepStatus, after: StepStatus | None) -> bool:
+    """Whether a step gave up a bulkhead slot or its place in a bulkhead's line."""
+    if after is None:
+        return False
+    if before.circuit and before.phase == "Running":
+        return after.phase != "Running"
+    return before.reason == "BulkheadFull" and after.reason != "BulkheadFull"
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:

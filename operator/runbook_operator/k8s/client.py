@@ -113,7 +113,13 @@ def make_clients(configuration: kubernetes.client.Configuration, pool: int = 16)
     api_client = kubernetes.client.ApiClient(configuration)
     # The field manager name in managedFields: shows what the operator wrote.
     api_client.user_agent = FIELD_MANAGER
-    return Clients(api_client)
+    clients = Clients(api_client)
+    # Built (and their modules imported) now, not by the first reconciles: those
+    # would all wait on cached_property's lock while one thread imports, holding
+    # the GIL the event loop needs.
+    for api in (clients.custom, clients.batch, clients.core, clients.coordination):
+        assert api is not None
+    return clients
 
 
 @retrying
