@@ -53,6 +53,9 @@ from runbook_operator.triggers.schedule import Scheduler
 
 log = logging.getLogger("runbook_operator")
 
+SWITCH_INTERVAL = 0.0005
+"""Seconds a thread holds the GIL while another waits for it (see :func:`serve`)."""
+
 
 class ClusterUnreachable(Exception):
     """No usable Kubernetes API: no config, or the server does not answer."""
@@ -391,6 +394,11 @@ def leadership_lost() -> None:
 async def serve(settings: OperatorSettings, configuration: kubernetes.client.Configuration,
                 stop: asyncio.Event | None = None) -> None:
     """Run the operator until ``stop`` is set (or forever)."""
+    # The event loop (watches, /healthz, /metrics) shares the GIL with the reconcile
+    # threads: a thread waiting for it gets it after this interval (default 5 ms,
+    # paid again after every socket call), so a short one keeps the loop's answers
+    # quick while the workers plan.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     # Reconciles and kopf's sync handlers run in threads; the default pool has only
     # cpu+4 of them, fewer than the workers on a small node.
     asyncio.get_running_loop().set_default_executor(
