@@ -35,7 +35,7 @@ from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.controllers import circuits
 from runbook_operator.controllers.circuits import CircuitRegistry
 from runbook_operator.controllers.store import Key, Store
-from runbook_operator.engine import merge
+from runbook_operator.engine import merge, retention
 from runbook_operator.engine.approvals import may_decide
 from runbook_operator.engine.cel import CelError
 from runbook_operator.engine.cel import evaluate as cel_evaluate
@@ -224,7 +224,7 @@ class ExecutionReconciler:
                                          name=runbook))
         status.concurrency_key = key
         me = Peer(name, False, execution.metadata.creation_timestamp or "",
-                  _severity(execution))
+                  severity_of(execution.spec.to_k8s()))
         decision = decide(spec.concurrency, me, self.peers(namespace, runbook, key, name))
         if decision.verdict == "Start":
             return status
@@ -257,7 +257,7 @@ class ExecutionReconciler:
             if phase in ("Running", "WaitingForApproval", "Queued"):
                 out.append(Peer(name, phase != "Queued",
                                 (other.get("metadata") or {}).get("creationTimestamp", ""),
-                                _severity_of(other)))
+                                severity_of(other.get("spec"))))
         return out
 
     def queued_peers(self, namespace: str, runbook: str) -> list[Key]:
@@ -292,7 +292,7 @@ class ExecutionReconciler:
         jobs = self.observed_jobs(key, execution.metadata.uid)
         lost, recheck_in = self.lost_jobs(key[0], status, jobs)
         observation = Observation(
-            severity=_severity(execution),
+            severity=severity_of(execution.spec.to_k8s()),
             name=execution.metadata.name,
             namespace=key[0],
             uid=execution.metadata.uid or "",
@@ -449,7 +449,7 @@ class ExecutionReconciler:
             status = other.get("status") or {}
             if status.get("phase") not in ("Running", "WaitingForApproval"):
                 continue
-            severity = _severity_of(other)
+            severity = severity_of(other.get("spec"))
             for step, st in (status.get("steps") or {}).items():
                 policy = (st.get("circuit") or "").split("/", 1)[0]
                 since = parse(st.get("circuitAdmittedAt"))
@@ -790,31 +790,11 @@ class ExecutionReconciler:
     # -- retention -------------------------------------------------------------------
 
     def apply_retention(self, namespace: str, runbook: str) -> None:
-        """Delete the oldest finished executions beyond the Runbook's history limits."""
+        """Delete what the Runbook's history limits let go (``engine.retention``)."""
         rb = self.store.runbooks.get((namespace, runbook))
-        history = ((rb or {}).get("spec") or {}).get("history") or {}
-        limits = {"Succeeded": history.get("successfulLimit"),
-                  "Failed": history.get("failedLimit"),
-                  "Cancelled": history.get("failedLimit")}
-        if all(v is None for v in limits.values()):
-            return
-        finished: dict[str, list[tuple[str, str]]] = {"Succeeded": [], "Failed": []}
-        for (ns, name), body in list(self.store.executions.items()):
-            if ns != namespace or (body.get("spec") or {}).get("runbookRef", {}).get("name") \
-                    != runbook:
-                continue
-            st = body.get("status") or {}
-            phase = st.get("phase")
-            if phase in limits:
-                group = "Succeeded" if phase == "Succeeded" else "Failed"
-                finished[group].append((st.get("finishedAt") or "", name))
-        for group, items in finished.items():
-            limit = limits[group]
-            if limit is None or len(items) <= limit:
-                continue
-            items.sort(key=lambda item: parse(item[0]) or datetime.min.replace(tzinfo=UTC))
-            for _, name in items[: len(items) - limit]:
-                self.delete_execution(namespace, name)
+        for name in retention.expired(((rb or {}).get("spec") or {}).get("history"),
+                                      namespace, runbook, list(self.store.executions.values())):
+            self.delete_execution(namespace, name)
 
     @retrying
     def delete_execution(self, namespace: str, name: str) -> None:
@@ -835,15 +815,6 @@ def secret_literals(spec: RunbookSpec, params: dict[str, Any]) -> list[str]:
         if value is not None:
             out += [env_value(value), json.dumps(value)]
     return out
-
-
-def _severity_of(body: dict[str, Any]) -> str | None:
-    return severity_of(body.get("spec"))
-
-
-def _severity(execution: RunbookExecution) -> str | None:
-    """SEV1..SEV4 by the one rule of :func:`severity_of`."""
-    return severity_of(execution.spec.to_k8s())
 
 
 def _attempt_start(status: RunbookExecutionStatus, step: str, attempt: int) -> str | None:
