@@ -36,8 +36,8 @@ from pydantic import ValidationError
 from runbook_operator.api.circuitpolicy import CircuitPolicySpec, CircuitStatus
 from runbook_operator.api.common import GROUP, VERSION, Condition
 from runbook_operator.engine import circuit, reservations
+from runbook_operator.engine.bulkhead import BulkheadRow
 from runbook_operator.engine.circuit import CircuitState, Transition
-from runbook_operator.engine.planner import BulkheadRow
 from runbook_operator.engine.policy_validation import validate_policy
 from runbook_operator.engine.reservations import CircuitOp
 from runbook_operator.engine.validation import Problem

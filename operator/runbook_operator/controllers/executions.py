@@ -35,7 +35,7 @@ from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.controllers import circuits
 from runbook_operator.controllers.circuits import CircuitRegistry
 from runbook_operator.controllers.store import Key, Store
-from runbook_operator.engine import merge, retention
+from runbook_operator.engine import bulkhead, merge, retention
 from runbook_operator.engine.approvals import may_decide
 from runbook_operator.engine.cel import CelError
 from runbook_operator.engine.cel import evaluate as cel_evaluate
@@ -46,7 +46,6 @@ from runbook_operator.engine.names import generate_prefix, label_value
 from runbook_operator.engine.outputs import clean_text
 from runbook_operator.engine.params import env_value, resolve_params, secret_names
 from runbook_operator.engine.planner import (
-    BulkheadRow,
     CreateFailure,
     CreateJob,
     DeleteJob,
@@ -76,7 +75,7 @@ from runbook_operator.k8s.jobs import (
     owner_reference,
 )
 from runbook_operator.observability.logs import get_logger
-from runbook_operator.observability.metrics import Metrics, bulkhead_in_use
+from runbook_operator.observability.metrics import Metrics
 from runbook_operator.observability.tracing import (
     ExecutionInfo,
     ExecutionTracer,
@@ -392,7 +391,8 @@ class ExecutionReconciler:
         with self.circuits.locked(namespace, policies):
             now = self.clock()  # under the locks: passes on one circuit see time in order
             view = self.circuits.view(namespace, policies, token, now)
-            rows = self.bulkhead_rows(namespace, policies, observation.name)
+            rows = bulkhead.rows_of(list(self.store.executions.values()), namespace,
+                                    policies, exclude=observation.name)
             for policy, held in view.held_slots.items():
                 rows.setdefault(policy, []).extend(held)
             result = plan(replace(observation, now=now, policies=view.specs,
@@ -425,7 +425,7 @@ class ExecutionReconciler:
             if spec.bulkhead is not None:
                 self.metrics.set_bulkhead_available(
                     namespace, policy, spec.bulkhead.max_concurrent
-                    - bulkhead_in_use(executions, namespace, policy))
+                    - bulkhead.in_use(executions, namespace, policy))
 
     def report_transitions(self, namespace: str,
                            transitions: list[tuple[str, str, Transition]]) -> None:
@@ -438,29 +438,6 @@ class ExecutionReconciler:
                 self.events.post(body, "Circuit" + transition.to,
                                  f"circuit {key}: {transition.from_} -> {transition.to}: "
                                  f"{transition.reason}", warning=transition.to == "Open")
-
-    def bulkhead_rows(self, namespace: str, policies: list[str], me: str
-                      ) -> dict[str, list[BulkheadRow]]:
-        """Guarded attempts of the other executions, running or in a bulkhead's line."""
-        rows: dict[str, list[BulkheadRow]] = {p: [] for p in policies}
-        for (ns, name), other in list(self.store.executions.items()):
-            if ns != namespace or name == me:
-                continue
-            status = other.get("status") or {}
-            if status.get("phase") not in ("Running", "WaitingForApproval"):
-                continue
-            severity = severity_of(other.get("spec"))
-            for step, st in (status.get("steps") or {}).items():
-                policy = (st.get("circuit") or "").split("/", 1)[0]
-                since = parse(st.get("circuitAdmittedAt"))
-                if policy not in rows or since is None:
-                    continue
-                ticket = f"{ns}/{name}/{step}"
-                if st.get("phase") == "Running":
-                    rows[policy].append((ticket, "running", since, severity))
-                elif st.get("reason") == "BulkheadFull":
-                    rows[policy].append((ticket, "waiting", since, severity))
-        return rows
 
     def record_metrics(self, namespace: str, runbook: str, spec: RunbookSpec,
                        before: RunbookExecutionStatus, result: Plan, now: datetime) -> None:

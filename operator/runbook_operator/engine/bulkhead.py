@@ -18,13 +18,18 @@ idempotent). Times are kept at millisecond precision, as in status.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
+
+from runbook_operator.engine.severity import severity_of
+from runbook_operator.engine.timeutil import parse
 
 Phase = Literal["running", "waiting"]
 Verdict = Literal["Run", "Wait"]
+BulkheadRow = tuple[str, Phase, datetime, str | None]
+"""(ticket id, phase, since, severity) of one guarded attempt, as :func:`rebuild` reads."""
 
 LOWEST = 1_000_000
 """The rank of a ticket without a (recognisable) severity: after every SEVn."""
@@ -203,3 +208,42 @@ def rebuild(max_concurrent: int,
     queue = BulkheadQueue(max_concurrent, _sorted(running.values()), _sorted(waiting.values()))
     queue, _ = queue._fill()
     return queue
+
+
+def rows_of(executions: Iterable[Mapping[str, Any]], namespace: str,
+            policies: Iterable[str], exclude: str | None = None
+            ) -> dict[str, list[BulkheadRow]]:
+    """Bulkhead occupancy, the one place it is read from statuses: by policy, the
+    guarded attempts holding a slot (``running``: the step is Running and was
+    admitted) or in line (``waiting``: reason BulkheadFull, since circuitAdmittedAt)
+    in the unfinished executions of ``namespace`` (``exclude``: one execution's name)."""
+    rows: dict[str, list[BulkheadRow]] = {p: [] for p in policies}
+    for body in executions:
+        meta = body.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        if meta.get("namespace") != namespace or name == exclude:
+            continue
+        status = body.get("status") or {}
+        if status.get("phase") not in ("Running", "WaitingForApproval"):
+            continue
+        steps = status.get("steps")
+        severity = severity_of(body.get("spec"))
+        for step, st in (steps.items() if isinstance(steps, Mapping) else ()):
+            if not isinstance(st, Mapping):
+                continue
+            policy = str(st.get("circuit") or "").split("/", 1)[0]
+            since = parse(st.get("circuitAdmittedAt"))
+            if policy not in rows or since is None:
+                continue
+            ticket = f"{namespace}/{name}/{step}"
+            if st.get("phase") == "Running":
+                rows[policy].append((ticket, "running", since, severity))
+            elif st.get("reason") == "BulkheadFull":
+                rows[policy].append((ticket, "waiting", since, severity))
+    return rows
+
+
+def in_use(executions: Iterable[Mapping[str, Any]], namespace: str, policy: str) -> int:
+    """Slots of ``policy``'s bulkhead held now (the ``running`` rows of :func:`rows_of`)."""
+    return sum(1 for row in rows_of(executions, namespace, [policy])[policy]
+               if row[1] == "running")

@@ -35,7 +35,7 @@ from runbook_operator.api.execution import (
 from runbook_operator.api.runbook import Retry, RunbookSpec, Step
 from runbook_operator.engine import backoff, circuit
 from runbook_operator.engine.approvals import may_decide
-from runbook_operator.engine.bulkhead import Ticket, rebuild
+from runbook_operator.engine.bulkhead import BulkheadRow, Ticket, rebuild
 from runbook_operator.engine.cel import CelError, evaluate, evaluate_bool
 from runbook_operator.engine.circuit import CallOutcome, CircuitState, Transition
 from runbook_operator.engine.names import job_name
@@ -48,9 +48,6 @@ from runbook_operator.engine.podsecurity import (
 from runbook_operator.engine.redact import Redactor, redact, redact_text
 from runbook_operator.engine.reservations import Admitted, CircuitOp, Recorded, Released
 from runbook_operator.engine.timeutil import fmt, parse
-
-BulkheadRow = tuple[str, Literal["running", "waiting"], datetime, str | None]
-"""(ticket id, phase, since, severity) of one guarded attempt, as bulkhead.rebuild reads."""
 
 POD_GRACE = timedelta(seconds=5)
 """How long to wait, after a Job finished, for its pod's exit code and message."""

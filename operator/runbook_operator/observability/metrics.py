@@ -30,6 +30,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from runbook_operator.engine import bulkhead
+
 __all__ = ["CIRCUIT_STATES", "Buckets", "Metrics", "bulkhead_in_use", "metrics_handler"]
 
 CIRCUIT_STATES = ("Closed", "Open", "HalfOpen")
@@ -328,26 +330,9 @@ class Metrics:
 
 def bulkhead_in_use(executions: Iterable[Mapping[str, Any]], namespace: str,
                     policy: str) -> int:
-    """Bulkhead slots of ``policy`` held now: its running guarded steps in ``namespace``.
-
-    A slot is held by a step whose ``status.steps[].circuit`` names the policy, that
-    was admitted (``circuitAdmittedAt``) and is ``Running``, in an execution that has
-    not finished: the same rows the planner's bulkhead is rebuilt from.
-    """
-    held = 0
-    for body in executions:
-        if str(_part(body, "metadata").get("namespace") or "") != namespace:
-            continue
-        status = _part(body, "status")
-        if status.get("phase") not in ("Running", "WaitingForApproval"):
-            continue
-        steps = status.get("steps")
-        for st in (steps.values() if isinstance(steps, Mapping) else ()):
-            if (isinstance(st, Mapping) and st.get("phase") == "Running"
-                    and st.get("circuitAdmittedAt")
-                    and str(st.get("circuit") or "").split("/", 1)[0] == policy):
-                held += 1
-    return held
+    """Bulkhead slots of ``policy`` held now, by the planner's own rule
+    (:func:`runbook_operator.engine.bulkhead.in_use`)."""
+    return bulkhead.in_use(executions, namespace, policy)
 
 
 def metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Response]]:

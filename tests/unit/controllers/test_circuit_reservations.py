@@ -31,9 +31,8 @@ from hypothesis import strategies as st
 from runbook_operator.api.circuitpolicy import CircuitPolicySpec
 from runbook_operator.controllers.circuits import CircuitRegistry
 from runbook_operator.engine import circuit, reservations
-from runbook_operator.engine.bulkhead import rebuild
+from runbook_operator.engine.bulkhead import BulkheadRow, rebuild
 from runbook_operator.engine.circuit import Call, CircuitState
-from runbook_operator.engine.planner import BulkheadRow
 from runbook_operator.engine.reservations import Admitted, CircuitOp, Recorded
 
 NS = "ns"
