@@ -375,22 +375,28 @@ def run_operator(api: kubernetes.client.ApiClient, op: OperatorProcess, n: int,
         custom.create_namespaced_custom_object(GROUP, VERSION, ns, "runbookexecutions", {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "RunbookExecution",
             "metadata": {"name": e}, "spec": {"runbookRef": {"name": "fan"}}})
-    finished: dict[str, float] = {}
-    phases: dict[str, str] = {}
+    # The end of the work is every join pod's termination, seen by the pod watch: no
+    # LIST of the executions (each carries its frozen spec and history) while the
+    # control plane is measured; the phases are read once the work is done.
     deadline = time.monotonic() + 900
-    while len(finished) < n and time.monotonic() < deadline:
-        items = custom.list_namespaced_custom_object(GROUP, VERSION, ns,
-                                                     "runbookexecutions")["items"]
-        now = time.monotonic()
-        for item in items:
-            phase = (item.get("status") or {}).get("phase")
-            if phase in ("Succeeded", "Failed", "Cancelled"):
-                finished.setdefault(item["metadata"]["name"], now)
-                phases[item["metadata"]["name"]] = phase
-        time.sleep(0.5)
-    # The last step pod's termination is the end of the work; polling only detects it.
+    while time.monotonic() < deadline:
+        with watches.pods.lock:
+            joins = sum(1 for name in watches.pods.terminated
+                        if watches.pods.labels[name].get(OPERATOR_KEYS[1]) == "join")
+        if joins >= n:
+            break
+        time.sleep(0.2)
     elapsed = max(watches.pods.terminated.values(), default=time.monotonic()) - t0
     load_after = load()
+    phases: dict[str, str] = {}
+    while len(phases) < n and time.monotonic() < deadline:
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, ns,
+                                                     "runbookexecutions")["items"]
+        phases = {i["metadata"]["name"]: (i.get("status") or {}).get("phase") for i in items
+                  if (i.get("status") or {}).get("phase") in ("Succeeded", "Failed",
+                                                              "Cancelled")}
+        time.sleep(0.5)
+    finished = phases
     time.sleep(2.0)  # let the final status writes and Events land before counting requests
     after = request_counts(api)
     cpu1, rss = process_usage(op.proc.pid)
