@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -21,11 +20,9 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from runbook_operator.api.common import GROUP, VERSION, Condition
+from runbook_operator.api.common import GROUP, VERSION
 from runbook_operator.api.execution import (
     FINISHED_EXECUTION_PHASES,
-    FINISHED_STEP_PHASES,
-    HistoryEntry,
     RunbookExecution,
     RunbookExecutionStatus,
     RunbookRefStatus,
@@ -33,22 +30,19 @@ from runbook_operator.api.execution import (
 )
 from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.controllers import circuits
+from runbook_operator.controllers.admission import Admission
 from runbook_operator.controllers.circuits import CircuitRegistry
+from runbook_operator.controllers.job_actions import JobActions
+from runbook_operator.controllers.retention import PLURAL, Retention
 from runbook_operator.controllers.store import Key, Store
-from runbook_operator.engine import bulkhead, merge, retention
-from runbook_operator.engine.approvals import may_decide
-from runbook_operator.engine.cel import CelError
-from runbook_operator.engine.cel import evaluate as cel_evaluate
+from runbook_operator.controllers.telemetry import Telemetry
+from runbook_operator.engine import bulkhead, merge
 from runbook_operator.engine.circuit import Transition
-from runbook_operator.engine.concurrency import Peer, decide
 from runbook_operator.engine.history import appended
-from runbook_operator.engine.names import generate_prefix, label_value
 from runbook_operator.engine.outputs import clean_text
 from runbook_operator.engine.params import env_value, resolve_params, secret_names
 from runbook_operator.engine.planner import (
     CreateFailure,
-    CreateJob,
-    DeleteJob,
     Observation,
     ObservedJob,
     Plan,
@@ -59,36 +53,22 @@ from runbook_operator.engine.redact import SECRETS
 from runbook_operator.engine.severity import severity_of
 from runbook_operator.engine.start import (
     cancelled_before_start,
-    failed_status,
     start_execution,
 )
-from runbook_operator.engine.timeutil import fmt, parse
+from runbook_operator.engine.timeutil import fmt
 from runbook_operator.k8s.client import Clients, read_object, retrying
 from runbook_operator.k8s.events import EventPoster
-from runbook_operator.k8s.jobs import (
-    ANNOTATION_EXECUTION,
-    LABEL_EXECUTION,
-    MANAGED_BY,
-    JobContext,
-    build_job,
-    observe_job,
-    owner_reference,
-)
 from runbook_operator.observability.logs import get_logger
 from runbook_operator.observability.metrics import Metrics
 from runbook_operator.observability.tracing import (
     ExecutionInfo,
     ExecutionTracer,
-    approval_event,
-    circuit_rejection_event,
 )
 
 log = logging.getLogger("runbook_operator.executions")
 audit = get_logger("runbook_operator.audit")
 
-PLURAL = "runbookexecutions"
-JOB_LOST_GRACE = 10.0
-"""Seconds a Job may be missing from the watch cache before a direct read checks it."""
+__all__ = ["PLURAL", "ExecutionReconciler", "Outcome", "secret_literals"]
 
 
 @dataclass
@@ -101,7 +81,9 @@ class Outcome:
     """Other executions to look at now (queued ones, when a slot frees)."""
 
 
-class ExecutionReconciler:
+class ExecutionReconciler(JobActions, Admission, Retention, Telemetry):
+    """One pass over one execution: observe, plan, act (Jobs, status), then telemetry."""
+
     def __init__(self, clients: Clients, store: Store, events: EventPoster,
                  job_ttl_seconds: int = 3600,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -205,77 +187,6 @@ class ExecutionReconciler:
                          f"runbook {execution.spec.runbook_ref.name} started")
         return Outcome(again=True)
 
-    def admit_concurrency(self, body: dict[str, Any], execution: RunbookExecution,
-                          spec: RunbookSpec, status: RunbookExecutionStatus
-                          ) -> RunbookExecutionStatus:
-        """Start, queue, refuse, or replace the running ones (``spec.concurrency``)."""
-        assert spec.concurrency is not None
-        namespace, name = execution.metadata.namespace or "", execution.metadata.name
-        runbook = execution.spec.runbook_ref.name
-        params, _ = resolve_params(spec.params, execution.spec.params)
-        key = ""
-        if spec.concurrency.key:
-            try:
-                key = str(cel_evaluate(spec.concurrency.key, {"params": params}))
-            except CelError as exc:
-                return failed_status("ExpressionError", f"concurrency.key: {exc}",
-                                     self.clock(), status.runbook or RunbookRefStatus(
-                                         name=runbook))
-        status.concurrency_key = key
-        me = Peer(name, False, execution.metadata.creation_timestamp or "",
-                  severity_of(execution.spec.to_k8s()))
-        decision = decide(spec.concurrency, me, self.peers(namespace, runbook, key, name))
-        if decision.verdict == "Start":
-            return status
-        if decision.verdict == "Forbid":
-            failed = failed_status("ConcurrencyForbidden", decision.message, self.clock(),
-                                   status.runbook or RunbookRefStatus(name=runbook))
-            failed.concurrency_key = key
-            return failed
-        for other in decision.replace:
-            self.request_cancel(namespace, other, f"replaced by {name}", "Replaced")
-        now = fmt(self.clock())
-        return RunbookExecutionStatus(
-            phase="Queued", reason="Queued" if decision.verdict == "Queue" else "Replacing",
-            message=decision.message, concurrency_key=key, runbook=status.runbook,
-            observed_generation=status.observed_generation, traceID=status.trace_id,
-            conditions=[Condition(type="Succeeded", status="Unknown", reason="Queued",
-                                  message=decision.message, last_transition_time=now)],
-            history=[HistoryEntry(time=now, event="ExecutionQueued",
-                                  message=decision.message[:512])])
-
-    def peers(self, namespace: str, runbook: str, key: str, me: str) -> list[Peer]:
-        """Running and queued executions of the same runbook and key, from the store."""
-        out = []
-        for (ns, name), other in list(self.store.executions.items()):
-            status = other.get("status") or {}
-            if ns != namespace or name == me or status.get("concurrencyKey") != key or \
-                    ((other.get("spec") or {}).get("runbookRef") or {}).get("name") != runbook:
-                continue
-            phase = status.get("phase")
-            if phase in ("Running", "WaitingForApproval", "Queued"):
-                out.append(Peer(name, phase != "Queued",
-                                (other.get("metadata") or {}).get("creationTimestamp", ""),
-                                severity_of(other.get("spec"))))
-        return out
-
-    def queued_peers(self, namespace: str, runbook: str) -> list[Key]:
-        return [k for k, other in list(self.store.executions.items())
-                if k[0] == namespace and (other.get("status") or {}).get("phase") == "Queued"
-                and ((other.get("spec") or {}).get("runbookRef") or {}).get("name") == runbook]
-
-    @retrying
-    def request_cancel(self, namespace: str, name: str, why: str, reason: str) -> None:
-        """Ask a running execution to cancel itself, through its status (never its spec).
-
-        It ends ``Cancelled`` with ``reason`` and ``why`` as its message.
-        """
-        try:
-            self._patch(namespace, name, {"status": {"cancelRequested": why,
-                                                     "cancelReason": reason}})
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
     # -- advance ---------------------------------------------------------------------
 
@@ -439,78 +350,6 @@ class ExecutionReconciler:
                                  f"circuit {key}: {transition.from_} -> {transition.to}: "
                                  f"{transition.reason}", warning=transition.to == "Open")
 
-    def record_metrics(self, namespace: str, runbook: str, spec: RunbookSpec,
-                       before: RunbookExecutionStatus, result: Plan, now: datetime) -> None:
-        """Count what this pass changed (once: a transition is only new in one pass)."""
-        after = result.status
-        for name, st in after.steps.items():
-            old = before.steps.get(name)
-            if st.phase in FINISHED_STEP_PHASES and (old is None or old.phase != st.phase):
-                self.metrics.step_finished(namespace, runbook, name, st.phase,
-                                           _seconds(st.started_at, st.finished_at))
-        steps = {s.name: s for s in spec.all_steps()}
-        for action in result.actions:
-            if not isinstance(action, CreateJob):
-                continue
-            if action.attempt > 1:
-                self.metrics.step_retried(namespace, runbook, action.step)
-                continue
-            deps = [after.steps[d].finished_at for d in steps[action.step].depends_on
-                    if d in after.steps]
-            ready_at = max((t for t in (parse(d) for d in deps) if t), default=None)
-            if ready_at is not None:
-                self.metrics.step_transition((now - ready_at).total_seconds())
-        if after.phase in FINISHED_EXECUTION_PHASES and before.phase != after.phase:
-            self.metrics.execution_finished(namespace, runbook, after.phase,
-                                            _seconds(after.started_at, after.finished_at))
-
-    def record_spans(self, body: dict[str, Any], execution: RunbookExecution,
-                     before: RunbookExecutionStatus, after: RunbookExecutionStatus,
-                     spec: RunbookSpec | None = None) -> None:
-        """One span per finished attempt and one for the execution, from the status alone."""
-        if not self.tracer.enabled:
-            return
-        info = ExecutionInfo.from_body(body)
-        for name, st in after.steps.items():
-            old = before.steps.get(name)
-            if old is None or (old.phase == st.phase and old.attempts == st.attempts):
-                continue
-            if st.reason == "CircuitOpen" and st.phase in ("Failed", "Skipped"):
-                # The call was never made: a span of no duration says who refused it.
-                policy, _, key = (st.circuit or "").partition("/")
-                self.tracer.step_span(
-                    info, name, st.attempts + 1, phase=st.phase, started_at=st.finished_at,
-                    finished_at=st.finished_at, reason=st.reason, message=st.message,
-                    circuit="rejected", attributes={"runbook.circuit.policy": policy,
-                                                    "runbook.circuit.key": key},
-                    events=[circuit_rejection_event(st.finished_at, policy, key,
-                                                    reason=st.message)])
-                continue
-            ended = st.phase in ("Succeeded", "Failed", "Retrying") or st.attempts > old.attempts
-            if not ended or old.phase not in ("Running", "WaitingForApproval"):
-                continue
-            events = []
-            if old.phase == "WaitingForApproval":
-                step = next((s for s in spec.all_steps() if s.name == name), None) \
-                    if spec else None
-                # The decision the planner acted on: one it may take (see engine.approvals).
-                decision = next((a for a in reversed(execution.spec.approvals)
-                                 if a.step == name and (step is None or may_decide(step, a))),
-                                None)
-                if decision is not None:
-                    events.append(approval_event(st.finished_at, decision.decision,
-                                                 decision.by, decision.comment))
-            same_attempt = st.attempts == old.attempts
-            self.tracer.step_span(
-                info, name, old.attempts, phase=st.phase if same_attempt else "Retrying",
-                started_at=_attempt_start(before, name, old.attempts) or old.started_at,
-                finished_at=(st.finished_at if same_attempt else None) or fmt(self.clock()),
-                job=old.job, exit_code=st.exit_code, reason=st.reason, message=st.message,
-                next_attempt_at=st.next_attempt_at, events=events, **_circuit_of(old))
-        if after.phase in FINISHED_EXECUTION_PHASES and before.phase != after.phase:
-            self.tracer.execution_span(info, phase=after.phase, started_at=after.started_at,
-                                       finished_at=after.finished_at, reason=after.reason,
-                                       message=after.message)
 
     def frozen_spec(self, uid: str, status: RunbookExecutionStatus) -> RunbookSpec:
         """The execution's frozen runbook spec, parsed once per execution (it never changes)."""
@@ -522,160 +361,6 @@ class ExecutionReconciler:
             self._specs[uid] = spec
         return spec
 
-    def lost_jobs(self, namespace: str, status: RunbookExecutionStatus,
-                  observed: dict[str, ObservedJob]) -> tuple[frozenset[str], float | None]:
-        """Jobs of running steps confirmed gone by a direct read, and when to look again.
-
-        A Job missing from the watch cache may only be late; it counts as lost only
-        after a grace period and a 404 from the apiserver, so cache lag can never
-        make a step run twice.
-        """
-        lost = set()
-        recheck_in: float | None = None
-        now = time.monotonic()
-        for st in status.steps.values():
-            name = st.job
-            if st.phase != "Running" or not name or name in observed:
-                continue
-            since_seen = now - self._job_seen.get(name, float("-inf"))
-            if since_seen < JOB_LOST_GRACE:
-                recheck_in = min(recheck_in or JOB_LOST_GRACE, JOB_LOST_GRACE - since_seen)
-                continue
-            if self.job_exists(namespace, name):
-                self._job_seen[name] = now
-                recheck_in = min(recheck_in or JOB_LOST_GRACE, JOB_LOST_GRACE)
-            else:
-                lost.add(name)
-        if len(self._job_seen) > 100_000:
-            self._job_seen.clear()
-        return frozenset(lost), recheck_in
-
-    @retrying
-    def job_exists(self, namespace: str, name: str) -> bool:
-        try:
-            self.clients.batch.read_namespaced_job(name, namespace)
-            return True
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-
-    def observed_jobs(self, key: Key, uid: str | None) -> dict[str, ObservedJob]:
-        jobs: dict[str, ObservedJob] = {}
-        pods = self.store.pods.get(key, {})
-        for name, job in self.store.jobs.get(key, {}).items():
-            owners = (job.get("metadata") or {}).get("ownerReferences") or []
-            if uid and not any(o.get("uid") == uid for o in owners):
-                continue  # a Job of an earlier execution with the same name
-            observed = observe_job(job, pods.get(name))
-            if observed is not None:
-                jobs[name] = observed
-        return jobs
-
-    def carry_out(self, body: dict[str, Any], execution: RunbookExecution, spec: RunbookSpec,
-                  params: dict[str, Any], result: Plan
-                  ) -> tuple[dict[str, CreateFailure], list[CreateJob]]:
-        """Create and delete the plan's Jobs (and the params Secret before any Job).
-
-        Returns the Jobs the API refused, by name, for the next plan to decide on,
-        and the Jobs created; the plan's status is not changed, but for the Secret's
-        generated name.
-        """
-        creates = [a for a in result.actions if isinstance(a, CreateJob)]
-        namespace = execution.metadata.namespace or ""
-        secrets = secret_names(spec.params) & {k for k, v in params.items() if v is not None}
-        secret_name = result.status.params_secret
-        if creates and secrets and not secret_name:
-            # Created before any Job names it and recorded in the status written next.
-            secret_name = self.create_params_secret(execution,
-                                                    {k: params[k] for k in secrets})
-            result.status.params_secret = secret_name
-        ctx = JobContext(
-            execution=execution.metadata.name, namespace=namespace,
-            uid=execution.metadata.uid or "", runbook=execution.spec.runbook_ref.name,
-            spec=spec, params=params, secret_params=frozenset(secrets),
-            secret_name=secret_name,
-            outputs={n: s.outputs for n, s in result.status.steps.items()},
-            ttl_seconds=self.job_ttl_seconds,
-        )
-        steps = {s.name: s for s in spec.all_steps()}
-        refused: dict[str, CreateFailure] = {}
-        created: list[CreateJob] = []
-        for action in result.actions:
-            if isinstance(action, CreateJob):
-                traceparent = self.tracer.traceparent(
-                    execution.metadata.uid or "", execution.metadata.annotations,
-                    action.step, action.attempt)
-                step = steps[action.step]
-                default_timeout = None
-                if step.circuit is not None and step.timeout is None:
-                    policy = self.circuits.specs(namespace, [step.circuit.policy])
-                    default_timeout = policy[step.circuit.policy].timeout if policy else None
-                manifest = build_job(ctx, step, action.attempt, action.name, traceparent,
-                                     default_timeout)
-                problem = self.create_job(namespace, manifest, execution.metadata.uid or "")
-                if problem is not None:
-                    refused[action.name] = CreateFailure("JobCreateFailed", problem)
-                else:
-                    created.append(action)
-            elif isinstance(action, DeleteJob):
-                self.delete_job(namespace, action.name)
-        return refused, created
-
-    @retrying
-    def create_job(self, namespace: str, manifest: dict[str, Any], owner_uid: str) -> str | None:
-        """Create a Job; a 409 is read back and accepted only if this execution owns it.
-
-        Returns None on success, or why the Job cannot exist.
-        """
-        self._job_seen[manifest["metadata"]["name"]] = time.monotonic()
-        try:
-            self.clients.batch.create_namespaced_job(namespace, manifest)
-            return None
-        except ApiException as exc:
-            if exc.status == 409:
-                name = manifest["metadata"]["name"]
-                existing = self.clients.batch.read_namespaced_job(name, namespace)
-                owners = (existing.metadata and existing.metadata.owner_references) or []
-                if any(o.uid == owner_uid for o in owners):
-                    return None
-                return f"a Job named {name} exists and belongs to something else"
-            if exc.status in (400, 403, 404, 422):
-                return f"the apiserver refused the Job ({exc.status}): {_api_message(exc)}"
-            raise
-
-    @retrying
-    def delete_job(self, namespace: str, name: str) -> None:
-        try:
-            self.clients.batch.delete_namespaced_job(name, namespace,
-                                                     propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-    @retrying
-    def create_params_secret(self, execution: RunbookExecution,
-                             values: dict[str, Any]) -> str:
-        """Secret parameters live in a Secret owned by the execution, not in Job specs.
-
-        Its name is chosen by the apiserver (``generateName``): a Secret planted under
-        a name the operator would pick cannot exist, so a run never reads a Secret it
-        did not create, and the operator needs no right to read Secrets at all.
-        """
-        owner = owner_reference(execution.metadata.name, execution.metadata.uid or "")
-        body = {
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
-            "metadata": {"generateName": generate_prefix(execution.metadata.name, "-params-"),
-                         "namespace": execution.metadata.namespace,
-                         "labels": {**MANAGED_BY,
-                                    LABEL_EXECUTION: label_value(execution.metadata.name)},
-                         "annotations": {ANNOTATION_EXECUTION: execution.metadata.name},
-                         "ownerReferences": [owner]},
-            "stringData": {k: env_value(v) for k, v in values.items()},
-        }
-        created = self.clients.core.create_namespaced_secret(execution.metadata.namespace, body)
-        name: str = created.metadata.name
-        return name
 
     # -- status ----------------------------------------------------------------------
 
@@ -764,25 +449,6 @@ class ExecutionReconciler:
         """
         return read_object(self.clients, plural, namespace, name)
 
-    # -- retention -------------------------------------------------------------------
-
-    def apply_retention(self, namespace: str, runbook: str) -> None:
-        """Delete what the Runbook's history limits let go (``engine.retention``)."""
-        rb = self.store.runbooks.get((namespace, runbook))
-        for name in retention.expired(((rb or {}).get("spec") or {}).get("history"),
-                                      namespace, runbook, list(self.store.executions.values())):
-            self.delete_execution(namespace, name)
-
-    @retrying
-    def delete_execution(self, namespace: str, name: str) -> None:
-        try:
-            self.clients.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background")
-            log.info("retention: deleted execution %s/%s", namespace, name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
 
 def secret_literals(spec: RunbookSpec, params: dict[str, Any]) -> list[str]:
     """The forms in which secret parameter values may appear in text (as given, as JSON)."""
@@ -794,16 +460,6 @@ def secret_literals(spec: RunbookSpec, params: dict[str, Any]) -> list[str]:
     return out
 
 
-def _attempt_start(status: RunbookExecutionStatus, step: str, attempt: int) -> str | None:
-    """When attempt ``attempt`` of ``step`` started, from the history (if still held)."""
-    marker = f"attempt {attempt}:"
-    for entry in reversed(status.history):
-        if entry.step == step and entry.event == "StepRunning" and \
-                (entry.message or "").startswith(marker):
-            return entry.time
-    return None
-
-
 def _left_bulkhead(before: StepStatus, after: StepStatus | None) -> bool:
     """Whether a step gave up a bulkhead slot or its place in a bulkhead's line."""
     if after is None:
@@ -813,22 +469,3 @@ def _left_bulkhead(before: StepStatus, after: StepStatus | None) -> bool:
     return before.reason == "BulkheadFull" and after.reason != "BulkheadFull"
 
 
-def _seconds(start: str | None, end: str | None) -> float | None:
-    a, b = parse(start), parse(end)
-    return (b - a).total_seconds() if a and b else None
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message", exc.reason))
-    except ValueError:
-        return str(exc.reason)
-
-
-def _circuit_of(st: StepStatus) -> dict[str, Any]:
-    """The circuit decision of an admitted attempt, for its span."""
-    if not st.circuit or not st.circuit_admitted_at:
-        return {}
-    policy, _, key = st.circuit.partition("/")
-    return {"circuit": "trial" if st.circuit_trial else "allowed",
-            "attributes": {"runbook.circuit.policy": policy, "runbook.circuit.key": key}}

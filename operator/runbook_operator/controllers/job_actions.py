@@ -1,0 +1,217 @@
+"""Job actions of an execution pass: observe its Jobs, create and delete them, the params Secret.
+
+Why it exists: the reconciler decides nothing here. These are the pass's I/O on
+Jobs and Secrets, apart from the reconcile flow (``executions.py``): what the
+store shows of an execution's Jobs (``observed_jobs``, ``lost_jobs`` confirmed by
+a direct read), and carrying out a plan's actions, Jobs created before the status
+that names them; what the API refuses goes back to the planner as an observation.
+``JobActions`` is a mixin of ``ExecutionReconciler``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from kubernetes.client.exceptions import ApiException
+
+from runbook_operator.api.execution import RunbookExecution, RunbookExecutionStatus
+from runbook_operator.api.runbook import RunbookSpec
+from runbook_operator.controllers.store import Key
+from runbook_operator.engine.names import generate_prefix, label_value
+from runbook_operator.engine.params import env_value, secret_names
+from runbook_operator.engine.planner import CreateFailure, CreateJob, DeleteJob, ObservedJob, Plan
+from runbook_operator.k8s.client import retrying
+from runbook_operator.k8s.jobs import (
+    ANNOTATION_EXECUTION,
+    LABEL_EXECUTION,
+    MANAGED_BY,
+    JobContext,
+    build_job,
+    observe_job,
+    owner_reference,
+)
+
+if TYPE_CHECKING:
+    from runbook_operator.controllers.circuits import CircuitRegistry
+    from runbook_operator.controllers.store import Store
+    from runbook_operator.k8s.client import Clients
+    from runbook_operator.observability.tracing import ExecutionTracer
+
+JOB_LOST_GRACE = 10.0
+"""Seconds a Job may be missing from the watch cache before a direct read checks it."""
+
+
+class JobActions:
+    """Jobs and the params Secret of a pass (a mixin of ``ExecutionReconciler``)."""
+
+    if TYPE_CHECKING:
+        clients: Clients
+        store: Store
+        tracer: ExecutionTracer
+        circuits: CircuitRegistry
+        job_ttl_seconds: int
+        _job_seen: dict[str, float]
+
+    def lost_jobs(self, namespace: str, status: RunbookExecutionStatus,
+                  observed: dict[str, ObservedJob]) -> tuple[frozenset[str], float | None]:
+        """Jobs of running steps confirmed gone by a direct read, and when to look again.
+
+        A Job missing from the watch cache may only be late; it counts as lost only
+        after a grace period and a 404 from the apiserver, so cache lag can never
+        make a step run twice.
+        """
+        lost = set()
+        recheck_in: float | None = None
+        now = time.monotonic()
+        for st in status.steps.values():
+            name = st.job
+            if st.phase != "Running" or not name or name in observed:
+                continue
+            since_seen = now - self._job_seen.get(name, float("-inf"))
+            if since_seen < JOB_LOST_GRACE:
+                recheck_in = min(recheck_in or JOB_LOST_GRACE, JOB_LOST_GRACE - since_seen)
+                continue
+            if self.job_exists(namespace, name):
+                self._job_seen[name] = now
+                recheck_in = min(recheck_in or JOB_LOST_GRACE, JOB_LOST_GRACE)
+            else:
+                lost.add(name)
+        if len(self._job_seen) > 100_000:
+            self._job_seen.clear()
+        return frozenset(lost), recheck_in
+
+    @retrying
+    def job_exists(self, namespace: str, name: str) -> bool:
+        try:
+            self.clients.batch.read_namespaced_job(name, namespace)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def observed_jobs(self, key: Key, uid: str | None) -> dict[str, ObservedJob]:
+        jobs: dict[str, ObservedJob] = {}
+        pods = self.store.pods.get(key, {})
+        for name, job in self.store.jobs.get(key, {}).items():
+            owners = (job.get("metadata") or {}).get("ownerReferences") or []
+            if uid and not any(o.get("uid") == uid for o in owners):
+                continue  # a Job of an earlier execution with the same name
+            observed = observe_job(job, pods.get(name))
+            if observed is not None:
+                jobs[name] = observed
+        return jobs
+
+    def carry_out(self, body: dict[str, Any], execution: RunbookExecution, spec: RunbookSpec,
+                  params: dict[str, Any], result: Plan
+                  ) -> tuple[dict[str, CreateFailure], list[CreateJob]]:
+        """Create and delete the plan's Jobs (and the params Secret before any Job).
+
+        Returns the Jobs the API refused, by name, for the next plan to decide on,
+        and the Jobs created; the plan's status is not changed, but for the Secret's
+        generated name.
+        """
+        creates = [a for a in result.actions if isinstance(a, CreateJob)]
+        namespace = execution.metadata.namespace or ""
+        secrets = secret_names(spec.params) & {k for k, v in params.items() if v is not None}
+        secret_name = result.status.params_secret
+        if creates and secrets and not secret_name:
+            # Created before any Job names it and recorded in the status written next.
+            secret_name = self.create_params_secret(execution,
+                                                    {k: params[k] for k in secrets})
+            result.status.params_secret = secret_name
+        ctx = JobContext(
+            execution=execution.metadata.name, namespace=namespace,
+            uid=execution.metadata.uid or "", runbook=execution.spec.runbook_ref.name,
+            spec=spec, params=params, secret_params=frozenset(secrets),
+            secret_name=secret_name,
+            outputs={n: s.outputs for n, s in result.status.steps.items()},
+            ttl_seconds=self.job_ttl_seconds,
+        )
+        steps = {s.name: s for s in spec.all_steps()}
+        refused: dict[str, CreateFailure] = {}
+        created: list[CreateJob] = []
+        for action in result.actions:
+            if isinstance(action, CreateJob):
+                traceparent = self.tracer.traceparent(
+                    execution.metadata.uid or "", execution.metadata.annotations,
+                    action.step, action.attempt)
+                step = steps[action.step]
+                default_timeout = None
+                if step.circuit is not None and step.timeout is None:
+                    policy = self.circuits.specs(namespace, [step.circuit.policy])
+                    default_timeout = policy[step.circuit.policy].timeout if policy else None
+                manifest = build_job(ctx, step, action.attempt, action.name, traceparent,
+                                     default_timeout)
+                problem = self.create_job(namespace, manifest, execution.metadata.uid or "")
+                if problem is not None:
+                    refused[action.name] = CreateFailure("JobCreateFailed", problem)
+                else:
+                    created.append(action)
+            elif isinstance(action, DeleteJob):
+                self.delete_job(namespace, action.name)
+        return refused, created
+
+    @retrying
+    def create_job(self, namespace: str, manifest: dict[str, Any], owner_uid: str) -> str | None:
+        """Create a Job; a 409 is read back and accepted only if this execution owns it.
+
+        Returns None on success, or why the Job cannot exist.
+        """
+        self._job_seen[manifest["metadata"]["name"]] = time.monotonic()
+        try:
+            self.clients.batch.create_namespaced_job(namespace, manifest)
+            return None
+        except ApiException as exc:
+            if exc.status == 409:
+                name = manifest["metadata"]["name"]
+                existing = self.clients.batch.read_namespaced_job(name, namespace)
+                owners = (existing.metadata and existing.metadata.owner_references) or []
+                if any(o.uid == owner_uid for o in owners):
+                    return None
+                return f"a Job named {name} exists and belongs to something else"
+            if exc.status in (400, 403, 404, 422):
+                return f"the apiserver refused the Job ({exc.status}): {_api_message(exc)}"
+            raise
+
+    @retrying
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.clients.batch.delete_namespaced_job(name, namespace,
+                                                     propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    @retrying
+    def create_params_secret(self, execution: RunbookExecution,
+                             values: dict[str, Any]) -> str:
+        """Secret parameters live in a Secret owned by the execution, not in Job specs.
+
+        Its name is chosen by the apiserver (``generateName``): a Secret planted under
+        a name the operator would pick cannot exist, so a run never reads a Secret it
+        did not create, and the operator needs no right to read Secrets at all.
+        """
+        owner = owner_reference(execution.metadata.name, execution.metadata.uid or "")
+        body = {
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
+            "metadata": {"generateName": generate_prefix(execution.metadata.name, "-params-"),
+                         "namespace": execution.metadata.namespace,
+                         "labels": {**MANAGED_BY,
+                                    LABEL_EXECUTION: label_value(execution.metadata.name)},
+                         "annotations": {ANNOTATION_EXECUTION: execution.metadata.name},
+                         "ownerReferences": [owner]},
+            "stringData": {k: env_value(v) for k, v in values.items()},
+        }
+        created = self.clients.core.create_namespaced_secret(execution.metadata.namespace, body)
+        name: str = created.metadata.name
+        return name
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message", exc.reason))
+    except ValueError:
+        return str(exc.reason)
