@@ -260,7 +260,7 @@ class ExecutionReconciler(JobActions, Admission, Retention, Telemetry):
                 self.circuits.rollback(token)
         self.record_metrics(key[0], execution.spec.runbook_ref.name, spec, status, result,
                             observation.now)
-        self.record_spans(body, execution, status, result.status, spec)
+        self.record_spans(body, execution, status, result.status, spec, result.attempts)
         for event in result.events:
             self.events.post(body, event.reason, event.message, event.warning)
             # The audit trail as logs too (redacted by the logging pipeline).

@@ -8,7 +8,7 @@ execution. ``Telemetry`` is a mixin of ``ExecutionReconciler``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,12 @@ from runbook_operator.api.execution import (
 )
 from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.engine.approvals import may_decide
-from runbook_operator.engine.planner import CreateJob, Plan
+from runbook_operator.engine.planner import (
+    AttemptEnded,
+    AttemptRecord,
+    AttemptStarted,
+    Plan,
+)
 from runbook_operator.engine.timeutil import fmt, parse
 from runbook_operator.observability.tracing import (
     ExecutionInfo,
@@ -52,25 +57,31 @@ class Telemetry:
                 self.metrics.step_finished(namespace, runbook, name, st.phase,
                                            _seconds(st.started_at, st.finished_at))
         steps = {s.name: s for s in spec.all_steps()}
-        for action in result.actions:
-            if not isinstance(action, CreateJob):
+        for record in result.attempts:
+            if not isinstance(record, AttemptStarted):
                 continue
-            if action.attempt > 1:
-                self.metrics.step_retried(namespace, runbook, action.step)
+            if record.attempt > 1:
+                self.metrics.step_retried(namespace, runbook, record.step)
                 continue
-            deps = [after.steps[d].finished_at for d in steps[action.step].depends_on
+            deps = [after.steps[d].finished_at for d in steps[record.step].depends_on
                     if d in after.steps]
             ready_at = max((t for t in (parse(d) for d in deps) if t), default=None)
             if ready_at is not None:
-                self.metrics.step_transition((now - ready_at).total_seconds())
+                self.metrics.step_transition((record.at - ready_at).total_seconds())
         if after.phase in FINISHED_EXECUTION_PHASES and before.phase != after.phase:
             self.metrics.execution_finished(namespace, runbook, after.phase,
                                             _seconds(after.started_at, after.finished_at))
 
     def record_spans(self, body: dict[str, Any], execution: RunbookExecution,
                      before: RunbookExecutionStatus, after: RunbookExecutionStatus,
-                     spec: RunbookSpec | None = None) -> None:
-        """One span per finished attempt and one for the execution, from the status alone."""
+                     spec: RunbookSpec | None = None,
+                     attempts: Sequence[AttemptRecord] = ()) -> None:
+        """One span per finished attempt and one for the execution.
+
+        Phases and messages come from the statuses before and after the pass; when an
+        attempt started, from the planner's records (``Plan.attempts``).
+        """
+        records = {(r.step, r.attempt): r for r in attempts if isinstance(r, AttemptEnded)}
         if not self.tracer.enabled:
             return
         info = ExecutionInfo.from_body(body)
@@ -106,7 +117,7 @@ class Telemetry:
             same_attempt = st.attempts == old.attempts
             self.tracer.step_span(
                 info, name, old.attempts, phase=st.phase if same_attempt else "Retrying",
-                started_at=_attempt_start(before, name, old.attempts) or old.started_at,
+                started_at=_started(records.get((name, old.attempts))) or old.started_at,
                 finished_at=(st.finished_at if same_attempt else None) or fmt(self.clock()),
                 job=old.job, exit_code=st.exit_code, reason=st.reason, message=st.message,
                 next_attempt_at=st.next_attempt_at, events=events, **_circuit_of(old))
@@ -116,14 +127,9 @@ class Telemetry:
                                        message=after.message)
 
 
-def _attempt_start(status: RunbookExecutionStatus, step: str, attempt: int) -> str | None:
-    """When attempt ``attempt`` of ``step`` started, from the history (if still held)."""
-    marker = f"attempt {attempt}:"
-    for entry in reversed(status.history):
-        if entry.step == step and entry.event == "StepRunning" and \
-                (entry.message or "").startswith(marker):
-            return entry.time
-    return None
+def _started(record: AttemptEnded | None) -> str | None:
+    """When an ended attempt's Job started, as the planner observed it."""
+    return fmt(record.started_at) if record is not None and record.started_at else None
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:

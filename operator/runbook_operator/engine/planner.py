@@ -172,6 +172,31 @@ class Event:
 Action = CreateJob | DeleteJob
 
 
+@dataclass(frozen=True)
+class AttemptStarted:
+    """A run step's attempt began this pass (its Job planned, or adopted)."""
+
+    step: str
+    attempt: int
+    job: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class AttemptEnded:
+    """A run step's attempt ended this pass (its Job finished, vanished or was stopped)."""
+
+    step: str
+    attempt: int
+    job: str
+    started_at: datetime | None
+    """When its Job started, as observed (None: never seen running)."""
+    finished_at: datetime
+
+
+AttemptRecord = AttemptStarted | AttemptEnded
+
+
 @dataclass
 class Plan:
     status: RunbookExecutionStatus
@@ -188,6 +213,8 @@ class Plan:
     ops: list[CircuitOp] = field(default_factory=list)
     """What this pass did to circuits, in order; the shell commits them onto the
     circuits as they are once the status is written (``engine.reservations``)."""
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    """Attempts begun and ended this pass, with their times: what spans and metrics need."""
     slots: list[tuple[str, BulkheadRow]] = field(default_factory=list)
     """Bulkhead slots this pass took, by policy (held for it until its status shows them)."""
 
@@ -303,6 +330,8 @@ class _Pass(Guards):
             if st.phase != "Running":
                 self.transition(job.step, "Running", None, f"attempt {job.attempt} (adopted Job)")
                 self.running_jobs += 1
+            self.plan.attempts.append(AttemptStarted(job.step, job.attempt, job.name,
+                                                     job.started_at or self.now))
             st.started_at = st.started_at or fmt(job.started_at or self.now)
 
     def observe_jobs(self) -> None:
@@ -324,6 +353,8 @@ class _Pass(Guards):
                     self.wake(grace_end)
                     continue
             self.running_jobs -= 1
+            self.plan.attempts.append(AttemptEnded(step.name, st.attempts, job.name,
+                                                   job.started_at, job.finished_at or self.now))
             self.record_call(step, st, job, failed=job.state != "Succeeded")
             if job.state == "Succeeded":
                 self.attempt_succeeded(step, job)
@@ -495,6 +526,10 @@ class _Pass(Guards):
             if st.phase == "Running" and step.type == "run" and st.job:
                 self.plan.actions.append(DeleteJob(st.job))
                 self.running_jobs -= 1
+                job = self.obs.jobs.get(st.job)
+                self.plan.attempts.append(AttemptEnded(step.name, st.attempts, st.job,
+                                                       job.started_at if job else None,
+                                                       self.now))
                 self.release_permit(st)
             if st.phase in ("Running", "WaitingForApproval", "Retrying"):
                 st.next_attempt_at = None
@@ -613,6 +648,7 @@ class _Pass(Guards):
         st.started_at = st.started_at or fmt(self.now)
         st.finished_at = None
         self.plan.actions.append(CreateJob(step.name, attempt, name))
+        self.plan.attempts.append(AttemptStarted(step.name, attempt, name, self.now))
         self.running_jobs += 1
         self.transition(step.name, "Running", "JobCreated", f"attempt {attempt}: Job {name}")
 
