@@ -15,22 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 from kubernetes.client.exceptions import ApiException
 
-from runbook_operator.api.common import Condition
 from runbook_operator.api.execution import (
-    HistoryEntry,
     RunbookExecution,
     RunbookExecutionStatus,
     RunbookRefStatus,
 )
 from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.controllers.store import Key
-from runbook_operator.engine.cel import CelError
-from runbook_operator.engine.cel import evaluate as cel_evaluate
-from runbook_operator.engine.concurrency import Peer, decide
+from runbook_operator.engine.concurrency import Peer, admitted, concurrency_key, decide
 from runbook_operator.engine.params import resolve_params
 from runbook_operator.engine.severity import severity_of
 from runbook_operator.engine.start import failed_status
-from runbook_operator.engine.timeutil import fmt
 from runbook_operator.k8s.client import retrying
 
 if TYPE_CHECKING:
@@ -55,36 +50,16 @@ class Admission:
         namespace, name = execution.metadata.namespace or "", execution.metadata.name
         runbook = execution.spec.runbook_ref.name
         params, _ = resolve_params(spec.params, execution.spec.params)
-        key = ""
-        if spec.concurrency.key:
-            try:
-                key = str(cel_evaluate(spec.concurrency.key, {"params": params}))
-            except CelError as exc:
-                return failed_status("ExpressionError", f"concurrency.key: {exc}",
-                                     self.clock(), status.runbook or RunbookRefStatus(
-                                         name=runbook))
-        status.concurrency_key = key
+        key, problem = concurrency_key(spec.concurrency, params)
+        if problem is not None:
+            return failed_status("ExpressionError", problem, self.clock(),
+                                 status.runbook or RunbookRefStatus(name=runbook))
         me = Peer(name, False, execution.metadata.creation_timestamp or "",
                   severity_of(execution.spec.to_k8s()))
         decision = decide(spec.concurrency, me, self.peers(namespace, runbook, key, name))
-        if decision.verdict == "Start":
-            return status
-        if decision.verdict == "Forbid":
-            failed = failed_status("ConcurrencyForbidden", decision.message, self.clock(),
-                                   status.runbook or RunbookRefStatus(name=runbook))
-            failed.concurrency_key = key
-            return failed
         for other in decision.replace:
             self.request_cancel(namespace, other, f"replaced by {name}", "Replaced")
-        now = fmt(self.clock())
-        return RunbookExecutionStatus(
-            phase="Queued", reason="Queued" if decision.verdict == "Queue" else "Replacing",
-            message=decision.message, concurrency_key=key, runbook=status.runbook,
-            observed_generation=status.observed_generation, traceID=status.trace_id,
-            conditions=[Condition(type="Succeeded", status="Unknown", reason="Queued",
-                                  message=decision.message, last_transition_time=now)],
-            history=[HistoryEntry(time=now, event="ExecutionQueued",
-                                  message=decision.message[:512])])
+        return admitted(decision, status, key, self.clock(), runbook)
 
     def peers(self, namespace: str, runbook: str, key: str, me: str) -> list[Peer]:
         """Running and queued executions of the same runbook and key, from the store."""

@@ -3,16 +3,28 @@
 Cases: Allow always starts; Forbid refuses at max and names the running ones;
 Queue queues at max, and a queued execution starts only when it is first in line
 (SEV1 before SEV4, then the oldest); Replace names the running ones to cancel;
-hypothesis: with Queue, at most `max` executions are ever told to start at once.
+hypothesis: with Queue, at most `max` executions are ever told to start at once;
+the key is CEL over params (an error says concurrency.key); the status after a
+decision: Start keeps it (with the key), Forbid fails ConcurrencyForbidden, Queue
+and Replace queue it with a history entry.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runbook_operator.api.execution import RunbookExecutionStatus
 from runbook_operator.api.runbook import Concurrency
-from runbook_operator.engine.concurrency import Peer, decide
+from runbook_operator.engine.concurrency import (
+    Decision,
+    Peer,
+    admitted,
+    concurrency_key,
+    decide,
+)
 
 
 def policy(kind: str, max_: int = 1) -> Concurrency:
@@ -62,3 +74,19 @@ def test_queue_never_starts_more_than_max(max_: int, items: list[tuple[str | Non
                 if decide(policy("Queue", max_), p, [q for q in peers if q is not p]).verdict
                 == "Start"]
     assert len(starters) == min(max_, len(peers))
+
+
+def test_key_and_status_after_a_decision() -> None:
+    keyed = Concurrency(policy="Queue", max=1, key="params.host")
+    assert concurrency_key(keyed, {"host": "db1"}) == ("db1", None)
+    key, problem = concurrency_key(keyed, {})
+    assert key == "" and problem is not None and problem.startswith("concurrency.key")
+    now = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    running = RunbookExecutionStatus(phase="Running")
+    started = admitted(Decision("Start", "ok"), running, "db1", now, "rb")
+    assert (started.phase, started.concurrency_key) == ("Running", "db1")
+    forbidden = admitted(Decision("Forbid", "busy"), running, "db1", now, "rb")
+    assert (forbidden.phase, forbidden.reason) == ("Failed", "ConcurrencyForbidden")
+    queued = admitted(Decision("Replace", "replacing old", ("old",)), running, "db1", now, "rb")
+    assert (queued.phase, queued.reason, queued.concurrency_key) == ("Queued", "Replacing", "db1")
+    assert [h.event for h in queued.history] == ["ExecutionQueued"]
