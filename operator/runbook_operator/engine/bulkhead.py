@@ -1,18 +1,14 @@
 """The bulkhead of a CircuitPolicy: who of the waiting guarded steps runs next.
 
 A policy's ``bulkhead.maxConcurrent`` bounds the guarded steps running at once
-across all executions; the others wait, at most ``maxWait``. The queue is a
-value: ``request``, ``release`` and ``expire`` return a new one. It is fair and
-deterministic: the most severe incident first (SEV1 before SEV4, no severity
-last), then first come first served, ties broken by ticket id. Because the order
-depends only on (severity, enqueued_at, id), ``rebuild`` gets the same queue back
-from what a restarted operator observes (which steps run, which wait and since
-when), with no state of its own to persist.
-
-A slot freed by ``release`` or ``expire`` goes at once to the head of the queue;
-the tickets so granted are returned so that the caller can wake their
-executions, which then see ``Run`` when they ``request`` again (requests are
-idempotent). Times are kept at millisecond precision, as in status.
+across all executions; the others wait in line (the planner times them out after
+``maxWait``). The line is fair and deterministic: the most severe incident first
+(SEV1 before SEV4, no severity last), then first come first served, ties broken
+by ticket id. Because the order depends only on (severity, enqueued_at, id),
+``rebuild`` gets the queue from what is observed (which steps run, which wait
+and since when: ``rows_of`` reads it from execution statuses, the one place
+occupancy is read), with no state of its own to persist. Times are kept at
+millisecond precision, as in status.
 """
 
 from __future__ import annotations
@@ -20,14 +16,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from runbook_operator.engine.severity import severity_of
 from runbook_operator.engine.timeutil import parse
 
 Phase = Literal["running", "waiting"]
-Verdict = Literal["Run", "Wait"]
 BulkheadRow = tuple[str, Phase, datetime, str | None]
 """(ticket id, phase, since, severity) of one guarded attempt, as :func:`rebuild` reads."""
 
@@ -90,15 +85,6 @@ class BulkheadQueue:
     waiting: tuple[Entry, ...] = ()
     """The queue; the head is granted the next free slot."""
 
-    def _find(self, ticket_id: str) -> tuple[Phase | None, Entry | None]:
-        for entry in self.running:
-            if entry.ticket.id == ticket_id:
-                return "running", entry
-        for entry in self.waiting:
-            if entry.ticket.id == ticket_id:
-                return "waiting", entry
-        return None, None
-
     def _fill(self) -> tuple[BulkheadQueue, list[Ticket]]:
         free = self.max_concurrent - len(self.running)
         if free <= 0 or not self.waiting:
@@ -107,63 +93,6 @@ class BulkheadQueue:
         queue = replace(self, running=_sorted((*self.running, *granted)),
                         waiting=self.waiting[free:])
         return queue, [e.ticket for e in granted]
-
-    def request(self, ticket: Ticket, now: datetime) -> tuple[BulkheadQueue, Verdict]:
-        """Ask for a slot at ``now``: Run (a slot is held) or Wait (queued, in order).
-
-        Asking again is harmless and keeps the original place in the queue.
-        """
-        phase, _ = self._find(ticket.id)
-        if phase == "running":
-            return self, "Run"
-        queue = self
-        if phase is None:
-            entry = Entry(ticket, _ms(now))
-            queue = replace(self, waiting=_sorted((*self.waiting, entry)))
-        queue, _ = queue._fill()
-        running, _ = queue._find(ticket.id)
-        return queue, "Run" if running == "running" else "Wait"
-
-    def release(self, ticket: Ticket | str) -> tuple[BulkheadQueue, list[Ticket]]:
-        """The step finished (or gave up waiting): free its slot or place.
-
-        Returns the tickets granted the freed slot.
-        """
-        ticket_id = ticket if isinstance(ticket, str) else ticket.id
-        queue = replace(
-            self,
-            running=tuple(e for e in self.running if e.ticket.id != ticket_id),
-            waiting=tuple(e for e in self.waiting if e.ticket.id != ticket_id),
-        )
-        return queue._fill()
-
-    def expire(self, now: datetime,
-               max_wait: timedelta | None) -> tuple[BulkheadQueue, list[Ticket]]:
-        """Drop the tickets that have waited ``max_wait`` or longer at ``now``.
-
-        Returns the new queue and the expired tickets in queue order. Running
-        tickets are never touched; should a slot be free, the head of what is
-        left gets it (``running`` before and after tell whom).
-        """
-        if max_wait is None:
-            return self, []
-        deadline = _ms(now) - max_wait
-        expired = [e for e in self.waiting if e.enqueued_at <= deadline]
-        if not expired:
-            return self, []
-        queue = replace(self, waiting=tuple(e for e in self.waiting if e.enqueued_at > deadline))
-        queue, _ = queue._fill()
-        return queue, [e.ticket for e in expired]
-
-    def next_expiry(self, max_wait: timedelta | None) -> datetime | None:
-        """When ``expire`` next drops a ticket: the earliest enqueue time plus ``max_wait``."""
-        if max_wait is None or not self.waiting:
-            return None
-        return min(e.enqueued_at for e in self.waiting) + max_wait
-
-    def with_limit(self, max_concurrent: int) -> tuple[BulkheadQueue, list[Ticket]]:
-        """The queue under a new ``maxConcurrent``; a raise grants slots at once."""
-        return replace(self, max_concurrent=max_concurrent)._fill()
 
     def position(self, ticket: Ticket | str) -> int | None:
         """1-based place in the queue of a waiting ticket, for messages; None otherwise."""
@@ -176,13 +105,6 @@ class BulkheadQueue:
     def is_running(self, ticket: Ticket | str) -> bool:
         ticket_id = ticket if isinstance(ticket, str) else ticket.id
         return any(e.ticket.id == ticket_id for e in self.running)
-
-    def observed(self) -> list[tuple[str, Phase, datetime, str | None]]:
-        """The queue as ``rebuild`` takes it (what status and Jobs show)."""
-        rows: list[tuple[str, Phase, datetime, str | None]] = []
-        rows += [(e.ticket.id, "running", e.enqueued_at, e.ticket.severity) for e in self.running]
-        rows += [(e.ticket.id, "waiting", e.enqueued_at, e.ticket.severity) for e in self.waiting]
-        return rows
 
 
 def rebuild(max_concurrent: int,

@@ -1,25 +1,22 @@
-"""The bulkhead queue (engine/bulkhead.py).
+"""The bulkhead line (engine/bulkhead.py): rebuilt from observed rows, and occupancy.
 
 Cases:
 
 - first come first served: with maxConcurrent 2, the first two run, the others
-  wait in arrival order and get a slot as slots free up, one per release;
-- severity first: a SEV1 arriving last runs before waiting SEV2..SEV4 and
-  tickets without a severity; unknown severities rank last; equal severity and
-  time fall back to the ticket id;
-- requests are idempotent (a ticket keeps its place; a running one stays Run);
-- never more than maxConcurrent running; a lowered limit lets the surplus
-  finish and starts nobody until below it; a raised one grants at once;
-- maxWait: tickets waiting for maxWait or longer expire (exactly at the
-  boundary), running ones never do; next_expiry says when; no maxWait, no expiry;
-- rebuild from observed rows gives the same queue whatever the row order, with
-  granted-but-unused slots shown as waiting, duplicates and a ticket seen both
-  running and waiting;
-- hypothesis: over random request/release/expire/limit scripts, never more than
-  maxConcurrent running, nobody waits while a slot is free, each grant goes to
-  the best waiting ticket (so among equal severity, strictly in arrival order:
-  no starvation), and after draining everyone not expired ran; rebuild from
-  the observed rows equals the queue after every step.
+  wait in arrival order (position 1, 2, ...);
+- severity first: a SEV1 arriving last is ahead of waiting SEV2..SEV4 and tickets
+  without a severity; unknown severities rank last; equal severity and time fall
+  back to the ticket id;
+- a lowered limit keeps the surplus running and starts nobody;
+- rebuild gives the same queue whatever the row order; a slot granted but not used
+  yet shows up as waiting and is granted again; duplicates: running wins and the
+  earliest enqueue time is kept;
+- occupancy from statuses (rows_of, in_use): running admitted steps hold slots,
+  BulkheadFull steps wait since circuitAdmittedAt, finished executions and other
+  namespaces or policies hold nothing, one execution can be left out;
+- hypothesis: over random rows, never more than max(limit, observed running)
+  running, nobody waits while a slot is free, every ticket granted a slot is
+  ahead of every waiting one, and the row order does not matter.
 """
 
 from __future__ import annotations
@@ -34,8 +31,10 @@ from hypothesis import strategies as st
 from runbook_operator.engine.bulkhead import (
     LOWEST,
     BulkheadQueue,
-    Ticket,
+    BulkheadRow,
+    in_use,
     rebuild,
+    rows_of,
     severity_rank,
 )
 
@@ -50,39 +49,27 @@ def ids(entries: Any) -> list[str]:
     return [e.ticket.id for e in entries]
 
 
+def waiting(name: str, seconds: float, severity: str | None = None) -> BulkheadRow:
+    return (name, "waiting", at(seconds), severity)
+
+
+def running(name: str, seconds: float, severity: str | None = None) -> BulkheadRow:
+    return (name, "running", at(seconds), severity)
+
+
 def test_first_come_first_served() -> None:
-    queue = BulkheadQueue(max_concurrent=2)
-    verdicts = []
-    for i, name in enumerate("abcde"):
-        queue, verdict = queue.request(Ticket(name), at(i))
-        verdicts.append(verdict)
-    assert verdicts == ["Run", "Run", "Wait", "Wait", "Wait"]
+    queue = rebuild(2, [waiting(name, i) for i, name in enumerate("abcde")])
     assert ids(queue.running) == ["a", "b"] and ids(queue.waiting) == ["c", "d", "e"]
+    assert queue.is_running("a") and not queue.is_running("c")
     assert queue.position("d") == 2 and queue.position("a") is None
-    queue, granted = queue.release(Ticket("b"))
-    assert granted == [Ticket("c")] and ids(queue.running) == ["a", "c"]
-    queue, verdict = queue.request(Ticket("c"), at(10))
-    assert verdict == "Run"
-    queue, granted = queue.release("a")
-    assert granted == [Ticket("d")]
-    queue, granted = queue.release("nobody")
-    assert granted == [] and ids(queue.waiting) == ["e"]
 
 
 def test_severity_first_then_arrival() -> None:
-    queue = BulkheadQueue(max_concurrent=1)
-    queue, _ = queue.request(Ticket("running", "SEV4"), at(0))
     arrivals = [("none", None), ("sev4", "SEV4"), ("sev2", "SEV2"), ("weird", "P1"),
                 ("sev3", "sev3"), ("sev2b", "SEV2"), ("sev1", "SEV1")]
-    for i, (name, severity) in enumerate(arrivals, start=1):
-        queue, verdict = queue.request(Ticket(name, severity), at(i))
-        assert verdict == "Wait"
+    queue = rebuild(1, [running("running", 0, "SEV4"),
+                        *(waiting(n, i, s) for i, (n, s) in enumerate(arrivals, start=1))])
     assert ids(queue.waiting) == ["sev1", "sev2", "sev2b", "sev3", "sev4", "none", "weird"]
-    order = []
-    for _ in arrivals:
-        queue, granted = queue.release(queue.running[0].ticket)
-        order += [t.id for t in granted]
-    assert order == ["sev1", "sev2", "sev2b", "sev3", "sev4", "none", "weird"]
 
 
 def test_severity_rank() -> None:
@@ -91,184 +78,78 @@ def test_severity_rank() -> None:
 
 
 def test_same_time_and_severity_falls_back_to_id() -> None:
-    queue = BulkheadQueue(max_concurrent=1)
-    queue, _ = queue.request(Ticket("x"), at(0))
-    for name in ["c", "a", "b"]:
-        queue, _ = queue.request(Ticket(name, "SEV2"), at(1))
+    queue = rebuild(1, [running("x", 0), *(waiting(n, 1, "SEV2") for n in "cab")])
     assert ids(queue.waiting) == ["a", "b", "c"]
 
 
-def test_requests_are_idempotent() -> None:
-    queue = BulkheadQueue(max_concurrent=1)
-    queue, _ = queue.request(Ticket("a"), at(0))
-    queue, _ = queue.request(Ticket("b"), at(1))
-    queue, _ = queue.request(Ticket("c"), at(2))
-    again, verdict = queue.request(Ticket("b"), at(50))
-    assert verdict == "Wait" and again == queue
-    again, verdict = queue.request(Ticket("a"), at(50))
-    assert verdict == "Run" and again == queue
-
-
-def test_limits_lowered_and_raised() -> None:
-    queue = BulkheadQueue(max_concurrent=3)
-    for i, name in enumerate("abcdef"):
-        queue, _ = queue.request(Ticket(name), at(i))
-    queue, granted = queue.with_limit(1)
-    assert granted == [] and len(queue.running) == 3
-    queue, granted = queue.release("a")
-    assert granted == [] and len(queue.running) == 2
-    queue, verdict = queue.request(Ticket("g"), at(10))
-    assert verdict == "Wait"
-    queue, granted = queue.release("b")
-    queue, granted = queue.release("c")
-    assert granted == [Ticket("d")] and ids(queue.running) == ["d"]
-    queue, granted = queue.with_limit(3)
-    assert granted == [Ticket("e"), Ticket("f")]
-
-
-def test_max_wait_expiry() -> None:
-    queue = BulkheadQueue(max_concurrent=1)
-    for i, name in enumerate("abc"):
-        queue, _ = queue.request(Ticket(name), at(i))
-    wait = timedelta(minutes=5)
-    assert queue.next_expiry(wait) == at(1) + wait
-    assert queue.next_expiry(None) is None
-    same, expired = queue.expire(at(1) + wait - timedelta(milliseconds=1), wait)
-    assert expired == [] and same == queue
-    queue, expired = queue.expire(at(1) + wait, wait)
-    assert expired == [Ticket("b")] and ids(queue.waiting) == ["c"]
-    queue, expired = queue.expire(at(1000), wait)
-    assert expired == [Ticket("c")] and ids(queue.running) == ["a"]  # running never expires
-    assert queue.next_expiry(wait) is None
-    assert queue.expire(at(10**6), None) == (queue, [])
+def test_a_lowered_limit_starts_nobody() -> None:
+    queue = rebuild(1, [running("a", 0), running("b", 1), running("c", 2), waiting("d", 3)])
+    assert ids(queue.running) == ["a", "b", "c"] and ids(queue.waiting) == ["d"]
 
 
 def test_rebuild_from_observed() -> None:
-    queue = BulkheadQueue(max_concurrent=2)
-    arrivals = [("a", None), ("b", "SEV3"), ("c", "SEV1"), ("d", None), ("e", "SEV3")]
-    for i, (name, severity) in enumerate(arrivals):
-        queue, _ = queue.request(Ticket(name, severity), at(i + 0.0004))  # sub-ms: dropped
-    rows = queue.observed()
+    rows = [waiting("a", 0.0004), waiting("b", 1, "SEV3"), waiting("c", 2, "SEV1"),
+            waiting("d", 3), waiting("e", 4, "SEV3")]  # sub-ms: dropped
+    queue = rebuild(2, rows)
+    assert ids(queue.running) == ["c", "b"] and ids(queue.waiting) == ["e", "a", "d"]
     for seed in range(5):
         shuffled = rows[:]
         random.Random(seed).shuffle(shuffled)
         assert rebuild(2, shuffled) == queue
-    # a slot granted but not used yet shows up as waiting: granted again
-    queue2, granted = queue.release("a")
-    rows2 = [(i, "waiting" if i in {t.id for t in granted} else p, t, s)
-             for i, p, t, s in queue2.observed()]
-    assert rebuild(2, rows2) == queue2
     # duplicates: running wins, the earliest enqueue time is kept
-    dupes = [*rows, ("b", "waiting", at(0), "SEV3"), ("d", "waiting", at(99), None)]
+    dupes = [*rows, running("b", 1, "SEV3"), waiting("d", 99)]
     rebuilt = rebuild(2, dupes)
     assert ids(rebuilt.running) == ids(queue.running)
     assert ids(rebuilt.waiting) == ids(queue.waiting)
     assert rebuild(2, []) == BulkheadQueue(2)
 
 
-# -- properties ---------------------------------------------------------------------------
+def execution(name: str, phase: str, steps: dict[str, dict[str, Any]], ns: str = "ops",
+              severity: str | None = None) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": ns},
+            "spec": {"severity": severity} if severity else {},
+            "status": {"phase": phase, "steps": steps}}
+
+
+def test_occupancy_from_statuses() -> None:
+    admitted = "2026-11-27T10:00:00.000Z"
+    executions = [
+        execution("a", "Running", {"call": {"phase": "Running", "circuit": "ai/default",
+                                            "circuitAdmittedAt": admitted}}, severity="SEV1"),
+        execution("b", "Running", {"call": {"phase": "Waiting", "reason": "BulkheadFull",
+                                            "circuit": "ai/default",
+                                            "circuitAdmittedAt": admitted}}),
+        execution("c", "Succeeded", {"call": {"phase": "Running", "circuit": "ai/default",
+                                              "circuitAdmittedAt": admitted}}),
+        execution("d", "Running", {"call": {"phase": "Running", "circuit": "db/default",
+                                            "circuitAdmittedAt": admitted}}),
+        execution("e", "Running", {"call": {"phase": "Running", "circuit": "ai/default",
+                                            "circuitAdmittedAt": admitted}}, ns="dev"),
+    ]
+    rows = rows_of(executions, "ops", ["ai"])
+    assert rows == {"ai": [("ops/a/call", "running", T0, "SEV1"),
+                           ("ops/b/call", "waiting", T0, None)]}
+    assert rows_of(executions, "ops", ["ai"], exclude="a")["ai"] == [
+        ("ops/b/call", "waiting", T0, None)]
+    assert in_use(executions, "ops", "ai") == 1 and in_use(executions, "ops", "db") == 1
+
 
 SEVERITIES = st.sampled_from([None, "SEV1", "SEV2", "SEV3", "SEV4"])
-OPS = st.lists(st.one_of(
-    st.tuples(st.just("request"), SEVERITIES, st.integers(0, 3000)),
-    st.tuples(st.just("request"), SEVERITIES, st.integers(0, 3000)),
-    st.tuples(st.just("again"), st.integers(0, 999)),
-    st.tuples(st.just("release"), st.integers(0, 999)),
-    st.tuples(st.just("release"), st.integers(0, 999)),
-    st.tuples(st.just("expire"), st.integers(0, 60_000)),
-    st.tuples(st.just("limit"), st.integers(1, 5)),
-), max_size=80)
+ROWS = st.lists(st.tuples(st.integers(0, 30), st.sampled_from(["running", "waiting"]),
+                          st.integers(0, 5000), SEVERITIES), max_size=40)
 
 
-def check(before: BulkheadQueue, after: BulkheadQueue, granted: list[Ticket]) -> None:
-    assert len(after.running) <= max(after.max_concurrent, len(before.running))
-    assert not after.waiting or len(after.running) >= after.max_concurrent
-    waiting = {e.ticket.id: e for e in after.waiting}
-    for ticket in granted:
-        entry = next(e for e in after.running if e.ticket == ticket)
-        for other in waiting.values():
-            assert other.order > entry.order, (other, entry)
-    assert rebuild(after.max_concurrent, after.observed()) == after
-    assert rebuild(after.max_concurrent, list(reversed(after.observed()))) == after
-
-
-def newly_running(before: BulkheadQueue, after: BulkheadQueue) -> list[Ticket]:
-    had = {e.ticket.id for e in before.running}
-    return [e.ticket for e in after.running if e.ticket.id not in had]
-
-
-@settings(max_examples=600, deadline=None)
-@given(st.integers(1, 4), OPS, st.sampled_from([None, 5_000, 20_000]))
-def test_queue_properties(limit: int, ops: list[tuple[Any, ...]], max_wait_ms: int | None) -> None:
-    max_wait = None if max_wait_ms is None else timedelta(milliseconds=max_wait_ms)
-    queue = BulkheadQueue(limit)
-    now = T0
-    made = 0
-    expired_ids: set[str] = set()
-    released_waiting: set[str] = set()
-    ever_ran: set[str] = set()
-    for op in ops:
-        before = queue
-        kind = op[0]
-        if kind == "request":
-            now += timedelta(milliseconds=op[2])
-            made += 1
-            queue, verdict = queue.request(Ticket(f"t{made:04d}", op[1]), now)
-            assert (verdict == "Run") == queue.is_running(f"t{made:04d}")
-        elif kind == "again" and (queue.running or queue.waiting):
-            entries = [*queue.running, *queue.waiting]
-            ticket = entries[op[1] % len(entries)].ticket
-            queue, verdict = queue.request(ticket, now + timedelta(seconds=1))
-            assert queue == before and (verdict == "Run") == queue.is_running(ticket)
-        elif kind == "release" and (queue.running or queue.waiting):
-            entries = [*queue.running, *queue.waiting]
-            victim = entries[op[1] % len(entries)].ticket
-            if victim in {e.ticket for e in queue.waiting}:
-                released_waiting.add(victim.id)
-            queue, _ = queue.release(victim)
-        elif kind == "expire":
-            now += timedelta(milliseconds=op[1])
-            queue, expired = queue.expire(now, max_wait)
-            expired_ids |= {t.id for t in expired}
-            if max_wait is not None:
-                assert all(now - e.enqueued_at < max_wait for e in queue.waiting)
-        elif kind == "limit":
-            queue, _ = queue.with_limit(op[1])
-        else:
-            continue
-        granted = newly_running(before, queue)
-        ever_ran |= {t.id for t in granted}
-        check(before, queue, granted)
-    # drain: everyone still queued runs, best first, never more than the limit at once
-    while queue.running:
-        before = queue
-        queue, granted = queue.release(queue.running[0].ticket)
-        ever_ran |= {t.id for t in granted}
-        check(before, queue, granted)
-    assert not queue.waiting
-    everyone = {f"t{i:04d}" for i in range(1, made + 1)}
-    assert everyone - expired_ids - released_waiting == ever_ran - released_waiting
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.integers(1, 3), st.lists(st.integers(0, 2000), min_size=1, max_size=40),
-       st.randoms(use_true_random=False))
-def test_no_starvation_among_equal_severity(limit: int, gaps: list[int],
-                                           rnd: random.Random) -> None:
-    """Same severity: slots are granted strictly in arrival order, whatever runs long."""
-    queue = BulkheadQueue(limit)
-    now = T0
-    grants: list[str] = []
-    for i, gap in enumerate(gaps):
-        now += timedelta(milliseconds=gap)
-        queue, verdict = queue.request(Ticket(f"t{i:03d}", "SEV2"), now)
-        if verdict == "Run":
-            grants.append(f"t{i:03d}")
-        if queue.running and rnd.random() < 0.4:
-            victim = rnd.choice(queue.running).ticket
-            queue, granted = queue.release(victim)
-            grants += [t.id for t in granted]
-    while queue.running:
-        queue, granted = queue.release(rnd.choice(queue.running).ticket)
-        grants += [t.id for t in granted]
-    assert grants == [f"t{i:03d}" for i in range(len(gaps))]
+@settings(max_examples=400, deadline=None)
+@given(st.integers(1, 5), ROWS)
+def test_rebuild_properties(limit: int, raw: list[tuple[int, str, int, str | None]]) -> None:
+    rows: list[BulkheadRow] = [
+        (f"t{i:02d}", "running" if phase == "running" else "waiting",
+         T0 + timedelta(milliseconds=ms), severity) for i, phase, ms, severity in raw]
+    queue = rebuild(limit, rows)
+    observed_running = {r[0] for r in rows if r[1] == "running"}
+    assert len(queue.running) <= max(limit, len(observed_running))
+    assert not queue.waiting or len(queue.running) >= limit
+    granted = [e for e in queue.running if e.ticket.id not in observed_running]
+    for entry in granted:
+        assert all(other.order > entry.order for other in queue.waiting)
+    assert rebuild(limit, list(reversed(rows))) == queue
