@@ -327,6 +327,14 @@ class _Pass(Guards):
             st.attempts = job.attempt
             st.job = job.name
             st.next_attempt_at = None
+            step = self.by_name.get(job.step)
+            if step is not None and step.circuit is not None:
+                # The lost pass admitted it: its call must count all the same.
+                ident = self.circuit_of(step)
+                if ident is not None:
+                    st.circuit = f"{ident[0]}/{ident[1]}"
+                    st.circuit_trial = None
+                    st.circuit_admitted_at = fmt(job.started_at or self.now)
             if st.phase != "Running":
                 self.transition(job.step, "Running", None, f"attempt {job.attempt} (adopted Job)")
                 self.running_jobs += 1

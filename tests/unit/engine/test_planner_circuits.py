@@ -8,7 +8,9 @@ runs as its trial call; a missing policy fails the step with CircuitPolicyNotFou
 an invalid one with CircuitPolicyInvalid naming why;
 a cancelled trial gives its HalfOpen permit back; the key is CEL over params;
 every settled call is counted once by outcome (success, failure, slow, rejected),
-a step waiting on an open circuit counting as one rejection however often it asks.
+a step waiting on an open circuit counting as one rejection however often it asks;
+a guarded Job adopted after its pass's status was lost (a write conflict) is still
+one call of its circuit (the demo's circuit opened one attempt late without it).
 """
 
 from __future__ import annotations
@@ -189,3 +191,15 @@ def test_rejections_are_counted_once_per_step() -> None:
     w.step()  # asks again while still Open: no second rejection
     w.run()
     assert calls(w) == [("ai", "default", "rejected"), ("ai", "default", "success")]
+
+
+def test_an_adopted_guarded_job_is_still_a_call() -> None:
+    s = sim([guarded("call")])
+    s.script("call", Outcome.fail(1, ""))
+    s.step(persist=False)  # the Job is created, the status naming it is lost (409)
+    assert list(s.jobs) == ["ex-call-1"]
+    status = s.run()
+    st = status.steps["call"]
+    assert "adopted" in " ".join(h.message or "" for h in status.history)
+    assert st.circuit == "ai/default" and st.circuit_admitted_at is not None
+    assert calls(s) == [("ai", "default", "failure")]
