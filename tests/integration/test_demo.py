@@ -84,7 +84,7 @@ def demo(request: pytest.FixtureRequest,
         env["RBO_DEMO_ALERTMANAGER"] = "0"
     env.pop("KUBECONFIG", None)
     try:
-        done = run_demo("up", env, timeout=150)
+        done = run_demo("up", env, timeout=400)  # a loaded machine: minutes
         if done.returncode != 0:
             log = state / "demo" / "operator.log"
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:]) \
