@@ -71,7 +71,9 @@ class ObservedJob:
     attempt: int
     state: JobState
     reason: str | None = None
-    """The reason of the Job's Failed condition: BackoffLimitExceeded, DeadlineExceeded."""
+    """Why the attempt failed: the step container's terminated reason (``Error``,
+    ``OOMKilled``) when its pod ended on its own, else the Job's Failed condition
+    (``DeadlineExceeded``, ``BackoffLimitExceeded``)."""
     message: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
