@@ -28,28 +28,24 @@ import sys
 import threading
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import kubernetes
-from kubernetes.client.exceptions import ApiException
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack"))
 
+sys.path.insert(0, str(REPO / "bench"))
+
 from cluster import LocalCluster  # noqa: E402
+from engine import load, make_namespace, wait_established  # noqa: E402  (bench/engine.py)
 from operator_process import OperatorProcess  # noqa: E402
 
 GROUP, VERSION = "runbooks.dev", "v1alpha1"
 OUTCOME = "kwok.runbooks.dev/"
 FINISHED = ("Succeeded", "Failed", "Cancelled")
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def local_cluster(kubeconfig: str | None) -> str:
@@ -60,31 +56,8 @@ def local_cluster(kubeconfig: str | None) -> str:
     if not cluster.is_up():
         cluster.up()
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    deadline, last = time.monotonic() + 120, ""
-    while time.monotonic() < deadline:  # the API's own Established condition
-        out = cluster.kubectl("get", "crd", "-o", "jsonpath={range .items[*]}"
-                              "{.status.conditions[?(@.type=='Established')].status} {end}",
-                              check=False)
-        last = out.stderr or out.stdout
-        if out.returncode == 0 and out.stdout.split() and \
-                all(s == "True" for s in out.stdout.split()):
-            return str(cluster.kubeconfig)
-        time.sleep(0.5)
-    raise RuntimeError(f"CRDs not Established within 120 s; the API last said: {last}")
-
-
-def namespace(api: kubernetes.client.ApiClient) -> str:
-    core = kubernetes.client.CoreV1Api(api)
-    name = f"bench-guarded-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": name}})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            core.read_namespaced_service_account("default", name)
-            return name
-        except ApiException:
-            time.sleep(0.1)
-    raise RuntimeError("default service account never appeared")
+    wait_established(cluster)
+    return str(cluster.kubeconfig)
 
 
 def create(custom: kubernetes.client.CustomObjectsApi, ns: str, plural: str, kind: str,
@@ -128,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     kubeconfig = local_cluster(args.kubeconfig)
     api = kubernetes.config.new_client_from_config(config_file=kubeconfig)
     custom = kubernetes.client.CustomObjectsApi(api)
-    ns = namespace(api)
+    ns = make_namespace(api, "bench-guarded")
     create(custom, ns, "circuitpolicies", "CircuitPolicy", "target", {
         "slidingWindow": {"type": "Count", "size": 100}, "minimumCalls": 60,
         "failureRateThreshold": 100, "openDuration": "3s", "halfOpen": {"permittedCalls": 1},

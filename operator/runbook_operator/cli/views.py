@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from runbook_operator.engine.severity import severity_of
+from runbook_operator.engine.timeutil import parse
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -57,14 +58,8 @@ def exit_code_of(phase: str | None) -> int:
 
 
 def parse_time(text: Any) -> datetime | None:
-    """An RFC 3339 timestamp as an aware datetime, or None."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    """An RFC 3339 timestamp as an aware datetime, or None (also for a non-string)."""
+    return parse(text) if isinstance(text, str) else None
 
 
 def human_duration(seconds: float | None) -> str:
