@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from kubernetes.client.exceptions import ApiException
 
 from runbook_operator.api.common import GROUP, VERSION
@@ -191,8 +191,8 @@ class AlertReceiver:
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return self._rejected(413, f"body larger than {limit} bytes")
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
+        body = await read_capped(request.content, limit)
+        if body is None:
             return self._rejected(413, f"body larger than {limit} bytes")
         try:
             notification = parse_notification(body)
@@ -413,6 +413,25 @@ class AlertReceiver:
         self.tracer.notification_span(trace_id, span_id, start_ns=start_ns,
                                       end_ns=time.time_ns(), attributes=attributes,
                                       executions=outcomes.uids, error=error)
+
+
+async def read_capped(stream: StreamReader, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it is past ``limit`` bytes.
+
+    One ``read(n)`` returns what has arrived so far (at most ``n``), not the whole
+    body: a notification larger than a few TCP segments would be cut short and
+    answered "invalid JSON". So read until the end of the body, keeping the cap.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await stream.read(limit + 1 - size)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return None
 
 
 def _reply(status: int, reason: str, headers: Mapping[str, str] | None = None

@@ -4,7 +4,9 @@ Cases: off without a token file (never open); 503 until the Runbooks have been r
 once (an alert matched against a half-filled index would be lost); 401 without a
 header, with a wrong token, another scheme, or an empty/missing token file, counted
 ``unauthorized``; the token file re-read after rotation; 415 for a wrong content
-type; 413 by Content-Length and by a chunked body past the cap; 400/422 for bodies
+type; 413 by Content-Length and by a chunked body past the cap, even one byte
+past it; a valid body up to the cap is read whole however it arrives (a single
+stream read returns only what has arrived so far); 400/422 for bodies
 that are not a v4 notification, counted ``rejected``; a valid notification that
 matches no Runbook is 200 with ``unmatched`` and makes no API call (the client is
 absent, so any call would fail the test); the API's answers to a create, scripted
@@ -23,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -268,3 +271,53 @@ def test_api_answers_map_to_outcomes_and_only_unavailability_is_503(tmp_path: Pa
                 else:
                     assert "retry" in body["error"]
         run(rx, scenario)
+
+
+# -- bodies that arrive in pieces ----------------------------------------------------------
+
+
+def _padded(size: int) -> bytes:
+    """A valid notification of exactly ``size`` bytes (an unknown field pads it)."""
+    base = json.dumps({**BODY, "pad": ""}).encode()
+    body = json.dumps({**BODY, "pad": "x" * (size - len(base))}).encode()
+    assert len(body) == size
+    return body
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["content-length", "chunked"])
+def test_a_large_valid_body_under_the_cap_is_read_whole(tmp_path: Path, streamed: bool) -> None:
+    # One read of the request stream returns what has arrived so far, not the whole
+    # body: a notification of several TCP segments was cut and answered "invalid JSON".
+    limit = 1 << 20
+    rx = receiver(token_file(tmp_path), max_body=limit)
+    body = _padded(limit)  # exactly at the cap: accepted
+
+    async def pieces() -> Any:
+        for i in range(0, len(body), 4096):
+            await asyncio.sleep(0)
+            yield body[i:i + 4096]
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        async with post(client, pieces() if streamed else body) as response:
+            assert response.status == 200, await response.text()
+            assert (await response.json())["outcomes"] == {"unmatched": 1}
+    run(rx, scenario)
+    assert counted(rx, "rejected") == 0
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["content-length", "chunked"])
+def test_one_byte_over_the_cap_is_413(tmp_path: Path, streamed: bool) -> None:
+    limit = 64 * 1024
+    rx = receiver(token_file(tmp_path), max_body=limit)
+    body = _padded(limit + 1)
+
+    async def pieces() -> Any:
+        for i in range(0, len(body), 1000):
+            await asyncio.sleep(0)
+            yield body[i:i + 1000]
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        async with post(client, pieces() if streamed else body) as response:
+            assert response.status == 413
+    run(rx, scenario)
+    assert counted(rx, "rejected") == 1
