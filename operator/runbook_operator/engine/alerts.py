@@ -38,8 +38,10 @@ MAX_LABELS = 256
 MAX_LABEL_NAME = 1024
 MAX_LABEL_VALUE = 16 * 1024
 FINGERPRINT = re.compile(r"[0-9a-fA-F]{1,63}")
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})")
+_RFC3339 = re.compile(  # ASCII digits only: Python's \d also takes fullwidth and other scripts
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})",
+    re.ASCII)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 SEVERITIES = frozenset({"SEV1", "SEV2", "SEV3", "SEV4"})
 MAX_NAME = 63
 
@@ -188,8 +190,11 @@ def _field(data: Mapping[str, Any], name: str, kind: type, where: str = "",
     if not isinstance(value, kind) or isinstance(value, bool):
         raise PayloadError(f"field {path!r} must be {_kind_name(kind)}, not {_kind(value)}",
                            422)
-    if isinstance(value, str) and len(value) > MAX_LABEL_VALUE:
-        raise PayloadError(f"field {path!r} is longer than {MAX_LABEL_VALUE} characters", 422)
+    if isinstance(value, str):
+        if len(value) > MAX_LABEL_VALUE:
+            raise PayloadError(f"field {path!r} is longer than {MAX_LABEL_VALUE} characters",
+                               422)
+        return _unicode(value)
     return value
 
 
@@ -213,7 +218,17 @@ def _labels(data: Mapping[str, Any], name: str, where: str = "",
                                422)
         if len(key) > MAX_LABEL_NAME or len(item) > MAX_LABEL_VALUE:
             raise PayloadError(f"{path}[{key[:40]!r}] is too long", 422)
-    return dict(value)
+    return {_unicode(k): _unicode(v) for k, v in value.items()}
+
+
+def _unicode(text: str) -> str:
+    """``text`` with lone surrogates (JSON's ``"\\ud800"``, valid JSON but not Unicode)
+    replaced by U+FFFD, as Go's decoder (Alertmanager's, the API server's) does.
+
+    Left in, they cannot be encoded as UTF-8: RE2 raised on them in a matcher, and
+    logs, spans and the API request would too.
+    """
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 def _kind(value: Any) -> str:
