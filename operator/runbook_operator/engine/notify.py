@@ -18,18 +18,28 @@ Pure, with time passed in, like the rest of the engine. The shell
   with HMAC-SHA256 (:func:`signature`).
 - **Whether to retry** (:func:`classify`): 5xx, 429 (after ``Retry-After``),
   timeouts and connection errors are retried; any other 4xx is final.
+- **Where it may go** (:func:`url_problem`, :func:`blocked_address`): a URL read from
+  a Secret is only as trusted as whoever may write that Secret, so anything but
+  http(s) with a host, and any link-local (cloud metadata), unspecified or multicast
+  address, is refused before a request is made: a final failure that says so, not
+  six retries of an error that can never go away.
+- Slack text is mrkdwn: every value from the execution is escaped (``&``, ``<``,
+  ``>``, code fences), so a step's message cannot mention ``@channel``, forge a
+  link or leave its code block, and every block stays within Slack's limits.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from runbook_operator.engine.timeutil import fmt, parse
 
@@ -229,30 +239,74 @@ def _headline(ctx: Context) -> str:
     return f"Runbook {ctx.runbook}: {ctx.execution} {what.get(ctx.event, ctx.event)}"
 
 
+SLACK_TEXT_MAX = 3000
+"""Slack's limit on a section's (and a context element's) text."""
+SLACK_FIELD_MAX = 2000
+SLACK_HEADER_MAX = 150
+
+
+def mrkdwn(text: str) -> str:
+    """``text`` as literal Slack mrkdwn: the three characters Slack parses escaped."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _fit(text: str, limit: int, escape: bool = True) -> str:
+    """``text`` escaped (if asked) and cut to ``limit`` characters without splitting an
+    entity; an ellipsis says something was cut."""
+    out = mrkdwn(text) if escape else text
+    if len(out) <= limit:
+        return out
+    cut = out[:limit - 1]
+    amp = cut.rfind("&")
+    if escape and amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]  # never half an entity
+    return cut + "…"
+
+
+def _code_block(text: str, limit: int) -> str:
+    # A fence inside the message would close the block early and let the rest be
+    # read as mrkdwn; a zero-width space between backticks keeps it literal.
+    # Nor may a backtick at either end run into the fences.
+    inner = _fit(text.replace("```", "`\u200b`\u200b`"), limit - 8)
+    return f"```\u200b{inner}\u200b```" if inner[:1] == "`" or inner[-1:] == "`" \
+        else f"```{inner}```"
+
+
 def slack_payload(ctx: Context, idempotency_key: str) -> dict[str, Any]:
-    """An incoming-webhook message with Block Kit blocks (and ``text`` as the fallback)."""
-    fields = [f"*Runbook*\n{ctx.runbook}", f"*Execution*\n{ctx.execution}",
-              f"*Phase*\n{ctx.phase}", f"*Severity*\n{ctx.severity or 'none'}"]
+    """An incoming-webhook message with Block Kit blocks (and ``text`` as the fallback).
+
+    Everything taken from the execution is escaped for mrkdwn and cut to Slack's
+    limits (header 150, field 2000, section and context text 3000 characters).
+    """
+    fields = [("Runbook", ctx.runbook), ("Execution", ctx.execution), ("Phase", ctx.phase),
+              ("Severity", ctx.severity or "none")]
     if ctx.duration:
-        fields.append(f"*Duration*\n{ctx.duration}")
+        fields.append(("Duration", ctx.duration))
     failed = ctx.failed_step
     if failed is not None:
-        fields.append(f"*Failed step*\n{failed[0]}" + (f" ({failed[1]})" if failed[1] else ""))
+        fields.append(("Failed step", failed[0] + (f" ({failed[1]})" if failed[1] else "")))
+    headline = _headline(ctx)
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _headline(ctx)[:150]}},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:2000]} for f in fields]},
+        {"type": "header", "text": {"type": "plain_text",
+                                    "text": _fit(headline, SLACK_HEADER_MAX, escape=False)}},
+        {"type": "section", "fields": [
+            {"type": "mrkdwn", "text": f"*{label}*\n" + _fit(value, SLACK_FIELD_MAX - 40)}
+            for label, value in fields]},
     ]
     if ctx.message:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                                   "text": f"```{ctx.message[:2900]}```"}})
+        blocks.append({"type": "section", "text": {
+            "type": "mrkdwn", "text": _code_block(ctx.message, SLACK_TEXT_MAX)}})
     if ctx.event == "WaitingForApproval":
         who = ", ".join(ctx.approvers) if ctx.approvers else \
             "anyone who may patch the execution"
+        command = _fit(ctx.approve_command(), 1000)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": (
-            f"*May approve:* {who}\n`{ctx.approve_command()}`")[:3000]}})
+            "*May approve:* " + _fit(who, SLACK_TEXT_MAX - len(command) - 40)
+            + f"\n`{command}`")}})
     blocks.append({"type": "context", "elements": [
-        {"type": "mrkdwn", "text": f"`{ctx.describe_command()}` · id {idempotency_key}"}]})
-    return {"text": _headline(ctx), "blocks": blocks}
+        {"type": "mrkdwn", "text": f"`{_fit(ctx.describe_command(), 2000)}` · id "
+                                   f"{idempotency_key}"}]})
+    return {"text": _fit(headline, SLACK_TEXT_MAX), "blocks": blocks}
 
 
 def slack_summary_payload(items: Sequence[Context], key: str) -> dict[str, Any]:
@@ -270,12 +324,14 @@ def slack_summary_payload(items: Sequence[Context], key: str) -> dict[str, Any]:
                      + (f" (step {failed[0]})" if failed and ctx.phase == "Failed" else ""))
     if len(items) > 20:
         lines.append(f"… and {len(items) - 20} more")
-    return {"text": headline, "blocks": [
-        {"type": "header", "text": {"type": "plain_text", "text": headline[:150]}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:3000]}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": (
+    return {"text": _fit(headline, SLACK_TEXT_MAX), "blocks": [
+        {"type": "header", "text": {"type": "plain_text",
+                                    "text": _fit(headline, SLACK_HEADER_MAX, escape=False)}},
+        {"type": "section", "text": {"type": "mrkdwn",
+                                     "text": _fit("\n".join(lines), SLACK_TEXT_MAX)}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": _fit(
             f"`kubectl get rbx -n {first.namespace}` · summary of {len(items)} "
-            f"messages · id {key}")}]}]}
+            f"messages · id {key}", SLACK_TEXT_MAX)}]}]}
 
 
 def summary_key(keys: Sequence[str]) -> str:
@@ -389,3 +445,49 @@ def retry_after(header: str | None, now: datetime, cap: float = 300.0) -> float 
     if seconds != seconds:  # NaN
         return None
     return max(0.0, min(cap, seconds))
+
+
+# -- where a notification may go ---------------------------------------------------------
+
+METADATA_ADDRESSES = frozenset({ipaddress.ip_address("fd00:ec2::254")})
+"""Cloud metadata endpoints outside the link-local ranges (AWS over IPv6)."""
+
+
+def blocked_address(address: str) -> bool:
+    """Whether a notification may not be sent to this IP address.
+
+    Link-local (169.254.0.0/16 and fe80::/10: the cloud metadata services, which hand
+    out the node's credentials), unspecified, multicast and the known metadata
+    addresses. Loopback and private ranges stay allowed: in-cluster receivers live
+    there (and the tests' sinks on 127.0.0.1).
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False  # a host name: checked once resolved
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (ip.is_link_local or ip.is_unspecified or ip.is_multicast
+            or ip in METADATA_ADDRESSES)
+
+
+def url_problem(url: str) -> str | None:
+    """Why a notification may not be sent to ``url``, or None.
+
+    The answer never quotes the URL or any part of it: it came from a Secret.
+    """
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        return "URL refused: it contains whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError:
+        return "URL refused: it does not parse"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "URL refused: only http and https are allowed"
+    if not host:
+        return "URL refused: it has no host"
+    if blocked_address(host):
+        return "URL refused: a link-local, metadata, unspecified or multicast address"
+    return None

@@ -15,7 +15,14 @@ Cases:
 - webhook: schema version, idempotency key, event; HMAC-SHA256 signature verifies
   and fails for another body or secret; encoding is deterministic;
 - classify: 2xx delivered, 5xx/429/no answer retried, other 4xx final;
-  Retry-After in seconds, as an HTTP date, capped, garbage ignored.
+  Retry-After in seconds, as an HTTP date, capped, garbage ignored;
+- hostile inputs: a step message (or reason, or approver) with mrkdwn fences,
+  ``<!channel>``, links and ``&`` is escaped and stays in its code block; a 100 KB
+  message of any character, and any hypothesis text, gives a payload within Slack's
+  limits (header 150, field 2000, text 3000) that is valid JSON; URLs that are not
+  http(s), have no host, a bad port, whitespace or control characters, or name a
+  link-local/metadata/unspecified/multicast address are refused without quoting
+  the URL; loopback, private and cluster names are allowed.
 """
 
 from __future__ import annotations
@@ -24,10 +31,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runbook_operator.engine.notify import (
     WEBHOOK_SCHEMA_VERSION,
     Delivery,
+    blocked_address,
     classify,
     context_of,
     delivery_key,
@@ -38,6 +48,7 @@ from runbook_operator.engine.notify import (
     retry_after,
     signature,
     slack_payload,
+    url_problem,
     verify,
     webhook_payload,
 )
@@ -181,3 +192,114 @@ def test_classify_and_retry_after() -> None:
     assert retry_after("soon", NOW) is None and retry_after(None, NOW) is None
     assert retry_after("-5", NOW) == 0.0
     assert retry_after("nan", NOW) is None
+
+
+# -- hostile inputs: Slack mrkdwn and limits, URLs ----------------------------------------
+
+
+def _mrkdwn_texts(payload: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """(kind, text, Slack's limit) of every text object of a Slack message."""
+    found = [("text", payload["text"], 3000)]
+    for block in payload["blocks"]:
+        if block["type"] == "header":
+            found.append(("header", block["text"]["text"], 150))
+        for field in block.get("fields") or []:
+            found.append(("field", field["text"], 2000))
+        if block["type"] == "section" and "text" in block:
+            found.append(("section", block["text"]["text"], 3000))
+        for element in block.get("elements") or []:
+            found.append(("context", element["text"], 3000))
+    return found
+
+
+def _assert_valid_slack(payload: dict[str, Any]) -> None:
+    import json as _json
+    assert _json.loads(encode(payload)) == payload
+    for kind, text, limit in _mrkdwn_texts(payload):
+        assert 0 < len(text) <= limit, (kind, len(text))
+        if kind != "header":  # plain_text is not parsed
+            assert "<" not in text and ">" not in text, (kind, text[:200])
+
+
+def test_slack_step_message_cannot_inject_mrkdwn() -> None:
+    hostile = "```\n<!channel> <https://evil.example|click here> & <@U123>\n```*bold*"
+    body = execution(status("Failed", probe={"phase": "Failed", "reason": "<!here>",
+                                             "message": hostile}))
+    payload = slack_payload(context_of(body, delivery("StepFailed", "probe")), "k")
+    _assert_valid_slack(payload)
+    [block] = [b for b in payload["blocks"] if b["type"] == "section" and "text" in b]
+    text = block["text"]["text"]
+    assert text.startswith("```") and text.endswith("```") and text.count("```") == 2
+    assert "&lt;!channel&gt;" in text and "&amp;" in text
+    fields = " ".join(f["text"] for f in payload["blocks"][1]["fields"])
+    assert "probe (&lt;!here&gt;)" in fields
+
+
+def test_slack_approvers_are_escaped() -> None:
+    frozen = {"steps": [{"name": "approve", "type": "approval", "approval": {
+        "approvers": {"users": ["<!channel>"], "groups": ["a&b"]}}}]}
+    st = status("WaitingForApproval", approve={"phase": "WaitingForApproval",
+                                               "startedAt": "2026-12-01T11:59:00Z"})
+    st["runbookSpec"] = frozen
+    payload = slack_payload(context_of(execution(st), delivery("WaitingForApproval",
+                                                               "approve")), "k")
+    _assert_valid_slack(payload)
+    assert "&lt;!channel&gt;, group:a&amp;b" in str(payload["blocks"])
+
+
+def test_slack_100kb_message_stays_within_limits() -> None:
+    for chunk in ("x", "&", "<>", "`", "é", "🚨"):
+        huge = chunk * (100_000 // len(chunk))
+        st = status("Failed", probe={"phase": "Failed", "message": huge})
+        st["message"] = f"step 'probe' failed: {huge}"
+        for event, subject in (("Failed", ""), ("StepFailed", "probe")):
+            payload = slack_payload(context_of(execution(st), delivery(event, subject)), "k")
+            _assert_valid_slack(payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=5000), st.text(max_size=300))
+def test_slack_any_message_gives_a_valid_payload(message: str, reason: str) -> None:
+    st = status("Failed", probe={"phase": "Failed", "message": message, "reason": reason})
+    st["message"] = message
+    body = execution(st)
+    for event, subject in (("Failed", ""), ("StepFailed", "probe")):
+        payload = slack_payload(context_of(body, delivery(event, subject)), "k")
+        _assert_valid_slack(payload)
+        for block in payload["blocks"]:
+            if block["type"] == "section" and "text" in block:
+                assert block["text"]["text"].count("```") == 2
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("file:///etc/passwd", "only http and https"),
+    ("gopher://127.0.0.1:70/", "only http and https"),
+    ("javascript:alert(1)", "only http and https"),
+    ("hooks.slack.com/services/T0/B0/X", "only http and https"),
+    ("", "only http and https"),
+    ("http://", "no host"),
+    ("https://:443/x", "no host"),
+    ("http://169.254.169.254/latest/meta-data/", "link-local"),
+    ("http://[fe80::1%25eth0]/", "link-local"),
+    ("http://[::ffff:169.254.169.254]/", "link-local"),
+    ("http://[fd00:ec2::254]/", "metadata"),
+    ("http://0.0.0.0:8080/", "unspecified"),
+    ("http://224.0.0.1/", "multicast"),
+    ("http://example.com:99999/", "does not parse"),
+    ("http://example.com/a b", "whitespace"),
+    ("http://example.com/\r\nX-Injected: 1", "control characters"),
+])
+def test_url_refused(url: str, why: str) -> None:
+    problem = url_problem(url)
+    assert problem is not None and why in problem
+    assert url[8:] == "" or url[8:] not in problem  # never quotes the URL
+
+
+@pytest.mark.parametrize("url", [
+    "https://hooks.slack.com/services/T0/B0/X", "http://127.0.0.1:8080/hook",
+    "HTTPS://events.pagerduty.com/v2/enqueue", "http://10.0.0.7/in",
+    "http://receiver.ops.svc.cluster.local:9000/x", "http://user:pw@[::1]:80/",
+])
+def test_url_allowed(url: str) -> None:
+    assert url_problem(url) is None
+    assert not blocked_address("127.0.0.1") and blocked_address("169.254.169.254")
