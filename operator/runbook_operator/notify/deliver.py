@@ -19,10 +19,21 @@ Storms: when many runs of one runbook finish together, Slack gets the first
 ``summaryWindow`` (PagerDuty and webhooks stay per execution).
 
 Retries (tenacity): 5xx, 429 (waiting ``Retry-After``), timeouts and connection
-errors, with exponential backoff and jitter; any other 4xx is final. Credentials
-come from the Secrets the Runbook names, read one by one with ``get`` (the chart
-may limit that to the names it is given), cached briefly, and taught to the
-process redactor so they never reach logs, Events, status or spans.
+errors, with exponential backoff and jitter; any other 4xx is final. Only the
+request holds one of the ``concurrency`` slots, never the wait between attempts, so
+a receiver that hangs or asks to wait cannot hold back the deliveries to others.
+A delivery stopped by something other than its receiver (the API server down while
+a Secret is read or a record written) is picked up again after ``resume_after``
+seconds from a fresh read of the execution, not left until the execution's next
+event (a finished execution may have none).
+
+Credentials come from the Secrets the Runbook names, read one by one with ``get``
+(the chart may limit that to the names it is given), cached briefly, and taught to
+the process redactor so they never reach logs, Events, status or spans. A URL
+from a Secret is checked before any request (:func:`engine.notify.url_problem`:
+http(s) only, no link-local, metadata, unspecified or multicast address), and
+again once its host name is resolved (:class:`GuardedResolver`), so neither a
+typo nor a hostile Secret sends the operator to the cloud metadata service.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import asyncio
 import base64
 import logging
 import os
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -39,6 +51,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 from kubernetes.client.exceptions import ApiException
 from tenacity import (
     AsyncRetrying,
@@ -54,6 +68,7 @@ from runbook_operator.engine.notify import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     Delivery,
+    blocked_address,
     classify,
     context_of,
     encode,
@@ -64,11 +79,18 @@ from runbook_operator.engine.notify import (
     slack_payload,
     slack_summary_payload,
     summary_key,
+    url_problem,
     webhook_payload,
 )
 from runbook_operator.engine.redact import SECRETS
 from runbook_operator.engine.timeutil import fmt
-from runbook_operator.k8s.client import Clients, patch_status, read_object, retrying
+from runbook_operator.k8s.client import (
+    Clients,
+    is_transient,
+    patch_status,
+    read_object,
+    retrying,
+)
 from runbook_operator.k8s.events import EventPoster
 from runbook_operator.observability.metrics import Metrics
 
@@ -96,7 +118,11 @@ class NotifierSettings:
     jitter: float = 1.0
     """Up to this many seconds added at random to each wait."""
     concurrency: int = 16
-    """Deliveries in flight at once (the others wait their turn)."""
+    """Requests in flight at once (the others wait their turn; waits between attempts
+    hold no slot)."""
+    resume_after: float = 30.0
+    """Seconds before a delivery stopped by an internal error (the API server down)
+    is tried again from a fresh read of its execution."""
     secret_ttl: float = 30.0
     """Seconds a Secret's value is reused before it is read again (rotation)."""
     pagerduty_url: str = field(
@@ -131,6 +157,36 @@ class SecretProblem(Exception):
     """A Secret or key the notification names cannot be read: final, nothing sent."""
 
 
+class Refused(Exception):
+    """The destination is not allowed (:func:`engine.notify.url_problem`): final."""
+
+
+class BlockedAddress(OSError):
+    """Every address a host name resolved to is one notifications may not reach."""
+
+
+class GuardedResolver(AbstractResolver):
+    """DNS resolution that drops addresses :func:`engine.notify.blocked_address` refuses.
+
+    Checked where the connection is made, so a name that resolves (or is rebound) to
+    169.254.169.254 is refused as surely as the literal address.
+    """
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self.inner = inner or ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        found = await self.inner.resolve(host, port, family)
+        allowed = [r for r in found if not blocked_address(str(r["host"]))]
+        if found and not allowed:
+            raise BlockedAddress("the host resolves only to refused addresses")
+        return allowed
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
 @dataclass(frozen=True)
 class Request:
     url: str
@@ -159,6 +215,7 @@ class Notifier:
         self._session: aiohttp.ClientSession | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._storms: dict[tuple[str, str, int], _Storm] = {}
+        self._resuming: set[tuple[str, str]] = set()
 
     # -- intake (in the event loop, cheap) ---------------------------------------------
 
@@ -242,17 +299,19 @@ class Notifier:
         if storm is None or not storm.held:
             return
         held = storm.held
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.settings.concurrency)
+        stopped = False
         try:
-            async with self._semaphore:
-                await self._deliver_summary(held)
+            await self._deliver_summary(held)
         except Exception:
+            stopped = True
             log.exception("storm summary of %s/%s stopped; its messages are owed again",
                           group[0], group[1])
         finally:
             for _, delivery in held:
                 self._active.discard(delivery.key)
+        if stopped:
+            for item, _ in held:
+                self._resume_later(item)
 
     async def _deliver_summary(self, held: list[tuple[dict[str, Any], Delivery]]) -> None:
         body, first = held[0]
@@ -302,17 +361,45 @@ class Notifier:
     # -- one delivery ------------------------------------------------------------------
 
     async def _run(self, body: dict[str, Any], delivery: Delivery, attempts: int) -> None:
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.settings.concurrency)
+        stopped = False
         try:
-            async with self._semaphore:
-                await self._deliver(body, delivery, attempts)
+            await self._deliver(body, delivery, attempts)
         except Exception:
-            log.exception("notification %s of %s/%s stopped; retried on the next event",
+            stopped = True
+            log.exception("notification %s of %s/%s stopped; tried again in %gs",
                           delivery.key, body["metadata"].get("namespace"),
-                          body["metadata"].get("name"))
+                          body["metadata"].get("name"), self.settings.resume_after)
         finally:
             self._active.discard(delivery.key)
+        if stopped:
+            self._resume_later(body)
+
+    def _resume_later(self, body: Mapping[str, Any]) -> None:
+        """Observe the execution again, freshly read, after ``resume_after`` seconds."""
+        meta = body["metadata"]
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        if key in self._resuming:
+            return
+        self._resuming.add(key)
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(self.settings.resume_after)
+                current = await asyncio.to_thread(read_object, self.clients, PLURAL, *key)
+            except Exception as exc:
+                log.warning("execution %s/%s not readable (%s); notifications tried again "
+                            "in %gs", *key, type(exc).__name__, self.settings.resume_after)
+                self._resuming.discard(key)
+                self._resume_later(body)
+                return
+            self._resuming.discard(key)
+            if current is not None and \
+                    (current.get("metadata") or {}).get("uid") == meta.get("uid"):
+                self.observe(current)
+
+        task = asyncio.get_running_loop().create_task(later(), name=f"notify-resume-{key[1]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, body: dict[str, Any], delivery: Delivery, attempts: int) -> None:
         meta = body["metadata"]
@@ -347,6 +434,9 @@ class Notifier:
     async def _send(self, body: dict[str, Any], delivery: Delivery, request: Request,
                     attempts: int) -> tuple[int, str, str | None]:
         """Attempt until delivered, final, or out of attempts: (attempts, state, error)."""
+        problem = url_problem(request.url)
+        if problem is not None:
+            return attempts, "Failed", problem  # nothing sent: no attempt
         left = self.settings.max_attempts - attempts
         if left <= 0:
             return attempts, "Failed", "no attempts left"
@@ -366,7 +456,10 @@ class Notifier:
                                                reraise=True):
                 with attempt:
                     attempts += 1
-                    status, header = await self._post(request)
+                    try:
+                        status, header = await self._post(request)
+                    except Refused as exc:
+                        return attempts, "Failed", str(exc)
                     verdict = classify(status)
                     if verdict == "delivered":
                         return attempts, "Delivered", None
@@ -384,20 +477,32 @@ class Notifier:
         return attempts, "Failed", "no attempts left"  # pragma: no cover
 
     async def _post(self, request: Request) -> tuple[int | None, str | None]:
-        """(HTTP status, Retry-After) of one POST, or (None, why) without an answer."""
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.settings.timeout))
-        try:
-            async with self._session.post(request.url, data=request.body,
-                                          headers=dict(request.headers),
-                                          allow_redirects=False) as response:
-                await response.content.read(64 * 1024)  # drained, never logged
-                return response.status, response.headers.get("Retry-After")
-        except TimeoutError:
-            return None, "timeout"
-        except aiohttp.ClientError as exc:
-            return None, type(exc).__name__
+        """(HTTP status, Retry-After) of one POST, or (None, why) without an answer.
+
+        Raises :class:`Refused` when the host resolves only to refused addresses.
+        """
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.settings.concurrency)
+        async with self._semaphore:
+            if self._session is None or self._session.closed:
+                self._session = aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+                    connector=aiohttp.TCPConnector(resolver=GuardedResolver()))
+            try:
+                async with self._session.post(request.url, data=request.body,
+                                              headers=dict(request.headers),
+                                              allow_redirects=False) as response:
+                    await response.content.read(64 * 1024)  # drained, never logged
+                    return response.status, response.headers.get("Retry-After")
+            except TimeoutError:
+                return None, "timeout"
+            except aiohttp.ClientConnectorError as exc:
+                if isinstance(exc.os_error, BlockedAddress):
+                    raise Refused("URL refused: its host resolves to a link-local, "
+                                  "metadata, unspecified or multicast address") from None
+                return None, type(exc).__name__
+            except aiohttp.ClientError as exc:
+                return None, type(exc).__name__
 
     # -- secrets and payloads (in a thread: the kubernetes client blocks) --------------
 
@@ -430,6 +535,8 @@ class Notifier:
             try:
                 secret = self._read_secret(namespace, name)
             except ApiException as exc:
+                if is_transient(exc):
+                    raise  # the API server's trouble, not the Secret's: resumed later
                 raise SecretProblem(f"Secret {name} ({key}) not readable: {exc.status} "
                                     f"{exc.reason}") from None
             data = {k: base64.b64decode(v).decode(errors="replace")

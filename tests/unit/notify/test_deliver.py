@@ -24,7 +24,20 @@ Cases:
   signing key) appear in no status, Event or log line;
 - a storm: six runs of one runbook finishing together with summarizeAfter 2: two
   messages one by one, then one summary of the other four at the window's end,
-  every record Delivered.
+  every record Delivered;
+- hostile destinations: a URL that is not http(s), does not parse, or names a
+  link-local/metadata/unspecified address is Failed with 0 attempts and nothing
+  sent (the URL in no record or Event); a host name resolving to 169.254.169.254
+  is refused at connect while another name resolving to the sink is delivered;
+  a redirect (to itself) is not followed: Failed, final, 1 request;
+- hostile receivers: a 32 MB answer body is not read (Delivered, 1 attempt); a 2xx
+  after the client's timeout is sent again with the same idempotency key; a
+  Retry-After that is negative, garbage, a past date, NaN, infinite or huge still
+  delivers (capped); with one request slot, a receiver asking to wait does not hold
+  back another execution's delivery (requests A, B, A);
+- the API server answering 503 to Secret reads beyond one read's retries: the
+  delivery resumes later and is Delivered, no NotificationFailed; a missing Secret
+  (404): Failed, nothing sent, the execution's phase untouched.
 """
 
 from __future__ import annotations
@@ -435,4 +448,219 @@ def test_storm_becomes_one_summary() -> None:
                 assert (record["state"], record["attempts"]) == ("Delivered", 1)
             assert metrics.registry.get_sample_value("runbook_notifications_total", {
                 "channel": "slack", "event": "Succeeded", "outcome": "delivered"}) == 4.0
+    run(main())
+
+
+# -- hostile receivers, URLs and Secrets ------------------------------------------------------
+
+
+def hook_to(key: str = "url") -> list[dict[str, Any]]:
+    return [{"on": ["Failed"], "webhook": {"urlSecretRef": {"name": "hooks", "key": key}}}]
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("file:///etc/passwd", "only http and https"),
+    ("gopher://127.0.0.1:70/x", "only http and https"),
+    ("not a url at all", "whitespace"),
+    ("http://169.254.169.254/latest/meta-data/iam/", "link-local"),
+    ("http://[::ffff:169.254.169.254]/", "link-local"),
+    ("http://0.0.0.0:1/", "unspecified"),
+])
+def test_refused_url_is_final_without_a_request(url: str, why: str) -> None:
+    async def main() -> None:
+        api = FakeApi(execution("Failed", hook_to()), {"hooks": {"url": url}})
+        notifier, _, events = make(api)
+        notifier.observe(api.execution)
+        await settle(notifier)
+        [record] = records(api)
+        assert (record["state"], record["attempts"]) == ("Failed", 0)
+        assert record["lastError"].startswith("URL refused") and why in record["lastError"]
+        assert [r for r, _ in events.posted] == ["NotificationFailed"]
+        assert url not in json.dumps(api.execution["status"]) + str(events.posted)
+        assert api.execution["status"]["phase"] == "Failed"
+    run(main())
+
+
+class FakeResolver:
+    """Names the tests own: one resolves to the metadata address, one to the sink."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[Any]:
+        self.asked.append(host)
+        address = {"metadata.test": "169.254.169.254", "sink.test": "127.0.0.1"}[host]
+        return [{"hostname": host, "host": address, "port": port, "family": 2,
+                 "proto": 0, "flags": 0}]
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_name_resolving_to_metadata_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runbook_operator.notify import deliver
+    resolver = FakeResolver()
+    monkeypatch.setattr(deliver, "ThreadedResolver", lambda: resolver)
+
+    async def main() -> None:
+        async with Sink() as sink:
+            two = [*hook_to("bad"), *hook_to("good")]
+            api = FakeApi(execution("Failed", two), {"hooks": {
+                "bad": f"http://metadata.test:{sink.port}/latest",
+                "good": f"http://sink.test:{sink.port}/in"}})
+            notifier, _, _ = make(api)
+            notifier.observe(api.execution)
+            await settle(notifier)
+            by_state = {r["state"]: r for r in records(api)}
+            assert by_state["Failed"]["lastError"].startswith("URL refused: its host resolves")
+            assert (by_state["Delivered"]["attempts"]) == 1
+            assert [p for _, _, p in sink.requests] == ["/in"]  # the refused one never left
+            assert set(resolver.asked) == {"metadata.test", "sink.test"}
+    run(main())
+
+
+def test_redirect_is_not_followed() -> None:
+    async def main() -> None:
+        async with Sink() as sink:
+            sink.answers = [(302, {"Location": sink.url("/loop")})]
+            api = FakeApi(execution("Failed", hook_to()), {"hooks": {"url": sink.url("/loop")}})
+            notifier, _, _ = make(api)
+            notifier.observe(api.execution)
+            await settle(notifier)
+            assert len(sink.requests) == 1
+            [record] = records(api)
+            assert (record["state"], record["attempts"]) == ("Failed", 1)
+            assert record["lastError"] == "HTTP 302 (not retried)"
+    run(main())
+
+
+class BigSink(Sink):
+    """Answers 200 with a body far larger than the client reads."""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append((dict(request.headers), body, request.path))
+        return web.Response(status=200, body=b"x" * (32 * 1024 * 1024))
+
+
+def test_huge_answer_body_is_not_read() -> None:
+    async def main() -> None:
+        async with BigSink() as sink:
+            api = FakeApi(execution("Failed", hook_to()), {"hooks": {"url": sink.url("/big")}})
+            notifier, _, _ = make(api)
+            notifier.observe(api.execution)
+            await settle(notifier)
+            [record] = records(api)
+            assert (record["state"], record["attempts"]) == ("Delivered", 1)
+    run(main())
+
+
+class LateSink(Sink):
+    """Answers 200 every time, the first time only after the client gave up."""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append((dict(request.headers), body, request.path))
+        if len(self.requests) == 1:
+            await asyncio.sleep(1.5)  # FAST.timeout is 0.5 s
+        return web.Response(status=200)
+
+
+def test_2xx_after_the_client_timeout_is_sent_again_with_the_same_key() -> None:
+    async def main() -> None:
+        async with LateSink() as sink:
+            api = FakeApi(execution("Failed", hook_to()), {"hooks": {"url": sink.url("/late")}})
+            notifier, _, _ = make(api)
+            notifier.observe(api.execution)
+            await settle(notifier)
+            [record] = records(api)
+            assert (record["state"], record["attempts"]) == ("Delivered", 2)
+            keys = [h["Idempotency-Key"] for h, _, _ in sink.requests]
+            bodies = [json.loads(b)["idempotencyKey"] for _, b, _ in sink.requests]
+            assert len(keys) == 2 and set(keys) == set(bodies) == {record["id"]}
+    run(main())
+
+
+@pytest.mark.parametrize("header", ["-5", "garbage", "Wed, 21 Oct 2015 07:28:00 GMT",
+                                    "1e400", "nan", "99999999999", "", "  3  "])
+def test_hostile_retry_after_still_delivers(header: str) -> None:
+    quick = NotifierSettings(**{**FAST.__dict__, "backoff_max": 0.3})
+
+    async def main() -> None:
+        async with Sink([(429, {"Retry-After": header}), 200]) as sink:
+            api = FakeApi(execution("Failed", hook_to()), {"hooks": {"url": sink.url("/r")}})
+            notifier, _, _ = make(api, quick)
+            notifier.observe(api.execution)
+            await settle(notifier)  # a wait not capped at backoff_max would not settle
+            [record] = records(api)
+            assert (record["state"], record["attempts"]) == ("Delivered", 2)
+    run(main())
+
+
+def test_a_waiting_delivery_holds_no_slot() -> None:
+    """One request slot; A's receiver asks to wait: B's goes out meanwhile, not after."""
+    one = NotifierSettings(**{**FAST.__dict__, "concurrency": 1})
+
+    async def main() -> None:
+        async with Sink() as sink:
+            sink.answers = [(429, {"Retry-After": "1"}), 200]
+            a = execution("Failed", hook_to("a"))
+            b = execution("Failed", hook_to("b"))
+            b["metadata"].update(name="recover-x2", uid="uid-2")
+            api = ManyApi([a, b], {"hooks": {"a": sink.url("/a"), "b": sink.url("/b")}})
+            notifier, _, _ = make(api, one)
+            notifier.observe(a)
+            for _ in range(500):  # A's first attempt has reached the sink
+                if sink.requests:
+                    break
+                await asyncio.sleep(0.01)
+            notifier.observe(b)
+            await settle(notifier)
+            assert [p for _, _, p in sink.requests] == ["/a", "/b", "/a"]
+    run(main())
+
+
+class FlakyApi(FakeApi):
+    """The API server answers 503 to the first ``failures`` Secret reads."""
+
+    def __init__(self, *args: Any, failures: int) -> None:
+        super().__init__(*args)
+        self.failures = failures
+
+    def read_namespaced_secret(self, name: str, namespace: str) -> FakeSecret:
+        if self.failures > 0:
+            self.failures -= 1
+            self.secret_reads.append(name)
+            raise ApiException(status=503, reason="Service Unavailable")
+        return super().read_namespaced_secret(name, namespace)
+
+
+def test_api_server_down_while_reading_the_secret_resumes() -> None:
+    resume = NotifierSettings(**{**FAST.__dict__, "resume_after": 0.1})
+
+    async def main() -> None:
+        async with Sink() as sink:
+            api = FlakyApi(execution("Failed", hook_to()), {"hooks": {"url": sink.url("/in")}},
+                           failures=5)  # more than one read's own retries
+            notifier, _, events = make(api, resume)
+            notifier.observe(api.execution)
+            await settle(notifier)
+            [record] = records(api)
+            assert (record["state"], record["attempts"]) == ("Delivered", 1)
+            assert len(sink.requests) == 1 and events.posted == []
+    run(main())
+
+
+def test_missing_secret_fails_without_sending() -> None:
+    async def main() -> None:
+        async with Sink() as sink:
+            api = FakeApi(execution("Failed", hook_to()), {})
+            notifier, _, events = make(api)
+            notifier.observe(api.execution)
+            await settle(notifier)
+            assert sink.requests == []
+            [record] = records(api)
+            assert record["state"] == "Failed" and "not readable: 404" in record["lastError"]
+            assert [r for r, _ in events.posted] == ["NotificationFailed"]
+            assert api.execution["status"]["phase"] == "Failed"
     run(main())
