@@ -15,7 +15,8 @@ fuzzed across DST changes, month ends and leap years:
 Slots are instants (UTC). The cron fields are the wall time of ``timeZone``;
 cronsim mimics Debian cron at DST changes: a fixed-time job whose time falls into
 the spring-forward gap runs once right after it, and once (not twice) in the
-autumn overlap; wildcard-hour jobs run on every wall-clock match, both folds.
+autumn overlap; wildcard-hour jobs run on every wall-clock match, both folds. The
+same holds with a seconds field (cronsim alone would not apply the rules there).
 
 Exactly one execution per slot needs no memory: :func:`slot_name` derives the
 execution's name from (runbook, slot) alone, so a restart, a second replica or a
@@ -67,7 +68,20 @@ class CompiledSchedule:
     suspend: bool
 
     def _iter(self, moment: datetime, reverse: bool = False) -> CronSim:
-        return CronSim(self.cron, moment.astimezone(self.zone), reverse=reverse)
+        fields = self.cron.split()
+        local = moment.astimezone(self.zone)
+        if len(fields) == 6 and not fields[1].startswith("*") and \
+                not fields[2].startswith("*"):
+            # cronsim keeps Debian cron's DST rules to five-field expressions: with a
+            # seconds field a fixed-time job would not run at all on the spring-forward
+            # day and twice in the autumn overlap. Iterate the five fields, which get
+            # the rules, with the seconds put back.
+            seconds = CronSim(self.cron, local).seconds
+            it = CronSim(" ".join(fields[1:]), local, reverse=reverse)
+            it.seconds = seconds
+            it.parts[0] = fields[0].upper()
+            return it
+        return CronSim(self.cron, local, reverse=reverse)
 
 
 def compile_schedule(schedule: Schedule) -> CompiledSchedule:

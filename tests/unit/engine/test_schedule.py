@@ -22,7 +22,13 @@ Cases:
   no slot between t and next(t) (next of any moment in between is the same slot);
   latest_slot agrees with next; iterating from two starting points gives the same
   slots; decide starts exactly the latest slot within the deadline and counts every
-  other slot since the last decided one as missed.
+  other slot since the last decided one as missed;
+- DST in several zones: gaps at midnight (Santiago), 30-minute shifts (Lord Howe),
+  02:45 gaps (Chatham), New York; fixed-time jobs run once right after a gap and
+  once in an overlap, also with the seconds field (six fields); wildcard jobs follow
+  the wall clock (24.5-, 23.5-, 25- and 23-hour days); hypothesis: a fixed-time
+  daily job, five or six fields, runs exactly once on every local day 2000..2040
+  in zones with DST.
 """
 
 from __future__ import annotations
@@ -358,3 +364,69 @@ def test_decide_starts_the_latest_within_deadline(cron: str, zone: str, last: da
     if not more:
         assert d.missed + (1 if d.start else 0) == len(slots)
         assert d.missed_more is False
+
+
+# -- DST in several zones, and the seconds field ---------------------------------------------
+
+
+@pytest.mark.parametrize(("cron", "zone", "day", "expected"), [
+    # Spring-forward gaps: a fixed-time job in the gap runs once, right after it.
+    ("0 0 * * *", "America/Santiago", (2026, 9, 6), ["01:00:00-0300"]),  # gap at midnight
+    ("15 2 * * *", "Australia/Lord_Howe", (2026, 10, 4), ["02:30:00+1100"]),  # 30-min shift
+    ("0 3 * * *", "Pacific/Chatham", (2026, 9, 27), ["03:45:00+1345"]),  # gap 02:45-03:45
+    ("30 2 * * *", "America/New_York", (2026, 3, 8), ["03:00:00-0400"]),
+    # Autumn overlaps: once, in the first fold.
+    ("45 1 * * *", "Australia/Lord_Howe", (2026, 4, 5), ["01:45:00+1100"]),
+    ("0 3 * * *", "Pacific/Chatham", (2026, 4, 5), ["03:00:00+1345"]),
+    ("30 1 * * *", "America/New_York", (2026, 11, 1), ["01:30:00-0400"]),
+    # The same with the seconds field (six fields): the same rules.
+    ("0 30 2 * * *", "Europe/Berlin", (2026, 3, 29), ["03:00:00+0200"]),
+    ("15 30 2 * * *", "Europe/Berlin", (2026, 3, 29), ["03:00:15+0200"]),
+    ("0 30 2 * * *", "Europe/Berlin", (2026, 10, 25), ["02:30:00+0200"]),
+    ("0 0 0 * * *", "America/Santiago", (2026, 9, 6), ["01:00:00-0300"]),
+    ("0 30 2 * * *", "America/New_York", (2026, 3, 8), ["03:00:00-0400"]),
+    ("0 30 1 * * *", "America/New_York", (2026, 11, 1), ["01:30:00-0400"]),
+])
+def test_dst_fixed_time_in_several_zones(cron: str, zone: str, day: tuple[int, int, int],
+                                         expected: list[str]) -> None:
+    z = ZoneInfo(zone)
+    found = [s.astimezone(z).strftime("%H:%M:%S%z")
+             for s in day_slots(sched(cron, zone), z, *day)]
+    assert found == expected
+
+
+@pytest.mark.parametrize(("cron", "zone", "day", "count"), [
+    ("*/15 * * * *", "Australia/Lord_Howe", (2026, 4, 5), 98),   # a 24.5-hour day
+    ("*/15 * * * *", "Australia/Lord_Howe", (2026, 10, 4), 94),  # a 23.5-hour day
+    ("0 */30 * * * *", "Europe/Berlin", (2026, 10, 25), 50),
+    ("0 */30 * * * *", "Europe/Berlin", (2026, 3, 29), 46),
+    ("0 * * * *", "America/New_York", (2026, 11, 1), 25),
+])
+def test_dst_wildcard_hours_follow_the_wall_clock(cron: str, zone: str,
+                                                  day: tuple[int, int, int],
+                                                  count: int) -> None:
+    z = ZoneInfo(zone)
+    start = local(z, *day, 0, 0) - timedelta(microseconds=1)
+    next_day = datetime(*day, tzinfo=z) + timedelta(days=1)  # type: ignore[misc]
+    end = next_day.replace(hour=0).astimezone(UTC) - timedelta(microseconds=1)
+    slots, _ = slots_between(sched(cron, zone), start, end)
+    assert len(slots) == count
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(ZONES[1:]), st.integers(0, 59), st.integers(0, 59), st.integers(0, 23),
+       st.booleans(), st.dates(min_value=datetime(2000, 1, 2).date(),
+                               max_value=datetime(2039, 12, 30).date()))
+def test_a_daily_job_runs_once_every_day(zone: str, second: int, minute: int, hour: int,
+                                         with_seconds: bool, day: object) -> None:
+    """A fixed-time daily job runs exactly once on every local day, DST or not."""
+    z = ZoneInfo(zone)
+    cron = f"{minute} {hour} * * *"
+    if with_seconds:
+        cron = f"{second} {cron}"
+    s = sched(cron, zone)
+    start = datetime.combine(day, datetime.min.time(), tzinfo=z)  # type: ignore[call-overload]
+    begin = start.astimezone(UTC) - timedelta(microseconds=1)
+    end = (start + timedelta(days=1)).astimezone(UTC) - timedelta(microseconds=1)
+    slots, _ = slots_between(s, begin, end)
+    assert len(slots) == 1, (cron, zone, day, slots)
