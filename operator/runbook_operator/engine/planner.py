@@ -665,8 +665,9 @@ class _Pass(Guards):
     def refused(self, step: Step, attempt: int, name: str) -> tuple[str, str] | None:
         """(reason, message) when this attempt's Job must not or cannot be created."""
         if self.obs.security is not None:
-            bad, _ = check_step_security([(step.name, step.security_context)], None,
-                                         self.obs.namespace, self.obs.security)
+            annotations = step.pod_metadata.annotations if step.pod_metadata else None
+            bad, _ = check_step_security([(step.name, step.security_context, annotations)],
+                                         None, self.obs.namespace, self.obs.security)
             if bad:
                 return "PrivilegedStep", _clip(f"{bad[0].field}: {bad[0].message}; "
                                                + allowance_hint(self.obs.namespace))

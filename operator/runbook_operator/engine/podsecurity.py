@@ -101,11 +101,81 @@ def pod_security(override: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def violations(step: str | None, context: Mapping[str, Any] | None) -> list[Violation]:
-    """The settings of a step's ``securityContext`` that leave the restricted profile."""
-    if not context:
+# The Pod Security Standards' baseline: SELinux types a container may ask for
+# (spc_t, "super privileged container", is unconfined), and the legacy annotations
+# that still set a pod's AppArmor or seccomp profile: pod metadata is as much a
+# way to leave the restricted profile as securityContext is.
+SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t",
+                           "container_engine_t"})
+APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
+SECCOMP_ANNOTATIONS = ("seccomp.security.alpha.kubernetes.io/pod",
+                       "container.seccomp.security.alpha.kubernetes.io/")
+
+# securityContext fields and the JSON type the API server decodes them into: a
+# wrong type ("0", "true") is refused at apply rather than when the Job is created.
+_BOOLEANS = ("privileged", "runAsNonRoot", "allowPrivilegeEscalation",
+             "readOnlyRootFilesystem")
+_INTEGERS = ("runAsUser", "runAsGroup")
+_OBJECTS = ("capabilities", "seccompProfile", "appArmorProfile", "seLinuxOptions",
+            "windowsOptions")
+
+
+def malformed(context: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """(field, why) for securityContext fields of the wrong JSON type.
+
+    Checked whatever the allowances: a string ``"0"`` is not root to this check but
+    is not a UID either, and the API server would refuse every Job of the step.
+    """
+    if context is None:
         return []
-    found: list[Violation] = []
+    if not isinstance(context, Mapping):
+        return [("securityContext", "must be an object")]
+    out: list[tuple[str, str]] = []
+    for name in _BOOLEANS:
+        if name in context and not isinstance(context[name], bool):
+            out.append((f"securityContext.{name}", "must be true or false"))
+    for name in _INTEGERS:
+        value = context.get(name)
+        if name in context and (not isinstance(value, int) or isinstance(value, bool)):
+            out.append((f"securityContext.{name}", "must be an integer"))
+    for name in _OBJECTS:
+        if name in context and not isinstance(context[name], Mapping):
+            out.append((f"securityContext.{name}", "must be an object"))
+    caps = context.get("capabilities")
+    if isinstance(caps, Mapping):
+        for name in ("add", "drop"):
+            if name in caps and not (isinstance(caps[name], list)
+                                     and all(isinstance(c, str) for c in caps[name])):
+                out.append((f"securityContext.capabilities.{name}",
+                            "must be a list of capability names"))
+    return out
+
+
+def annotation_violations(step: str | None,
+                          annotations: Mapping[str, Any] | None) -> list[Violation]:
+    """Pod annotations that set an unconfined AppArmor or seccomp profile."""
+    found = []
+    for key, value in (annotations or {}).items():
+        field_ = f"podMetadata.annotations[{key}]"
+        if key.startswith(APPARMOR_ANNOTATION) and not (
+                value == "runtime/default" or str(value).startswith("localhost/")):
+            found.append(Violation(step, field_, f"AppArmor profile {value!r} is not "
+                                   "runtime/default or localhost/*"))
+        elif key.startswith(SECCOMP_ANNOTATIONS) and not (
+                value in ("runtime/default", "docker/default")
+                or str(value).startswith("localhost/")):
+            found.append(Violation(step, field_, f"seccomp profile {value!r} is not "
+                                   "runtime/default or localhost/*"))
+    return found
+
+
+def violations(step: str | None, context: Mapping[str, Any] | None,
+               annotations: Mapping[str, Any] | None = None) -> list[Violation]:
+    """The settings of a step's ``securityContext`` (and pod annotations) that leave
+    the restricted profile."""
+    found: list[Violation] = annotation_violations(step, annotations)
+    if not context or not isinstance(context, Mapping):
+        return found
 
     def add(path: str, why: str) -> None:
         found.append(Violation(step, f"securityContext.{path}", why))
@@ -131,6 +201,15 @@ def violations(step: str | None, context: Mapping[str, Any] | None) -> list[Viol
         profile = context.get(name)
         if isinstance(profile, Mapping) and profile.get("type") == "Unconfined":
             add(f"{name}.type", "Unconfined turns off the kernel's syscall filter")
+    selinux = context.get("seLinuxOptions")
+    if isinstance(selinux, Mapping):
+        if selinux.get("type", "") not in SELINUX_TYPES:
+            add("seLinuxOptions.type", f"SELinux type {selinux.get('type')!r} is not a "
+                "container type (spc_t and others are unconfined)")
+        for name in ("user", "role"):
+            if selinux.get(name):
+                add(f"seLinuxOptions.{name}", "a custom SELinux user or role may leave "
+                    "the container's confinement")
     windows = context.get("windowsOptions")
     if isinstance(windows, Mapping) and windows.get("hostProcess") is True:
         add("windowsOptions.hostProcess", "runs in the host's namespaces")
@@ -142,7 +221,11 @@ def violations(step: str | None, context: Mapping[str, Any] | None) -> list[Viol
     return found
 
 
-def check_step_security(steps: list[tuple[str, Mapping[str, Any] | None]],
+StepPod = tuple[str, Mapping[str, Any] | None, Mapping[str, Any] | None]
+"""A run step's name, securityContext and pod annotations."""
+
+
+def check_step_security(steps: list[StepPod],
                         service_account: str | None, namespace: str | None,
                         policy: SecurityPolicy) -> tuple[list[Violation], str | None]:
     """Privileged settings not allowed in ``namespace``, and a refused service account.
@@ -151,8 +234,8 @@ def check_step_security(steps: list[tuple[str, Mapping[str, Any] | None]],
     """
     found: list[Violation] = []
     if namespace is None or namespace not in policy.privileged_namespaces:
-        for name, context in steps:
-            found += violations(name, context)
+        for name, context, annotations in steps:
+            found += violations(name, context, annotations)
     account = None
     if service_account and service_account not in policy.runner_accounts:
         allowed = ", ".join(sorted(policy.runner_accounts)) or "none"

@@ -29,6 +29,7 @@ from runbook_operator.engine.podsecurity import (
     SecurityPolicy,
     allowance_hint,
     check_step_security,
+    malformed,
 )
 from runbook_operator.engine.schedule import ScheduleError, compile_schedule
 
@@ -142,11 +143,15 @@ def _check_schedule(spec: RunbookSpec) -> list[Problem]:
 def security_problems(spec: RunbookSpec, security: SecurityPolicy,
                       namespace: str | None) -> list[Problem]:
     """Privileged step settings and a service account the operator was not allowed."""
+    runs = [s for s in spec.all_steps() if s.type == "run"]
     violations, account = check_step_security(
-        [(s.name, s.security_context) for s in spec.all_steps() if s.type == "run"],
-        spec.service_account_name, namespace, security)
-    problems = [Problem("PrivilegedStep", f"{v.field}: {v.message}; {allowance_hint(namespace)}",
-                        v.step) for v in violations]
+        [(s.name, s.security_context, s.pod_metadata.annotations if s.pod_metadata else None)
+         for s in runs], spec.service_account_name, namespace, security)
+    # A wrong type is a mistake whatever the allowances (the Job would be refused).
+    problems = [Problem("InvalidStep", f"{field}: {why}", s.name)
+                for s in runs for field, why in malformed(s.security_context)]
+    problems += [Problem("PrivilegedStep", f"{v.field}: {v.message}; {allowance_hint(namespace)}",
+                         v.step) for v in violations]
     if account:
         problems.append(Problem("ServiceAccountNotAllowed", account))
     return problems

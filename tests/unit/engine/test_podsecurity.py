@@ -8,6 +8,16 @@ Cases:
 - every privileged setting is refused, one problem each, naming the step and the
   field (privileged, runAsUser 0, runAsNonRoot false, allowPrivilegeEscalation,
   capabilities.add, procMount, seccomp Unconfined, hostProcess, host namespaces);
+- the same class reached another way: added capabilities in any spelling or case
+  (sys_admin, CAP_SYS_ADMIN, ALL, a bare string), root as 0.0, SELinux types and
+  users outside the baseline (spc_t), and pod annotations that set an unconfined
+  AppArmor or seccomp profile (podMetadata.annotations) are refused too, even
+  when securityContext says nothing; runtime/default and localhost/* pass;
+- wrong JSON types ("0", "true", 1 for a boolean, a string for capabilities.add)
+  are InvalidStep at apply, even in an allowed namespace (the Job would be refused);
+- a step's securityContext is container level only: the pod level keeps
+  runAsNonRoot and seccomp whatever the step sets, unless the allowed container
+  runs as root;
 - the restricted settings a step may change freely are not refused;
 - an allowed namespace accepts them, another namespace does not;
 - serviceAccountName outside the allowlist is ServiceAccountNotAllowed; absent or
@@ -133,3 +143,87 @@ def test_keys_may_not_read_secret_parameters() -> None:
     raw["concurrency"]["key"] = "params.provider"
     raw["steps"][0]["circuit"]["key"] = "params.provider"
     assert validate_spec(raw) == []
+
+
+def step_with(context: dict[str, Any] | None = None,
+              annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    raw = spec(context)
+    if annotations is not None:
+        raw["steps"][0]["podMetadata"] = {"annotations": annotations}
+    return raw
+
+
+@pytest.mark.parametrize(("context", "annotations", "field"), [
+    ({"capabilities": {"add": ["sys_admin"]}}, None, "securityContext.capabilities.add"),
+    ({"capabilities": {"add": ["CAP_SYS_ADMIN"]}}, None, "securityContext.capabilities.add"),
+    ({"capabilities": {"add": ["ALL"], "drop": ["ALL"]}}, None,
+     "securityContext.capabilities.add"),
+    ({"runAsUser": 0.0}, None, "securityContext.runAsUser"),
+    ({"seLinuxOptions": {"type": "spc_t"}}, None, "securityContext.seLinuxOptions.type"),
+    ({"seLinuxOptions": {"user": "system_u"}}, None, "securityContext.seLinuxOptions.user"),
+    ({"appArmorProfile": {"type": "Unconfined"}}, None,
+     "securityContext.appArmorProfile.type"),
+    (None, {"container.apparmor.security.beta.kubernetes.io/step": "unconfined"},
+     "podMetadata.annotations[container.apparmor.security.beta.kubernetes.io/step]"),
+    ({"readOnlyRootFilesystem": True},
+     {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"},
+     "podMetadata.annotations[seccomp.security.alpha.kubernetes.io/pod]"),
+    (None, {"container.seccomp.security.alpha.kubernetes.io/step": "unconfined"},
+     "podMetadata.annotations[container.seccomp.security.alpha.kubernetes.io/step]"),
+])
+def test_the_class_reached_another_way_is_refused(context: dict[str, Any] | None,
+                                                  annotations: dict[str, str] | None,
+                                                  field: str) -> None:
+    problems = validate_spec(step_with(context, annotations), SecurityPolicy(), "ops")
+    privileged = [p for p in problems if p.reason == "PrivilegedStep"]
+    assert [p.step for p in privileged] == ["fix"], problems
+    assert field in privileged[0].message
+    allowed = SecurityPolicy(privileged_namespaces=frozenset({"ops"}))
+    assert not [p for p in validate_spec(step_with(context, annotations), allowed, "ops")
+                if p.reason == "PrivilegedStep"]
+
+
+def test_a_privileged_annotation_fails_the_run_before_any_job() -> None:
+    raw = step_with(None, {"container.apparmor.security.beta.kubernetes.io/step": "unconfined"})
+    ex = RunbookExecutionSpec.model_validate({"runbookRef": {"name": "rb"}})
+    status = start_execution(ex, {"metadata": {"generation": 1}, "spec": raw}, "ops", NOW,
+                             SecurityPolicy())
+    assert (status.phase, status.reason) == ("Failed", "PrivilegedStep")
+    assert status.runbook_spec is None
+
+
+def test_confined_profiles_and_other_annotations_pass() -> None:
+    fine = {"container.apparmor.security.beta.kubernetes.io/step": "runtime/default",
+            "seccomp.security.alpha.kubernetes.io/pod": "localhost/profile.json",
+            "example.com/team": "sre"}
+    context = {"seLinuxOptions": {"type": "container_t", "level": "s0:c1,c2"},
+               "appArmorProfile": {"type": "RuntimeDefault"}}
+    assert validate_spec(step_with(context, fine), SecurityPolicy(), "ops") == []
+
+
+@pytest.mark.parametrize(("context", "field"), [
+    ({"runAsUser": "0"}, "securityContext.runAsUser"),
+    ({"runAsGroup": True}, "securityContext.runAsGroup"),
+    ({"privileged": "true"}, "securityContext.privileged"),
+    ({"allowPrivilegeEscalation": 1}, "securityContext.allowPrivilegeEscalation"),
+    ({"capabilities": {"add": "SYS_ADMIN"}}, "securityContext.capabilities.add"),
+    ({"seLinuxOptions": "spc_t"}, "securityContext.seLinuxOptions"),
+])
+def test_wrong_types_are_invalid_even_where_privilege_is_allowed(context: dict[str, Any],
+                                                                 field: str) -> None:
+    allowed = SecurityPolicy(privileged_namespaces=frozenset({"ops"}))
+    for policy in (SecurityPolicy(), allowed):
+        invalid = [p for p in validate_spec(spec(context), policy, "ops")
+                   if p.reason == "InvalidStep"]
+        assert [p.step for p in invalid] == ["fix"]
+        assert field in invalid[0].message
+
+
+def test_the_pod_level_stays_restricted_whatever_the_container_sets() -> None:
+    for context in ({"runAsUser": 1000}, {"runAsNonRoot": True, "runAsUser": 5},
+                    {"seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}},
+                    {"runAsNonRoot": "false"}):
+        assert pod_security(context) == {"runAsNonRoot": True,
+                                         "seccompProfile": {"type": "RuntimeDefault"}}
+    # Root at the container level (allowed) is the only thing that moves the pod level.
+    assert pod_security({"runAsUser": 0})["runAsNonRoot"] is False
