@@ -41,6 +41,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from runbook_operator.api.common import parse_duration
 from runbook_operator.engine.timeutil import fmt, parse
 
 NotifyEvent = Literal["Started", "WaitingForApproval", "StepFailed", "Failed", "Succeeded",
@@ -61,7 +62,21 @@ MAX_AGE = timedelta(hours=1)
 """Events older than this when first seen (the operator was down, or notifications
 were added later) are not sent: a page about yesterday helps nobody."""
 
+MAX_SUMMARY_WINDOW = timedelta(minutes=15)
+"""The longest storm window: held messages live in this process's memory only, and
+one held longer than :data:`MAX_AGE` would not be sent at all after a restart."""
+
 _END = {"Succeeded", "Failed", "Cancelled"}
+
+
+def summary_window(text: str | None) -> float:
+    """Seconds of a Slack entry's ``summaryWindow`` (default 1m), at most
+    :data:`MAX_SUMMARY_WINDOW`."""
+    try:
+        window = parse_duration(str(text or "1m"))
+    except ValueError:
+        window = timedelta(minutes=1)
+    return min(window, MAX_SUMMARY_WINDOW).total_seconds()
 
 
 @dataclass(frozen=True)

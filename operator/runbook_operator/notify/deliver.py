@@ -62,7 +62,6 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from runbook_operator.api.common import parse_duration
 from runbook_operator.engine.history import appended
 from runbook_operator.engine.notify import (
     IDEMPOTENCY_HEADER,
@@ -79,6 +78,7 @@ from runbook_operator.engine.notify import (
     slack_payload,
     slack_summary_payload,
     summary_key,
+    summary_window,
     url_problem,
     webhook_payload,
 )
@@ -270,10 +270,7 @@ class Notifier:
         after = int(entry.get("summarizeAfter", 5))
         if after <= 0:
             return False
-        try:
-            window = parse_duration(str(entry.get("summaryWindow") or "1m")).total_seconds()
-        except ValueError:
-            window = 60.0
+        window = summary_window(entry.get("summaryWindow"))
         meta = body["metadata"]
         group = (str(meta.get("namespace")), str(((body.get("spec") or {}).get("runbookRef")
                                                   or {}).get("name")), delivery.entry)

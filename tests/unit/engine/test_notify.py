@@ -303,3 +303,31 @@ def test_url_refused(url: str, why: str) -> None:
 def test_url_allowed(url: str) -> None:
     assert url_problem(url) is None
     assert not blocked_address("127.0.0.1") and blocked_address("169.254.169.254")
+
+
+def test_slack_approve_command_is_the_plugins() -> None:
+    """The command Slack shows for WaitingForApproval parses as the plugin's approve."""
+    import re
+    import shlex
+
+    from runbook_operator.cli.kubectl_plugin import build_parser
+    st = status("WaitingForApproval", approve={"phase": "WaitingForApproval",
+                                               "startedAt": "2026-12-01T11:59:00Z"})
+    payload = slack_payload(context_of(execution(st), delivery("WaitingForApproval",
+                                                               "approve")), "k")
+    [command] = re.findall(r"`(kubectl runbook approve [^`]*)`", str(payload["blocks"]))
+    words = shlex.split(command)
+    assert words[:2] == ["kubectl", "runbook"]
+    args = build_parser().parse_args(words[2:])
+    assert (args.decision, args.execution, args.step, args.namespace) == (
+        "Approve", "recover-x1", "approve", "ops")
+
+
+def test_summary_window_is_bounded() -> None:
+    """A day-long storm window would hold Slack messages in memory past MAX_AGE, so a
+    restart meanwhile would drop them for good: the window is at most 15 minutes."""
+    from runbook_operator.engine.notify import MAX_AGE, summary_window
+    assert summary_window(None) == 60.0
+    assert summary_window("20s") == 20.0
+    assert summary_window("24h") == summary_window("720h") == 900.0 < MAX_AGE.total_seconds()
+    assert summary_window("soon") == 60.0
