@@ -18,7 +18,14 @@ Cases:
   sink): every due notification delivered, each (execution, event) under one
   idempotency key, none lost;
 - a storm: 8 runs finishing together with summarizeAfter 2: two Slack messages one
-  by one, the rest in a summary; every record Delivered.
+  by one, the rest in a summary; every record Delivered;
+- a sink that hangs past the operator's 10 s timeout on its first request: the run
+  finishes meanwhile (Succeeded, the delivery not yet made), then the request is
+  retried with the same idempotency key and Delivered after 2 attempts;
+- hostile destinations: a webhook URL Secret naming the metadata address
+  169.254.169.254, a file: URL, a missing Secret and a missing key: each Failed
+  with 0 attempts and a reason, a NotificationFailed Event, nothing sent, the run
+  Succeeded.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ class Sinks:
     def __init__(self) -> None:
         self.scripts: dict[str, list[Any]] = {}
         self.delay: dict[str, float] = {}
+        self.first_delay: dict[str, float] = {}
+        """Seconds the first request to a path is held before its answer."""
         self.requests: dict[str, list[tuple[dict[str, str], bytes]]] = defaultdict(list)
         self.loop = asyncio.new_event_loop()
         self.port = 0
@@ -73,6 +82,8 @@ class Sinks:
         self.requests[path].append((dict(request.headers), body))
         if self.delay.get(path):
             await asyncio.sleep(self.delay[path])
+        if len(self.requests[path]) == 1 and self.first_delay.get(path):
+            await asyncio.sleep(self.first_delay[path])
         script = self.scripts.get(path) or [200]
         answer = script.pop(0) if len(script) > 1 else script[0]
         return web.Response(status=answer)
@@ -153,12 +164,45 @@ def test_shapes_of_each_channel(kube: Kube, sinks: Sinks, notifying: OperatorPro
     slack = sinks.bodies("/slack/T0/B0/XOXSECRET")
     assert sorted(m["text"] for m in slack) == ["Runbook notified: notified-1 started",
                                                 "Runbook notified: notified-1 succeeded"]
-    assert all(m["blocks"][0]["type"] == "header" for m in slack)
+    by_id = {r["id"]: r for r in found}
+    for (headers, _), message in zip(sinks.requests["/slack/T0/B0/XOXSECRET"], slack,
+                                     strict=True):
+        # Slack's incoming-webhook shape: text, then header, fields section, the
+        # execution's message (if any) as a section, context.
+        assert set(message) == {"text", "blocks"}
+        kinds = [b["type"] for b in message["blocks"]]
+        assert kinds[:2] == ["header", "section"] and kinds[-1] == "context"
+        assert set(kinds[2:-1]) <= {"section"} and len(kinds) <= 4, kinds
+        assert message["blocks"][0]["text"] == {"type": "plain_text",
+                                                "text": message["text"]}
+        labels = [f["text"].split("\n")[0] for f in message["blocks"][1]["fields"]]
+        assert labels[:4] == ["*Runbook*", "*Execution*", "*Phase*", "*Severity*"]
+        assert "*Severity*\nSEV2" in [f["text"] for f in message["blocks"][1]["fields"]]
+        context = message["blocks"][-1]["elements"][0]["text"]
+        assert f"kubectl describe rbx notified-1 -n {kube.ns}" in context
+        assert headers["Idempotency-Key"] in by_id and headers["Idempotency-Key"] in context
+    done = next(m for m in slack if m["text"].endswith("succeeded"))
+    assert "*Duration*" in str(done["blocks"][1]["fields"])
+    assert done["blocks"][2]["text"] == {"type": "mrkdwn", "text": "```all steps finished```"}
     [resolve] = sinks.bodies("/pd")
+    assert set(resolve) == {"routing_key", "event_action", "dedup_key"}
     assert resolve["event_action"] == "resolve" and resolve["routing_key"] == "PDROUTINGKEY0001"
     [(headers, raw)] = sinks.requests["/hook"]
     assert verify(b"HMACSECRET", raw, headers[SIGNATURE_HEADER])
-    assert json.loads(raw)["schemaVersion"] == "runbooks.dev/notification/v1"
+    doc = json.loads(raw)
+    assert set(doc) == {"schemaVersion", "idempotencyKey", "event", "subject", "sentAt",
+                        "occurredAt", "execution"}
+    assert (doc["schemaVersion"], doc["event"], doc["subject"]) == (
+        "runbooks.dev/notification/v1", "Succeeded", None)
+    assert doc["idempotencyKey"] == headers["Idempotency-Key"]
+    assert set(doc["execution"]) == {"namespace", "name", "runbook", "phase", "severity",
+                                     "reason", "message", "failedStep", "startedAt",
+                                     "finishedAt", "steps"}
+    assert (doc["execution"]["name"], doc["execution"]["phase"],
+            doc["execution"]["severity"]) == ("notified-1", "Succeeded", "SEV2")
+    assert doc["execution"]["steps"] == [{"name": "tick", "phase": "Succeeded",
+                                          "attempts": doc["execution"]["steps"][0]["attempts"],
+                                          "reason": doc["execution"]["steps"][0]["reason"]}]
     text = json.dumps(kube.execution("notified-1"))
     for value in ("XOXSECRET", "PDROUTINGKEY0001", "HMACSECRET"):
         assert value not in text
@@ -178,9 +222,17 @@ def test_pagerduty_trigger_then_resolve(kube: Kube, sinks: Sinks,
     assert kube.wait_finished("recover-1")["status"]["phase"] == "Failed"
     wait_for("trigger", lambda: all_final(kube, "recover-1", 1), timeout=60)
     [trigger] = sinks.bodies("/pd")
-    assert trigger["event_action"] == "trigger"
+    # Events API v2: routing_key, event_action, dedup_key and a payload with summary,
+    # source and severity (required) plus the optional fields.
+    assert set(trigger) == {"routing_key", "event_action", "dedup_key", "payload"}
+    assert set(trigger["payload"]) == {"summary", "source", "severity", "component", "group",
+                                       "class", "custom_details"}
+    assert trigger["event_action"] == "trigger" and trigger["routing_key"] == "RK"
     assert trigger["payload"]["severity"] == "critical"
+    assert trigger["payload"]["source"] == f"{kube.ns}/recover-1"
     assert trigger["payload"]["custom_details"]["failed_step"] == "probe"
+    [row] = trigger["payload"]["custom_details"]["steps"]
+    assert (row["name"], row["phase"]) == ("probe", "Failed")
     # A later run for the same alert succeeds: it resolves the same incident.
     kube.execute("recover-2", "recover", {"fail": False}, severity="SEV1", triggeredBy=alert)
     assert kube.wait_finished("recover-2")["status"]["phase"] == "Succeeded"
@@ -264,3 +316,44 @@ def test_storm_is_summarised(kube: Kube, sinks: Sinks, notifying: OperatorProces
     assert len(singles) >= 2 and 1 <= len(summaries) <= 2, texts
     assert len(singles) + sum(int(t.split(": ")[1].split()[0]) for t in summaries) == 8
     assert all(r["state"] == "Delivered" for n in names for r in records(kube, n))
+
+
+def test_hanging_sink_never_holds_the_run(kube: Kube, sinks: Sinks,
+                                          notifying: OperatorProcess) -> None:
+    sinks.first_delay["/hangs"] = 15.0  # past the operator's 10 s request timeout
+    secret(kube, "hooks", {"url": sinks.url("/hangs")})
+    kube.ready_runbook("hung", {"steps": QUICK, "notifications": [
+        {"on": ["Started"], "webhook": {"urlSecretRef": {"name": "hooks", "key": "url"}}}]})
+    kube.execute("hung-1", "hung")
+    wait_for("the first request", lambda: sinks.requests["/hangs"] or None, timeout=60)
+    body = kube.wait_finished("hung-1")
+    assert body["status"]["phase"] == "Succeeded"
+    assert not [r for r in records(kube, "hung-1") if r["state"] == "Delivered"]
+    [record] = wait_for("delivered", lambda: all_final(kube, "hung-1", 1), timeout=90)
+    assert (record["state"], record["attempts"]) == ("Delivered", 2)
+    keys = {headers["Idempotency-Key"] for headers, _ in sinks.requests["/hangs"]}
+    assert len(sinks.requests["/hangs"]) == 2 and keys == {record["id"]}
+
+
+def test_hostile_destinations_fail_clearly(kube: Kube, sinks: Sinks,
+                                           notifying: OperatorProcess) -> None:
+    secret(kube, "hooks", {"metadata": "http://169.254.169.254/latest/meta-data/",
+                           "file": "file:///etc/passwd"})
+    refs = [("hooks", "metadata"), ("hooks", "file"), ("absent", "url"), ("hooks", "nokey")]
+    kube.ready_runbook("hostile", {"steps": QUICK, "notifications": [
+        {"on": ["Succeeded"], "webhook": {"urlSecretRef": {"name": n, "key": k}}}
+        for n, k in refs]})
+    kube.execute("hostile-1", "hostile")
+    assert kube.wait_finished("hostile-1")["status"]["phase"] == "Succeeded"
+    found = wait_for("four final", lambda: all_final(kube, "hostile-1", 4), timeout=60)
+    errors = sorted(r["lastError"] for r in found)
+    assert all(r["state"] == "Failed" and r["attempts"] == 0 for r in found), found
+    assert errors == sorted([
+        "URL refused: a link-local, metadata, unspecified or multicast address",
+        "URL refused: only http and https are allowed",
+        "Secret absent (url) not readable: 404 Not Found", "Secret hooks has no key nokey"])
+    # Aggregated as Kubernetes' recorder does: one Event, counted four times.
+    wait_for("four NotificationFailed occurrences", lambda: sum(
+        e.count or 1 for e in kube.events("hostile-1")
+        if e.reason == "NotificationFailed") >= 4 or None, timeout=30)
+    assert kube.execution("hostile-1")["status"]["phase"] == "Succeeded"

@@ -11,7 +11,10 @@ Cases:
   (within startingDeadline), the others are counted missed on the Runbook's status
   and in a ScheduleMissed Event; no slot has two executions;
 - two operator processes at once for 10 s: every slot exactly once; both were
-  deciding (the second one's duplicate counter or its created counter moves).
+  deciding (the second one's duplicate counter or its created counter moves);
+- the Runbook's concurrency policy (Forbid) applies to scheduled runs: while one
+  scheduled run waits for 10 minutes, the next slots' runs fail with
+  ConcurrencyForbidden naming it.
 """
 
 from __future__ import annotations
@@ -123,3 +126,25 @@ def test_two_operators_never_create_a_slot_twice(kube: Kube, cluster: Any,
 def _metrics(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         return str(response.read().decode())
+
+
+def test_concurrency_policy_applies_to_scheduled_runs(kube: Kube) -> None:
+    kube.ready_runbook("overlap", {
+        "schedule": {"cron": "*/2 * * * * *", "startingDeadline": "5s"},
+        "concurrency": {"policy": "Forbid"},
+        "steps": [{"name": "long", "type": "wait", "wait": {"duration": "10m"}}]})
+
+    def decided() -> list[dict[str, Any]] | None:
+        bodies = [kube.execution(f"overlap-{slot}") for slot in slots(kube, "overlap")]
+        phases = [(b.get("status") or {}).get("phase") for b in bodies]
+        done = [b for b, p in zip(bodies, phases, strict=True) if p in ("Running", "Failed")]
+        return done if len(done) >= 3 else None
+
+    found = wait_for("three scheduled runs decided", decided, timeout=60)
+    running = [b for b in found if b["status"]["phase"] == "Running"]
+    refused = [b for b in found if b["status"]["phase"] == "Failed"]
+    assert len(running) == 1, [(b["metadata"]["name"], b["status"]) for b in found]
+    holder = running[0]["metadata"]["name"]
+    assert refused and all(b["status"]["reason"] == "ConcurrencyForbidden"
+                           and holder in b["status"]["message"] for b in refused)
+    kube.patch("runbooks", "overlap", {"spec": {"schedule": {"suspend": True}}})
