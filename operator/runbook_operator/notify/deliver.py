@@ -498,6 +498,10 @@ class Notifier:
                     raise Refused("URL refused: its host resolves to a link-local, "
                                   "metadata, unspecified or multicast address") from None
                 return None, type(exc).__name__
+            except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError):
+                # What url_problem let through but the client will not send (yarl
+                # refuses e.g. 2852039166 as a non-canonical IPv4): no retry helps.
+                raise Refused("URL refused: the HTTP client does not accept it") from None
             except aiohttp.ClientError as exc:
                 return None, type(exc).__name__
 

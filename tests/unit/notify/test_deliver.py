@@ -29,7 +29,9 @@ Cases:
   link-local/metadata/unspecified address is Failed with 0 attempts and nothing
   sent (the URL in no record or Event); a host name resolving to 169.254.169.254
   is refused at connect while another name resolving to the sink is delivered;
-  a redirect (to itself) is not followed: Failed, final, 1 request;
+  a redirect (to itself) is not followed: Failed, final, 1 request; integer, hex,
+  short and octal spellings of 169.254.169.254 are refused at the first attempt
+  (by the client as non-canonical or by the resolver guard), not retried;
 - hostile receivers: a 32 MB answer body is not read (Delivered, 1 attempt); a 2xx
   after the client's timeout is sent again with the same idempotency key; a
   Retry-After that is negative, garbage, a past date, NaN, infinite or huge still
@@ -663,4 +665,21 @@ def test_missing_secret_fails_without_sending() -> None:
             assert record["state"] == "Failed" and "not readable: 404" in record["lastError"]
             assert [r for r, _ in events.posted] == ["NotificationFailed"]
             assert api.execution["status"]["phase"] == "Failed"
+    run(main())
+
+
+@pytest.mark.parametrize("host", ["2852039166", "0xa9fea9fe", "169.254.43518",
+                                  "0251.0376.0251.0376"])
+def test_metadata_address_spelled_otherwise_is_refused(host: str) -> None:
+    """Integer, hex, short and octal spellings of 169.254.169.254: the HTTP client
+    refuses some as non-canonical, libc reads the others as that address and the
+    resolver guard refuses them; either way final at the first attempt, nothing sent."""
+    async def main() -> None:
+        api = FakeApi(execution("Failed", hook_to()), {"hooks": {"url": f"http://{host}/x"}})
+        notifier, _, _ = make(api)
+        notifier.observe(api.execution)
+        await settle(notifier)
+        [record] = records(api)
+        assert (record["state"], record["attempts"]) == ("Failed", 1)
+        assert record["lastError"].startswith("URL refused: ")
     run(main())
