@@ -67,10 +67,24 @@ def slim_finished_execution(body: Body) -> Body:
         "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
                                           "generation", "creationTimestamp",
                                           "deletionTimestamp") if k in meta},
-        "spec": {k: spec[k] for k in ("runbookRef",) if k in spec},
+        "spec": {**{k: spec[k] for k in ("runbookRef",) if k in spec},
+                 **_trigger_identity(spec)},
         "status": {k: status[k] for k in ("phase", "reason", "startedAt", "finishedAt",
                                           "concurrencyKey", "traceID") if k in status},
     }
+
+
+def _trigger_identity(spec: Body) -> Body:
+    """What says which alert occurrence started a run (not its labels, which may be
+    large): the receiver tells its own runs from a same-named object by it."""
+    triggered = spec.get("triggeredBy") if isinstance(spec, dict) else None
+    if not isinstance(triggered, dict):
+        return {}
+    alert = triggered.get("alert")
+    identity: Body = {"kind": triggered.get("kind")}
+    if isinstance(alert, dict):
+        identity["alert"] = {k: alert[k] for k in ("fingerprint", "startsAt") if k in alert}
+    return {"triggeredBy": identity}
 
 
 def _version(body: Body | None) -> int:

@@ -448,6 +448,33 @@ def occurrence_name(runbook: str, fingerprint: str, starts_ns: int) -> str:
     return f"{head}-{digest}" if head else f"alert-{digest}"
 
 
+def started_by_alert(body: Mapping[str, Any], runbook: str, fingerprint: str,
+                     starts_ns: int | None = None) -> bool:
+    """Whether execution ``body`` is a run of ``runbook`` an alert with this fingerprint
+    started (and, given ``starts_ns``, this occurrence of it).
+
+    The name alone does not say so: anyone who may create executions in the namespace
+    can take the name the receiver would derive (by accident or to suppress the run).
+    Such an object is not counted as the occurrence's run, is not cancelled or marked
+    when the alert resolves, and puts no alert in ``cooldown``. What is compared is
+    ``spec`` (immutable once created): runbookRef and triggeredBy's kind, fingerprint
+    and startsAt, the instant, however it is written.
+    """
+    spec = body.get("spec")
+    if not isinstance(spec, Mapping):
+        return False
+    ref = spec.get("runbookRef")
+    triggered = spec.get("triggeredBy")
+    if not isinstance(ref, Mapping) or ref.get("name") != runbook or \
+            not isinstance(triggered, Mapping) or triggered.get("kind") != "Alert":
+        return False
+    alert = triggered.get("alert")
+    if not isinstance(alert, Mapping) or \
+            str(alert.get("fingerprint") or "").lower() != fingerprint.lower():
+        return False
+    return starts_ns is None or rfc3339_ns(str(alert.get("startsAt") or "")) == starts_ns
+
+
 def in_cooldown(cooldown: timedelta | None, earlier_starts: Iterable[datetime],
                 now: datetime) -> bool:
     """Whether an earlier execution for the same alert started within ``cooldown``."""

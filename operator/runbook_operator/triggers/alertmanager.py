@@ -54,6 +54,7 @@ from runbook_operator.engine.alerts import (
     execution_manifest,
     in_cooldown,
     parse_notification,
+    started_by_alert,
 )
 from runbook_operator.engine.history import appended
 from runbook_operator.engine.timeutil import fmt, parse
@@ -297,8 +298,9 @@ class AlertReceiver:
     def _start(self, decision: Start, notification: Notification, traceparent: str | None,
                outcomes: Outcomes) -> tuple[str, str | None]:
         namespace, name = decision.trigger.namespace, decision.name
-        if (namespace, name) in self.store.executions:
-            return "duplicate", None
+        cached = self.store.executions.get((namespace, name))
+        if cached is not None:
+            return self._existing(decision, cached)
         cooldown = decision.trigger.cooldown
         if cooldown is not None:
             earlier = [created for other, created in self._earlier_runs(decision)
@@ -311,14 +313,26 @@ class AlertReceiver:
         try:
             created = self._create(namespace, manifest)
         except ApiException as exc:
-            if exc.status == 409:
-                return "duplicate", None
-            raise
+            if exc.status != 409:
+                raise
+            existing = self.store.executions.get((namespace, name)) or \
+                self._read(namespace, name)
+            # Gone again between the 409 and the read: it was there, so not created now.
+            return self._existing(decision, existing) if existing else ("duplicate", None)
         outcomes.created.append(name)
         uid = (created.get("metadata") or {}).get("uid")
         if uid:
             outcomes.uids.append(uid)
         return "created", None
+
+    def _existing(self, decision: Start, body: Mapping[str, Any]) -> tuple[str, str | None]:
+        """An execution of the occurrence's name exists: a duplicate if this alert
+        started it, else an object that took the name (see started_by_alert)."""
+        alert = decision.alert
+        if started_by_alert(body, decision.trigger.runbook, alert.fingerprint,
+                            alert.starts_ns):
+            return "duplicate", None
+        return "rejected", _squatted(decision.name, body)
 
     @retrying
     def _create(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -336,9 +350,10 @@ class AlertReceiver:
         found = []
         for item in listing.get("items") or []:
             meta = item.get("metadata") or {}
-            runbook = ((item.get("spec") or {}).get("runbookRef") or {}).get("name")
             created = parse(meta.get("creationTimestamp"))
-            if runbook == decision.trigger.runbook and created is not None:
+            # The label is only a selector: a manual run carrying it is no earlier run.
+            if created is not None and started_by_alert(item, decision.trigger.runbook,
+                                                        decision.alert.fingerprint):
                 found.append((str(meta.get("name")), created))
         return found
 
@@ -347,6 +362,10 @@ class AlertReceiver:
         body = self._read(namespace, name)
         if body is None:
             return "resolved", "no execution for this occurrence"
+        alert = decision.alert
+        if not started_by_alert(body, decision.trigger.runbook, alert.fingerprint,
+                                alert.starts_ns):
+            return "rejected", _squatted(name, body) + "; left alone"
         status = body.get("status") or {}
         finished = status.get("phase") in FINISHED_EXECUTION_PHASES
         if decision.cancel and not finished:
@@ -438,6 +457,14 @@ def _reply(status: int, reason: str, headers: Mapping[str, str] | None = None
            ) -> web.Response:
     return web.json_response({"status": "error", "error": reason}, status=status,
                              headers=headers)
+
+
+def _squatted(name: str, body: Mapping[str, Any]) -> str:
+    spec = body.get("spec") or {}
+    runbook = str((spec.get("runbookRef") or {}).get("name"))[:63]
+    kind = str((spec.get("triggeredBy") or {}).get("kind") or "Manual")[:20]
+    return (f"execution {name} exists but this alert did not start it (runbook {runbook}, "
+            f"triggered by {kind}): not counted as its run")
 
 
 def _human(seconds: float) -> str:

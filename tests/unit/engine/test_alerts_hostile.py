@@ -15,7 +15,11 @@ between or a buggy sender may not. Cases:
 - fingerprints: upper case is the same occurrence and label as lower case; padded,
   non-ASCII or over-long ones are refused;
 - size: 10,000 alerts in one post parse, 10,001 are 413; the same alert twice in one
-  post decides the same name twice (the API server's 409 makes it one execution).
+  post decides the same name twice (the API server's 409 makes it one execution);
+- an object with the occurrence's name that the alert did not start (a manual run, a
+  run of another runbook, of another fingerprint or instant, a scheduled one) is told
+  from the receiver's own run by its immutable spec, also from the store's slim copy
+  of a finished run: it is not the occurrence's run (see started_by_alert).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from runbook_operator.controllers.store import slim_finished_execution
 from runbook_operator.engine.alerts import (
     MAX_ALERTS,
     MAX_LABEL_NAME,
@@ -38,6 +43,7 @@ from runbook_operator.engine.alerts import (
     execution_manifest,
     occurrence_name,
     parse_notification,
+    started_by_alert,
 )
 
 from .test_alerts import payload, raw, trigger
@@ -246,3 +252,54 @@ def test_the_same_alert_twice_in_one_post_names_one_occurrence() -> None:
     names = {d.name for a in n.alerts for d in decide(n, a, [trigger()])
              if isinstance(d, Start)}
     assert len(names) == 1
+
+
+# -- an object that took the occurrence's name -----------------------------------------
+
+
+def _ours() -> dict[str, Any]:
+    n = parse_notification(raw(payload()))
+    (start,) = decide(n, n.alerts[0], [trigger()])
+    assert isinstance(start, Start)
+    return execution_manifest(start, n)
+
+
+FP, STARTS = "3f2c4a1b9e8d7c6a", parse_notification(raw(payload())).alerts[0].starts_ns
+
+
+def test_the_receivers_own_run_is_recognised_however_startsat_is_written() -> None:
+    body = _ours()
+    assert started_by_alert(body, "high-memory-usage", FP, STARTS)
+    assert started_by_alert(body, "high-memory-usage", FP.upper())
+    body["spec"]["triggeredBy"]["alert"]["startsAt"] = "2026-12-01T21:21:34.123456789+01:00"
+    assert started_by_alert(body, "high-memory-usage", FP, STARTS)
+    # What the store keeps of a finished run is enough to tell.
+    assert started_by_alert(slim_finished_execution({**body, "status": {
+        "phase": "Succeeded"}}), "high-memory-usage", FP, STARTS)
+
+
+@pytest.mark.parametrize("change", [
+    "manual", "other runbook", "other fingerprint", "other instant", "schedule",
+    "no spec", "spec not an object", "alert not an object"])
+def test_a_same_named_object_the_alert_did_not_start_is_not_its_run(change: str) -> None:
+    body = _ours()
+    spec = body["spec"]
+    if change == "manual":
+        del spec["triggeredBy"]
+    elif change == "other runbook":
+        spec["runbookRef"]["name"] = "incident-diagnostics"
+    elif change == "other fingerprint":
+        spec["triggeredBy"]["alert"]["fingerprint"] = "ffff"
+    elif change == "other instant":
+        spec["triggeredBy"]["alert"]["startsAt"] = "2026-12-01T20:21:34.123456788Z"
+    elif change == "schedule":
+        spec["triggeredBy"] = {"kind": "Schedule", "alert": spec["triggeredBy"]["alert"]}
+    elif change == "no spec":
+        del body["spec"]
+    elif change == "spec not an object":
+        body["spec"] = ["x"]
+    else:
+        spec["triggeredBy"]["alert"] = "HighMemoryUsage"
+    assert not started_by_alert(body, "high-memory-usage", FP, STARTS)
+    slim = slim_finished_execution({**body, "status": {"phase": "Failed"}})
+    assert not started_by_alert(slim, "high-memory-usage", FP, STARTS)

@@ -216,23 +216,38 @@ def test_an_alert_no_runbook_wants_is_200_unmatched_without_api_calls(tmp_path: 
 
 class FakeCustomObjects:
     """Stands in for the API server in this adapter test only: answers each create
-    with the next scripted status (201, 409, 422, 503 or a dropped connection)."""
+    with the next scripted status (201, 409, 422, 503 or a dropped connection). After
+    a 409, a read returns ``existing`` (default: what was sent, as if another delivery
+    of the same alert had created it)."""
 
-    def __init__(self, *answers: int | Exception) -> None:
+    def __init__(self, *answers: int | Exception,
+                 existing: dict[str, Any] | None = None) -> None:
         self.answers = list(answers)
         self.creates = 0
+        self.existing = existing
+        self.sent: dict[str, dict[str, Any]] = {}
 
     def create_namespaced_custom_object(self, group: str, version: str, namespace: str,
                                         plural: str, body: dict[str, Any]) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
 
         self.creates += 1
+        self.sent[body["metadata"]["name"]] = body
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):
             raise answer
         if answer != 201:
             raise ApiException(status=answer, reason="scripted")
         return {**body, "metadata": {**body["metadata"], "uid": f"uid-{self.creates}"}}
+
+    def get_namespaced_custom_object(self, group: str, version: str, namespace: str,
+                                     plural: str, name: str) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+
+        found = self.existing if self.existing is not None else self.sent.get(name)
+        if found is None:
+            raise ApiException(status=404, reason="scripted")
+        return found
 
 
 class FakeClients:

@@ -9,7 +9,10 @@ decompressed size; the token file with a trailing newline, CRLF or spaces (as
 case-insensitive, and a header with non-ASCII bytes or no credentials is 401, not
 500; the comparison is hmac.compare_digest (constant time); a label holding a lone
 surrogate escape, read by a regex matcher, is 200 and the execution sent to the API
-is strict UTF-8 (it was a 500 before).
+is strict UTF-8 (it was a 500 before); an execution that took the occurrence's name but
+which this alert did not start (planted, in the cache or found after a 409) is
+counted `rejected`, not `duplicate`, and our own run written with another startsAt
+spelling is a duplicate.
 """
 
 from __future__ import annotations
@@ -140,3 +143,65 @@ def test_a_lone_surrogate_in_a_matched_label_starts_the_runbook(tmp_path: Path) 
     assert counted(rx, "created") == 1
     (manifest,) = sent
     assert "api\ufffd" in manifest.decode()
+
+
+# -- an execution that took the occurrence's name ----------------------------------------
+
+
+def _matching(tmp_path: Path, custom: FakeCustomObjects) -> alertmanager.AlertReceiver:
+    rx = receiver(token_file(tmp_path))
+    rx.clients = FakeClients(custom)  # type: ignore[assignment]
+    rx.index.observe({"metadata": {"name": "rb", "namespace": "ns", "resourceVersion": "1"},
+                      "spec": {"triggers": {"alerts": [
+                          {"match": ['alertname="NoRunbookForThis"']}]},
+                          "steps": [{"name": "a", "image": "busybox"}]}})
+    return rx
+
+
+def _outcomes(rx: alertmanager.AlertReceiver) -> dict[str, int]:
+    seen: list[dict[str, int]] = []
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        async with post(client) as response:
+            assert response.status == 200
+            seen.append((await response.json())["outcomes"])
+    run(rx, scenario)
+    return seen[0]
+
+
+def _name() -> str:
+    from runbook_operator.engine.alerts import occurrence_name, rfc3339_ns
+
+    alert = BODY["alerts"][0]  # type: ignore[index]
+    return occurrence_name("rb", alert["fingerprint"], rfc3339_ns(alert["startsAt"]) or 0)
+
+
+def _manual(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": "5"},
+            "spec": {"runbookRef": {"name": "rb"}, "params": {}}}
+
+
+def test_a_planted_execution_with_the_occurrences_name_is_not_a_duplicate(
+        tmp_path: Path) -> None:
+    custom = FakeCustomObjects(409, existing=_manual(_name()))
+    rx = _matching(tmp_path, custom)
+    assert _outcomes(rx) == {"rejected": 1}
+    assert counted(rx, "duplicate") == 0 and counted(rx, "rejected") == 1
+
+
+def test_a_planted_execution_in_the_cache_is_not_a_duplicate_either(tmp_path: Path) -> None:
+    custom = FakeCustomObjects(201)
+    rx = _matching(tmp_path, custom)
+    rx.store.put_execution(_manual(_name()))
+    assert _outcomes(rx) == {"rejected": 1}
+    assert custom.creates == 0
+
+
+def test_our_own_run_written_with_another_starts_at_spelling_is_a_duplicate(
+        tmp_path: Path) -> None:
+    first = _matching(tmp_path, FakeCustomObjects(201))
+    assert _outcomes(first) == {"created": 1}
+    ours = first.clients.custom.sent[_name()]  # type: ignore[attr-defined]
+    ours["spec"]["triggeredBy"]["alert"]["startsAt"] = "2026-12-01T02:00:00+02:00"
+    rx = _matching(tmp_path, FakeCustomObjects(409, existing=ours))
+    assert _outcomes(rx) == {"duplicate": 1}
