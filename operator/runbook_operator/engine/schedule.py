@@ -42,6 +42,8 @@ MAX_NAME = 63
 MAX_SCAN = 10_000
 """Slots counted one by one after downtime; beyond, the count is a lower bound."""
 _ONE_US = timedelta(microseconds=1)
+MIN_DEADLINE = timedelta(seconds=1)
+"""The shortest ``startingDeadline``: below it no slot could ever start in time."""
 
 MACROS = {
     "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
@@ -114,6 +116,11 @@ def compile_schedule(schedule: Schedule) -> CompiledSchedule:
             deadline = parse_duration(schedule.starting_deadline)
         except ValueError as exc:
             raise ScheduleError(f"schedule.startingDeadline: {exc}") from None
+        if deadline < MIN_DEADLINE:
+            # The scheduler wakes a little after each slot: with no time to start,
+            # every slot would be missed and nothing would ever run.
+            raise ScheduleError(f"schedule.startingDeadline: {schedule.starting_deadline!r} "
+                                "is shorter than 1s; every slot would be missed")
     return CompiledSchedule(cron, zone, deadline, schedule.suspend)
 
 

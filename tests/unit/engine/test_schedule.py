@@ -3,6 +3,10 @@
 Cases:
 - compile: five and six fields, macros; a wrong field count, a bad field, an unknown
   macro, an unknown time zone and a bad startingDeadline are refused naming the field;
+  hostile crons (step 0, Feb 30 and 31 April that never fire, huge ranges, @every,
+  @reboot, Jenkins' H, Quartz's ?, a year field) and zones (paths, NUL, offsets) are
+  refused at once, never iterated; a startingDeadline under 1s (every slot would be
+  missed) is refused;
 - validation: a Runbook with a bad cron or time zone, an undeclared or mistyped
   schedule parameter is InvalidSchedule naming ``schedule.<field>``;
 - DST (Europe/Berlin): a daily 02:30 job runs once at 03:00 on the spring-forward day
@@ -93,6 +97,24 @@ def test_compiles(cron: str) -> None:
     ("0 8 * * *", "Europe/Berln", None, "schedule.timeZone"),
     ("0 8 * * *", "../etc/passwd", None, "schedule.timeZone"),
     ("0 8 * * *", "UTC", "99999999999999999999h", "schedule.startingDeadline"),
+    ("0 8 * * *", "UTC", "0s", "schedule.startingDeadline"),
+    ("0 8 * * *", "UTC", "500ms", "schedule.startingDeadline"),
+    ("*/0 * * * *", "UTC", None, "schedule.cron"),
+    ("0/0 * * * * *", "UTC", None, "schedule.cron"),
+    ("0 0 30 2 *", "UTC", None, "schedule.cron"),
+    ("0 0 0 31 4,6,9,11 *", "UTC", None, "schedule.cron"),
+    ("0-99999 * * * *", "UTC", None, "schedule.cron"),
+    ("1-1000000000/1 * * * *", "UTC", None, "schedule.cron"),
+    ("@every 5m", "UTC", None, "schedule.cron"),
+    ("@reboot", "UTC", None, "schedule.cron"),
+    ("H * * * *", "UTC", None, "schedule.cron"),
+    ("? ? ? ? ?", "UTC", None, "schedule.cron"),
+    ("0 0 * * 8", "UTC", None, "schedule.cron"),
+    ("0 0 1 1 * 2099", "UTC", None, "schedule.cron"),
+    ("0 8 * * *", "/etc/localtime", None, "schedule.timeZone"),
+    ("0 8 * * *", "UTC\x00", None, "schedule.timeZone"),
+    ("0 8 * * *", "+01:00", None, "schedule.timeZone"),
+    ("0 8 * * *", "Etc/GMT+25", None, "schedule.timeZone"),
 ])
 def test_refused_naming_the_field(cron: str, zone: str, deadline: str | None,
                                   field: str) -> None:
