@@ -26,7 +26,13 @@ Cases:
   approves with ``kubectl runbook approve`` and the status says "approved by carol";
   an approval for a step the run does not have, and one given at creation (no
   frozen runbook yet), are refused; a step listing only users lets erin decide and
-  not dave.
+  not dave;
+- hostile approvals: dave writes ``by: dave`` with ``groups: [sre-oncall]`` in the
+  entry (a group forged in the object: the field is pruned, admission reads the
+  request's groups) and is refused; erin's Reject appended after her Approve
+  decided the step is refused (the step is no longer waiting), and so is any
+  decision once the run has finished; the recorded approvals stay the one that
+  counted.
 """
 
 from __future__ import annotations
@@ -349,3 +355,36 @@ def test_approvers_by_user(kube: Kube, users: LocalCluster, policies: None) -> N
     body = kube.wait_finished("by-user-1")
     assert body["status"]["steps"]["gate"]["reason"] == "Rejected"
     assert "rejected by erin" in body["status"]["steps"]["gate"]["message"]
+
+
+def test_hostile_approvals(kube: Kube, users: LocalCluster, policies: None) -> None:
+    grant(kube, "erin", [DECIDE])
+    grant(kube, "dave", [DECIDE])
+    kube.ready_runbook("hostile", {"steps": [
+        {"name": "gate", "type": "approval",
+         "approval": {"approvers": {"users": ["erin"], "groups": ["sre-oncall"]}}},
+        step("deploy", after=["gate"], duration="10m")]})
+    kube.execute("hostile-1", "hostile")
+    kube.wait_phase("hostile-1", "WaitingForApproval")
+    erin = kubernetes.client.CustomObjectsApi(client_for(users, "erin"))
+    dave = kubernetes.client.CustomObjectsApi(client_for(users, "dave"))
+
+    def decide(api: Any, *decisions: dict[str, Any]) -> Any:
+        return api.patch_namespaced_custom_object(GROUP, VERSION, kube.ns, RBX, "hostile-1",
+                                                  {"spec": {"approvals": list(decisions)}})
+
+    forged = {**approval("dave"), "groups": ["sre-oncall"]}
+    message = refused(decide, dave, forged)
+    assert "user dave is not an approver of step gate" in message, message
+    approve = approval("erin")
+    decide(erin, approve)
+    wait_for("the gate decided", lambda: kube.execution("hostile-1")["status"]["steps"]
+             ["gate"]["phase"] == "Succeeded")
+    message = refused(decide, erin, approve, approval("erin", decision="Reject"))
+    assert "step gate is no longer waiting for a decision (Succeeded)" in message, message
+    kube.patch(RBX, "hostile-1", {"spec": {"cancel": True}})
+    body = kube.wait_finished("hostile-1")
+    assert body["status"]["phase"] == "Cancelled"
+    message = refused(decide, erin, approve, approval("erin", decision="Reject"))
+    assert "this execution has finished (Cancelled)" in message, message
+    assert kube.execution("hostile-1")["spec"]["approvals"] == [approve]
