@@ -9,7 +9,10 @@ Cases:
   ServiceAccountNotAllowed; an operator started with --allow-privileged-namespace
   for the namespace runs the same privileged step (and root implies
   runAsNonRoot false); a run started there whose privileged step comes after the
-  allowance was withdrawn fails that step (PrivilegedStep) without a Job;
+  allowance was withdrawn fails that step (PrivilegedStep) without a Job; the
+  same class through other fields: a pod annotation setting an unconfined AppArmor
+  profile, an SELinux spc_t type, capabilities added as "sys_admin", is refused
+  naming each field, and root as a string "0" is InvalidStep at apply;
 - names: executions named with 63, 64 and 253 characters (of a Runbook named with
   253) succeed; label values are at most 63 characters with the full names in
   annotations; Job names of exactly 63 and 64 characters;
@@ -106,6 +109,28 @@ def test_privileged_steps_are_refused(kube: Kube) -> None:
     kube.runbook("sa", {"serviceAccountName": "cluster-admin-ish", "steps": [step("a")]})
     (cond,) = ready(kube, "runbooks", "sa", "False")["status"]["conditions"]
     assert cond["reason"] == "ServiceAccountNotAllowed" and "runbook-runner" in cond["message"]
+
+
+def test_the_privileged_class_through_other_fields_is_refused(kube: Kube) -> None:
+    apparmor = "container.apparmor.security.beta.kubernetes.io/step"
+    kube.runbook("sideways", {"steps": [
+        step("a", podMetadata={"annotations": {apparmor: "unconfined"}}),
+        step("b", securityContext={"seLinuxOptions": {"type": "spc_t"}}),
+        step("c", securityContext={"capabilities": {"add": ["sys_admin"]}})]})
+    body = ready(kube, "runbooks", "sideways", "False")
+    (cond,) = body["status"]["conditions"]
+    assert cond["reason"] == "PrivilegedStep", cond
+    for field in (f"podMetadata.annotations[{apparmor}]", "securityContext.seLinuxOptions.type",
+                  "securityContext.capabilities.add"):
+        assert field in cond["message"], cond["message"]
+    kube.execute("sideways-1", "sideways")
+    status = kube.wait_finished("sideways-1")["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "PrivilegedStep")
+    assert kube.jobs("sideways-1") == []
+
+    kube.runbook("typo", {"steps": [step("a", securityContext={"runAsUser": "0"})]})
+    (cond,) = ready(kube, "runbooks", "typo", "False")["status"]["conditions"]
+    assert cond["reason"] == "InvalidStep" and "securityContext.runAsUser" in cond["message"]
 
 
 def test_an_allowed_namespace_may_run_privileged_steps(kube: Kube, cluster: Any,
