@@ -5,7 +5,8 @@ Cases:
   Infinity, integers beyond 64 bits, invalid UTF-8 bytes, lone surrogates (raw or
   as \\ud800 escapes), NUL, more than 4096 bytes, nesting deeper than 16 (even
   4,000 deep, which used to hit the recursion limit), more than 512 keys and
-  values, and over-long keys are ignored with a message saying why;
+  values (also a million keys, a 10 MB string, as text or bytes), and over-long
+  keys are ignored with a message saying why;
 - clean_text makes any text writable as UTF-8;
 - hypothesis, 10,000 cases each (1,000 examples of 10 inputs: hypothesis' own
   cost per example would otherwise dominate): arbitrary text, arbitrary bytes, and
@@ -59,6 +60,12 @@ def test_objects_and_blanks() -> None:
     ('{"a": [' + ",".join(["1"] * MAX_NODES) + "]}", f"more than {MAX_NODES}"),
     ('{"' + "k" * 300 + '": 1}', "key is longer"),
     (12, "not text"),
+    # What a kubelet that does not cap the message (or a forged pod status) could carry:
+    # a valid JSON object of a million keys, and a 10 MB string, as text and as bytes.
+    (json.dumps({str(i): i for i in range(10**6)}), f"more than {MAX_MESSAGE_BYTES}"),
+    (json.dumps({"a": "x" * 10_000_000}), f"more than {MAX_MESSAGE_BYTES}"),
+    (json.dumps({"a": "x" * 10_000_000}).encode(), f"more than {MAX_MESSAGE_BYTES}"),
+    ('{"a": [' + ",".join(["{}"] * 1000) + "]}", f"more than {MAX_NODES}"),
 ])
 def test_poison_is_ignored_with_a_reason(message: Any, why: str) -> None:
     outputs, warning = parse_outputs(message)
