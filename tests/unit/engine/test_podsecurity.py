@@ -18,6 +18,8 @@ Cases:
 - a step's securityContext is container level only: the pod level keeps
   runAsNonRoot and seccomp whatever the step sets, unless the allowed container
   runs as root;
+- a step has no field that reaches the host (volumes, ports, containers, pod
+  fields): not in the CRD's step schema, refused by the model;
 - the restricted settings a step may change freely are not refused;
 - an allowed namespace accepts them, another namespace does not;
 - serviceAccountName outside the allowlist is ServiceAccountNotAllowed; absent or
@@ -33,7 +35,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import yaml
 
+from runbook_operator.api.crdgen import render_all
 from runbook_operator.api.execution import RunbookExecutionSpec
 from runbook_operator.engine.podsecurity import (
     DEFAULT_CONTAINER_SECURITY,
@@ -227,3 +231,19 @@ def test_the_pod_level_stays_restricted_whatever_the_container_sets() -> None:
                                          "seccompProfile": {"type": "RuntimeDefault"}}
     # Root at the container level (allowed) is the only thing that moves the pod level.
     assert pod_security({"runAsUser": 0})["runAsNonRoot"] is False
+
+
+def test_a_step_has_no_field_that_reaches_the_host() -> None:
+    """Volumes (hostPath), ports (hostPort), extra containers and pod-level fields are
+    not in the Runbook API: the model refuses them and the CRD's step schema, which
+    keeps no unknown fields, prunes them before the operator sees the object."""
+    crd = yaml.safe_load(render_all()["runbooks.dev_runbooks.yaml"])
+    step_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
+        "properties"]["spec"]["properties"]["steps"]["items"]
+    assert not step_schema.get("x-kubernetes-preserve-unknown-fields")
+    for name in ("volumes", "volumeMounts", "ports", "initContainers", "containers",
+                 "hostNetwork", "hostPID", "hostIPC", "nodeName", "podSecurityContext"):
+        assert name not in step_schema["properties"]
+        raw = spec()
+        raw["steps"][0][name] = [{"name": "root", "hostPath": {"path": "/"}}]
+        assert [p.reason for p in validate_spec(raw, SecurityPolicy(), "ops")] == ["InvalidSpec"]
