@@ -203,6 +203,9 @@ class ResumedFrom(ApiModel):
     step: str | None = None
     reused: list[str] = Field(default_factory=list)
     """The steps whose results were copied from the source: no Job ran for them here."""
+    incident_key: str | None = Field(default=None, max_length=128)
+    """The source's PagerDuty ``dedup_key`` (its own source's, down the chain): a
+    resumed run that succeeds resolves the incident its source opened."""
 
 
 class RunbookExecutionStatus(ApiModel):

@@ -186,6 +186,8 @@ class Context:
     approvers: tuple[str, ...] = ()
     alert: Mapping[str, Any] | None = None
     """``triggeredBy.alert`` when an alert started the execution."""
+    incident_key: str | None = None
+    """``status.resumedFrom.incidentKey``: the incident of the run this one resumes."""
 
     @property
     def duration(self) -> str | None:
@@ -243,7 +245,8 @@ def context_of(body: Mapping[str, Any], delivery: Delivery,
         message=(message or None) and str(message)[:1000],
         started_at=parse(status.get("startedAt")), finished_at=parse(status.get("finishedAt")),
         steps=steps, approvers=approvers,
-        alert=(spec.get("triggeredBy") or {}).get("alert"))
+        alert=(spec.get("triggeredBy") or {}).get("alert"),
+        incident_key=(status.get("resumedFrom") or {}).get("incidentKey"))
 
 
 def _headline(ctx: Context) -> str:
@@ -354,15 +357,41 @@ def summary_key(keys: Sequence[str]) -> str:
     return hashlib.sha256("\x1f".join(sorted(keys)).encode()).hexdigest()[:32]
 
 
-def dedup_key(ctx: Context, uid: str) -> str:
-    """PagerDuty's incident key: per alert (runbook, fingerprint) when an alert started
-    the run, so a later success of the same incident resolves it; else per execution."""
-    fingerprint = (ctx.alert or {}).get("fingerprint")
+def incident_key(namespace: str, runbook: str, execution: str, uid: str,
+                 alert: Mapping[str, Any] | None, resumed_key: str | None = None) -> str:
+    """PagerDuty's incident key (``dedup_key``) of an execution.
+
+    A resumed run (``kubectl runbook retry``) belongs to the incident of the run it
+    resumes (``resumed_key``, carried down the chain by :mod:`engine.start`); a run an
+    alert started, to that alert (runbook, fingerprint), so that a later success for
+    the same alert resolves it; any other run is its own incident.
+    """
+    if resumed_key:
+        return resumed_key
+    fingerprint = (alert or {}).get("fingerprint")
     if fingerprint:
-        basis = f"{ctx.namespace}/{ctx.runbook}/alert/{fingerprint}"
+        basis = f"{namespace}/{runbook}/alert/{fingerprint}"
     else:
-        basis = f"{ctx.namespace}/{ctx.execution}/{uid}"
+        basis = f"{namespace}/{execution}/{uid}"
     return "runbook-" + hashlib.sha256(basis.encode()).hexdigest()[:32]
+
+
+def incident_key_of(body: Mapping[str, Any]) -> str:
+    """:func:`incident_key` of an execution as the API holds it."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    resumed = ((body.get("status") or {}).get("resumedFrom") or {})
+    return incident_key(str(meta.get("namespace") or ""),
+                        str((spec.get("runbookRef") or {}).get("name") or ""),
+                        str(meta.get("name") or ""), str(meta.get("uid") or ""),
+                        (spec.get("triggeredBy") or {}).get("alert"),
+                        resumed.get("incidentKey") if isinstance(resumed, Mapping) else None)
+
+
+def dedup_key(ctx: Context, uid: str) -> str:
+    """PagerDuty's incident key of the execution ``ctx`` describes (:func:`incident_key`)."""
+    return incident_key(ctx.namespace, ctx.runbook, ctx.execution, uid, ctx.alert,
+                        ctx.incident_key)
 
 
 def pagerduty_payload(ctx: Context, routing_key: str, uid: str) -> dict[str, Any]:

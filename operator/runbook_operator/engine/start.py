@@ -24,6 +24,7 @@ from runbook_operator.api.execution import (
     StepStatus,
 )
 from runbook_operator.api.runbook import RunbookSpec
+from runbook_operator.engine.notify import incident_key_of
 from runbook_operator.engine.params import resolve_params
 from runbook_operator.engine.podsecurity import SecurityPolicy
 from runbook_operator.engine.resume import Refusal, check_source, reused_status, reused_steps
@@ -99,7 +100,8 @@ def start_execution(spec: RunbookExecutionSpec, runbook: Mapping[str, Any] | Non
     resumed = None
     if spec.resume_from is not None:
         resumed = ResumedFrom(execution=spec.resume_from.execution,
-                              step=spec.resume_from.step, reused=list(reused))
+                              step=spec.resume_from.step, reused=list(reused),
+                              incident_key=incident_key_of(source or {}))
         history.append(HistoryEntry(
             time=fmt(now), event="ExecutionResumed",
             message=(f"resumed from {resumed.execution}"

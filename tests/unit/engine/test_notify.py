@@ -331,3 +331,22 @@ def test_summary_window_is_bounded() -> None:
     assert summary_window("20s") == 20.0
     assert summary_window("24h") == summary_window("720h") == 900.0 < MAX_AGE.total_seconds()
     assert summary_window("soon") == 60.0
+
+
+def test_pagerduty_resumed_run_resolves_its_sources_incident() -> None:
+    """`kubectl runbook retry` makes a Manual run with spec.resumeFrom: its success
+    resolves the incident the failed source opened, per execution or per alert."""
+    from runbook_operator.engine.notify import incident_key_of
+    for alert in (None, {"name": "HighMemory", "fingerprint": "abc"}):
+        source = execution(status("Failed", probe={"phase": "Failed"}), alert=alert)
+        trigger = pagerduty_payload(context_of(source, delivery("Failed")), "rk", "u-1")
+        retry = execution(status("Succeeded"))  # Manual: no alert of its own
+        retry["metadata"] = {"name": "recover-x9", "namespace": "ops", "uid": "u-9"}
+        retry["status"]["resumedFrom"] = {"execution": "recover-x1",
+                                          "incidentKey": incident_key_of(source)}
+        resolve = pagerduty_payload(context_of(retry, delivery("Succeeded")), "rk", "u-9")
+        assert resolve["dedup_key"] == trigger["dedup_key"], alert
+        # Without the chain it would be an incident of its own.
+        del retry["status"]["resumedFrom"]
+        alone = pagerduty_payload(context_of(retry, delivery("Succeeded")), "rk", "u-9")
+        assert alone["dedup_key"] != trigger["dedup_key"]

@@ -343,3 +343,21 @@ def test_any_source_body_is_a_start_or_a_refusal(source: dict[str, Any]) -> None
     assert status.phase in ("Running", "Failed")
     if status.phase == "Failed":
         assert str(status.reason).startswith("Resume")
+
+
+def test_resumed_run_carries_its_sources_incident_down_the_chain() -> None:
+    """PagerDuty: a retry's success must resolve what its (alert-started) source opened,
+    and a retry of that retry still the same incident."""
+    from runbook_operator.engine.notify import incident_key_of
+    source = source_run(CHAIN, FAIL_S4)
+    source["metadata"]["uid"] = "uid-first"
+    source["spec"]["triggeredBy"] = {"kind": "Alert", "alert": {
+        "name": "HighMemory", "fingerprint": "f00d"}}
+    status = resumed(source)
+    assert status.resumed_from is not None
+    assert status.resumed_from.incident_key == incident_key_of(source)
+    second = {"metadata": {"name": "second", "namespace": "default", "uid": "uid-second"},
+              "spec": {"runbookRef": {"name": "rb"}, "params": PARAMS,
+                       "triggeredBy": {"kind": "Manual"}},
+              "status": {**source["status"], "resumedFrom": status.to_k8s()["resumedFrom"]}}
+    assert incident_key_of(second) == incident_key_of(source)
