@@ -6,6 +6,11 @@ Cases:
   ``rejected``, not ``duplicate`` (it started nothing, and says so); the alert's
   resolution (onResolved: Cancel) leaves the neighbour's run alone;
 - a manual run carrying the alert's fingerprint label puts no alert in cooldown;
+- a resolved alert (onResolved: Cancel) cancels its running execution with reason
+  AlertResolved, and the Runbook's finally steps run;
+- a flapping alert (twenty new startsAt while the first run holds) against
+  ``concurrency: Forbid``: twenty executions recorded, each ConcurrencyForbidden
+  without a Job, the remediation runs once;
 - the same alert twice in one post (another startsAt spelling, upper-case
   fingerprint): one created, one duplicate, one execution;
 - Runbooks with the same trigger in two namespaces: ``/alerts/<ns>`` starts only the
@@ -141,6 +146,50 @@ def test_runbooks_start_only_in_their_own_namespace(kube: Kube, other_namespace:
         mine = [e for e in alert_executions(where)
                 if e["spec"]["triggeredBy"]["alert"]["fingerprint"] == "5b02"]
         assert [e["metadata"]["namespace"] for e in mine] == [where.ns]
+
+
+# -- resolution and storms -----------------------------------------------------------------
+
+
+def test_a_resolved_alert_cancels_and_the_finally_steps_run(kube: Kube,
+                                                          operator: OperatorProcess) -> None:
+    kube.ready_runbook("remedy", {
+        "triggers": {"alerts": [{"match": ['alertname="Remedy"'], "onResolved": "Cancel"}]},
+        "steps": [step("long", duration="10m")], "finally": [step("report")]})
+    firing = alert("Remedy", "2e01", STARTS)
+    (name,) = post(operator, notification(firing), path=f"/{kube.ns}")[1]["created"]
+    wait_for("the step to run", lambda: ((kube.execution(name).get("status") or {})
+                                         .get("steps", {}).get("long", {}).get("phase")
+                                         == "Running"))
+    status, answer = post(operator, notification(resolved(firing)), path=f"/{kube.ns}")
+    assert (status, answer["outcomes"]) == (200, {"cancelled": 1})
+    body = kube.wait_phase(name, "Cancelled", timeout=60)
+    assert body["status"]["reason"] == "AlertResolved"
+    assert body["status"]["steps"]["long"]["reason"] == "Cancelled"
+    assert body["status"]["steps"]["report"]["phase"] == "Succeeded"
+
+
+def test_a_flapping_alert_storm_runs_the_remediation_once(kube: Kube,
+                                                          operator: OperatorProcess) -> None:
+    kube.ready_runbook("stormy", {
+        "concurrency": {"policy": "Forbid"},
+        "triggers": {"alerts": [{"match": ['alertname="Storm"']}]},
+        "steps": [step("long", duration="10m")]})
+    (first,) = post(operator, notification(alert("Storm", "57a1", STARTS)),
+                    path=f"/{kube.ns}")[1]["created"]
+    kube.wait_phase(first, "Running")
+    # Twenty flaps: resolved and firing again, each with a new startsAt.
+    flaps = [alert("Storm", "57a1", f"2026-12-01T10:{minute:02d}:00Z")
+             for minute in range(1, 21)]
+    status, answer = post(operator, notification(*flaps), path=f"/{kube.ns}")
+    assert (status, answer["outcomes"]) == (200, {"created": 20})
+    for name in answer["created"]:
+        body = kube.wait_finished(name)
+        assert (body["status"]["phase"], body["status"]["reason"]) == (
+            "Failed", "ConcurrencyForbidden")
+        assert kube.jobs(name) == []
+    assert kube.execution(first)["status"]["phase"] == "Running"
+    assert len(kube.jobs(first)) == 1
 
 
 # -- careless users -----------------------------------------------------------------------
