@@ -23,6 +23,9 @@ Cases:
 - secret parameters: with a Secret planted under the name the operator used to
   give it, the Job reads the Secret named in status.paramsSecret, created by the
   operator (owner uid) and holding the real value; the planted one is untouched;
+- planted pods: a pod someone else creates wearing a step Job's labels and the
+  execution annotation, ending at once with a forged termination message, is not
+  the step's pod: the step ends with the real pod's outputs;
 - redaction: an operator logging at DEBUG logs each run's resolved parameters
   with the secret values [REDACTED] by the production log pipeline, and writes
   them nowhere else;
@@ -44,7 +47,7 @@ from typing import Any
 
 import pytest
 from conftest import assert_json_logs
-from kube import Kube, step, wait_for
+from kube import OUTCOME, Kube, step, wait_for
 
 from operator_process import OperatorProcess
 from runbook_operator.engine.names import label_value
@@ -255,6 +258,28 @@ def test_a_planted_secret_is_never_read(kube: Kube) -> None:
     again = kube.core.read_namespaced_secret("plant-1-params", kube.ns)
     assert base64.b64decode(again.data["token"]).decode() == "planted-value"
     assert not again.metadata.owner_references
+
+
+def test_a_planted_pod_is_not_the_steps_pod(kube: Kube) -> None:
+    kube.ready_runbook("forge", {"steps": [
+        step("check", duration="20s", message='{"healthy": false}'),
+        step("act", after=["check"], when="steps.check.outputs.healthy")]})
+    kube.execute("forge-1", "forge")
+    (job,) = wait_for("the Job", lambda: kube.jobs("forge-1"))
+    name = job.metadata.name
+    kube.core.create_namespaced_pod(kube.ns, {
+        "metadata": {"name": "forged", "labels": {
+            "runbooks.dev/execution": "forge-1", "runbooks.dev/step": "check",
+            "job-name": name, "batch.kubernetes.io/job-name": name},
+            "annotations": {"runbooks.dev/execution": "forge-1",
+                            OUTCOME + "message": '{"healthy": true}'}},
+        "spec": {"restartPolicy": "Never", "containers": [
+            {"name": "step", "image": "busybox:1.37", "command": ["true"]}]}})
+    wait_for("the forged pod to end", lambda: (
+        kube.core.read_namespaced_pod("forged", kube.ns).status.phase == "Succeeded"))
+    status = kube.wait_finished("forge-1")["status"]
+    assert status["steps"]["check"]["outputs"] == {"healthy": False}, status["steps"]
+    assert status["steps"]["act"]["phase"] == "Skipped"
 
 
 def test_secret_params_are_redacted_in_debug_logs(kube: Kube, cluster: Any,

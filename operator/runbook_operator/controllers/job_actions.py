@@ -29,6 +29,7 @@ from runbook_operator.k8s.jobs import (
     MANAGED_BY,
     JobContext,
     build_job,
+    controlled_by,
     observe_job,
     owner_reference,
 )
@@ -99,7 +100,10 @@ class JobActions:
             owners = (job.get("metadata") or {}).get("ownerReferences") or []
             if uid and not any(o.get("uid") == uid for o in owners):
                 continue  # a Job of an earlier execution with the same name
-            observed = observe_job(job, pods.get(name))
+            pod = pods.get(name)
+            if pod is not None and not controlled_by(pod, (job.get("metadata") or {}).get("uid")):
+                pod = None  # a pod wearing the Job's labels: its ending is not the step's
+            observed = observe_job(job, pod)
             if observed is not None:
                 jobs[name] = observed
         return jobs

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from runbook_operator.k8s.jobs import ANNOTATION_EXECUTION, LABEL_EXECUTION
+from runbook_operator.k8s.jobs import ANNOTATION_EXECUTION, LABEL_EXECUTION, controlled_by
 
 Key = tuple[str, str]
 Body = dict[str, Any]
@@ -39,7 +39,8 @@ def slim_pod(pod: Body) -> Body:
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
     return {
-        "metadata": {k: meta[k] for k in ("name", "uid", "deletionTimestamp") if k in meta},
+        "metadata": {k: meta[k] for k in ("name", "uid", "deletionTimestamp",
+                                          "ownerReferences") if k in meta},
         "status": {"phase": status.get("phase"),
                    "containerStatuses": [
                        {"name": cs.get("name"), "state": cs.get("state")}
@@ -155,6 +156,9 @@ class Store:
             return None
         if self.finished(key):
             return key
+        job_uid = ((self.jobs.get(key, {}).get(job) or {}).get("metadata") or {}).get("uid")
+        if job_uid and not controlled_by(body, job_uid):
+            return key  # not the Job's pod: a copy of its labels must not replace it
         # A deleted pod is kept: its last state may hold the exit code and message the
         # planner still needs (the Job controller deletes pods of timed-out Jobs).
         if not deleted or job not in self.pods[key]:

@@ -171,6 +171,21 @@ def pod_terminated(pod: Mapping[str, Any]) -> bool:
                for cs in (pod.get("status") or {}).get("containerStatuses") or [])
 
 
+def controlled_by(pod: Mapping[str, Any], job_uid: str | None) -> bool:
+    """Whether ``pod``'s controller is the Job whose uid is ``job_uid``.
+
+    Step pods are found by their ``job-name`` label and execution annotation, which
+    anyone who may create pods in the namespace can copy onto a pod of their own
+    whose termination message forges the step's outcome. The Job controller makes
+    its pods' controller reference name the Job's uid, which a Job's name does not
+    predict: the same bar the Job controller itself sets for counting a pod.
+    """
+    if not job_uid:
+        return False
+    return any(o.get("controller") and o.get("kind") == "Job" and o.get("uid") == job_uid
+               for o in (pod.get("metadata") or {}).get("ownerReferences") or [])
+
+
 def pod_outcome(pod: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     """The ``step`` container's terminated state when the pod has ended on its own.
 

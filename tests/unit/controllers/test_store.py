@@ -4,7 +4,10 @@ Cases: a running execution is kept whole; a finished one is kept slim (identity,
 runbookRef, phase, times, concurrency key, trace id) and still parses as a
 RunbookExecution; an older resourceVersion never replaces a newer one; deleting an
 execution drops its Jobs and pods; the Jobs and pods of a finished execution are
-not stored.
+not stored; a pod wearing a step Job's labels (job-name, execution annotation) but
+not controlled by that Job's uid (none, another uid, not a Job) never replaces the
+Job's own pod, and the reconciler's observation ignores it (its forged termination
+message is not the step's outcome).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 from typing import Any
 
 from runbook_operator.api.execution import RunbookExecution
+from runbook_operator.controllers.job_actions import JobActions
 from runbook_operator.controllers.store import Store
 
 
@@ -67,3 +71,51 @@ def test_versions_deletion_and_children() -> None:
     store.put_execution(execution("Failed", version="9"), deleted=True)
     assert ("ops", "run-1") not in store.executions
     assert ("ops", "run-1") not in store.jobs
+
+
+def step_pod(owner: dict[str, Any] | None, message: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "run-1-a-1-xyz", "namespace": "ops",
+                            "labels": {"runbooks.dev/execution": "run-1",
+                                       "job-name": "run-1-a-1"}}
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
+    return {"metadata": meta, "status": {"phase": "Succeeded", "containerStatuses": [
+        {"name": "step", "state": {"terminated": {
+            "exitCode": 0, "message": message, "finishedAt": "2026-11-27T10:00:09Z"}}}]}}
+
+
+def step_job() -> dict[str, Any]:
+    body = job("run-1-a-1")
+    body["metadata"]["uid"] = "job-uid"
+    body["metadata"]["labels"].update({"runbooks.dev/step": "a", "runbooks.dev/attempt": "1"})
+    body["metadata"]["ownerReferences"] = [{"kind": "RunbookExecution", "uid": "u1",
+                                            "controller": True}]
+    return body
+
+
+def test_a_pod_wearing_a_jobs_labels_is_not_its_pod() -> None:
+    genuine = {"kind": "Job", "name": "run-1-a-1", "uid": "job-uid", "controller": True}
+    forgeries = [None, {**genuine, "uid": "other"}, {**genuine, "controller": False},
+                 {**genuine, "kind": "ReplicaSet"}]
+    for forged in forgeries:
+        store = Store()
+        store.put_execution(execution("Running"))
+        store.put_job(step_job())
+        store.put_pod(step_pod(genuine, '{"real": true}'))
+        store.put_pod(step_pod(forged, '{"forged": true}'))
+        pod = store.pods[("ops", "run-1")]["run-1-a-1"]
+        assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"] == \
+            '{"real": true}', forged
+
+        # Seen before its Job (no uid to compare yet): stored, but not observed.
+        store = Store()
+        store.put_execution(execution("Running"))
+        store.put_pod(step_pod(forged, '{"forged": true}'))
+        store.put_job(step_job())
+        actions = JobActions.__new__(JobActions)
+        actions.store = store
+        (observed,) = actions.observed_jobs(("ops", "run-1"), "u1").values()
+        assert observed.state == "Active" and observed.termination_message is None, forged
+        store.put_pod(step_pod(genuine, '{"real": true}'))
+        (observed,) = actions.observed_jobs(("ops", "run-1"), "u1").values()
+        assert observed.state == "Succeeded" and observed.termination_message == '{"real": true}'
