@@ -8,8 +8,10 @@ failure rate and the free bulkhead slots are exact, and the state gauges are
 right again after a restart; every line the operator logs is JSON, and the audit
 lines carry the correlation fields (namespace, runbook, execution, trace_id, and
 step and attempt for a step's transitions); canaries planted as a secret param, an env
-value from a Secret, an Authorization header and an exception's URL password
-appear in no log line, Event, status, span or Job spec; a watch that stays silent
+value from a Secret, an Authorization header, an exception's URL password, and a
+notification's webhook URL and signing key (read from a Secret; the delivery fails
+with a 404 and an Event) appear in no log line, Event, status, span or Job spec;
+a watch that stays silent
 past the inactivity timeout is reopened and counted in
 `runbook_operator_watch_restarts_total`.
 """
@@ -163,14 +165,22 @@ def test_circuit_metrics_with_an_open_circuit_and_after_restart(
 
 
 def test_logs_are_json_with_correlation_and_no_canary(kube: Kube, traced: Traced) -> None:
-    # Four canaries: a param marked secret, an env value from a Secret, an
-    # Authorization header and a password in an exception's URL, the last three
-    # printed by the failing step (kwok plays its termination message).
+    # Six canaries: a param marked secret, an env value from a Secret, an
+    # Authorization header and a password in an exception's URL, those three
+    # printed by the failing step (kwok plays its termination message), and a
+    # notification's URL and signing key.
     canaries = {"param": "canary-7d1e-param", "env": "canary-5b2f-env",
-                "header": "canary-91ac-header", "exception": "canary-3e8d-exc"}
+                "header": "canary-91ac-header", "exception": "canary-3e8d-exc",
+                "notify-url": "canary-6a0f-notify", "notify-hmac": "canary-2c4e-hmac"}
     kube.core.create_namespaced_secret(kube.ns, {
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "api-creds"},
         "stringData": {"token": canaries["env"]}})
+    # A notification whose URL and signing key are canaries (issue 12); the URL is the
+    # operator's own health port, which answers 404: a final failure with an Event.
+    kube.core.create_namespaced_secret(kube.ns, {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hooks"},
+        "stringData": {"url": f"http://127.0.0.1:{traced.operator.port}/"
+                              f"{canaries['notify-url']}", "hmac": canaries["notify-hmac"]}})
     printed = (f"failed with {canaries['param']}? API_TOKEN={canaries['env']} sent "
                f"'Authorization: Bearer {canaries['header']}'; requests.exceptions."
                f"HTTPError: 401 for url https://ops:{canaries['exception']}@api.example/v1")
@@ -181,13 +191,21 @@ def test_logs_are_json_with_correlation_and_no_canary(kube: Kube, traced: Traced
                       {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {
                           "name": "api-creds", "key": "token"}}}]),
                   step("report", after=["use"], when="params.api_token == 1")],
-        "finally": [step("cleanup")]})
+        "finally": [step("cleanup")],
+        "notifications": [{"on": ["Failed"], "webhook": {
+            "urlSecretRef": {"name": "hooks", "key": "url"},
+            "signingSecretRef": {"name": "hooks", "key": "hmac"}}}]})
     kube.execute("canary-1", "canary", {"api_token": canaries["param"], "note": "hello"})
-    body = kube.wait_finished("canary-1")
+    kube.wait_finished("canary-1")
+    [notified] = wait_for("the notification's final record", lambda: [
+        r for r in kube.execution("canary-1")["status"].get("notifications") or []
+        if r["state"] in ("Delivered", "Failed")] or None, timeout=60)
+    assert (notified["state"], notified["lastError"]) == ("Failed", "HTTP 404 (not retried)")
+    body = kube.execution("canary-1")
     spans = traced.receiver.wait_for_spans(3, timeout=30)  # the execution, use, cleanup
     assert body["status"]["phase"] == "Failed"
-    wait_for("Events", lambda: any(e.reason == "ExecutionFailed"
-                                   for e in kube.events("canary-1")))
+    wait_for("Events", lambda: {"ExecutionFailed", "NotificationFailed"} <= {
+        e.reason for e in kube.events("canary-1")})
     lines = traced.operator.log_path.read_text().splitlines()
     assert lines
     records = [json.loads(line) for line in lines]  # every line is JSON
