@@ -148,18 +148,35 @@ def owed(uid: str, notifications: Sequence[Mapping[str, Any]], status: Mapping[s
     An event older than :data:`MAX_AGE` at ``now`` is owed only if the execution was
     first seen (``first_seen``) before it: nothing stale is sent after a long outage.
     """
+    return [d for d, old in _deliveries(uid, notifications, status, frozen_spec, now,
+                                        first_seen) if not old]
+
+
+def expired(uid: str, notifications: Sequence[Mapping[str, Any]], status: Mapping[str, Any],
+            frozen_spec: Mapping[str, Any] | None, now: datetime,
+            first_seen: datetime | None = None) -> list[Delivery]:
+    """The deliveries :func:`owed` leaves out for their age; one recorded Pending
+    (attempted before an outage) is to be closed as Failed, not left Pending forever."""
+    return [d for d, old in _deliveries(uid, notifications, status, frozen_spec, now,
+                                        first_seen) if old]
+
+
+def _deliveries(uid: str, notifications: Sequence[Mapping[str, Any]],
+                status: Mapping[str, Any], frozen_spec: Mapping[str, Any] | None,
+                now: datetime, first_seen: datetime | None) -> list[tuple[Delivery, bool]]:
+    """Every delivery the execution's events call for, and whether it is too old."""
     result = []
     for thing in happened(status, frozen_spec):
-        if thing.at is not None and now - thing.at > MAX_AGE and \
-                (first_seen is None or first_seen > thing.at):
-            continue
+        old = thing.at is not None and now - thing.at > MAX_AGE and \
+            (first_seen is None or first_seen > thing.at)
         for index, entry in enumerate(notifications):
             channel = channel_of(entry)
             if channel is None or thing.event not in (entry.get("on") or []):
                 continue
-            result.append(Delivery(delivery_key(uid, index, channel, thing.event,
-                                                thing.subject),
-                                   index, channel, thing.event, thing.subject, thing.at))
+            result.append((Delivery(delivery_key(uid, index, channel, thing.event,
+                                                 thing.subject),
+                                    index, channel, thing.event, thing.subject, thing.at),
+                           old))
     return result
 
 

@@ -45,7 +45,7 @@ import os
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -71,6 +71,7 @@ from runbook_operator.engine.notify import (
     classify,
     context_of,
     encode,
+    expired,
     owed,
     pagerduty_payload,
     retry_after,
@@ -243,6 +244,15 @@ class Notifier:
                 if r.get("state") in ("Delivered", "Failed")}
         attempts = {r.get("id"): int(r.get("attempts") or 0)
                     for r in status.get("notifications") or []}
+        pending = {r.get("id") for r in status.get("notifications") or []
+                   if r.get("state") == "Pending"}
+        for delivery in expired(uid, entries, status, frozen, now, first_seen):
+            # Attempted before an outage, too old to send now: closed, not left Pending.
+            if delivery.key in pending and delivery.key not in self._active and \
+                    delivery.key not in self._finished:
+                self._active.add(delivery.key)
+                self._start(self._run(dict(body), delivery, attempts.get(delivery.key, 0),
+                                      expire=True), delivery.key)
         for delivery in owed(uid, entries, status, frozen, now, first_seen):
             if delivery.key in done or delivery.key in self._active or \
                     delivery.key in self._finished:
@@ -250,11 +260,13 @@ class Notifier:
             self._active.add(delivery.key)
             if self._hold(body, delivery):
                 continue  # part of a storm: sent in the window's summary
-            task = asyncio.get_running_loop().create_task(
-                self._run(dict(body), delivery, attempts.get(delivery.key, 0)),
-                name=f"notify-{delivery.key[:8]}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(self._run(dict(body), delivery, attempts.get(delivery.key, 0)),
+                        delivery.key)
+
+    def _start(self, work: Coroutine[Any, Any, None], key: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=f"notify-{key[:8]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _hold(self, body: Mapping[str, Any], delivery: Delivery) -> bool:
         """Whether a Slack end-of-run message waits for its storm's summary.
@@ -357,10 +369,11 @@ class Notifier:
 
     # -- one delivery ------------------------------------------------------------------
 
-    async def _run(self, body: dict[str, Any], delivery: Delivery, attempts: int) -> None:
+    async def _run(self, body: dict[str, Any], delivery: Delivery, attempts: int,
+                   expire: bool = False) -> None:
         stopped = False
         try:
-            await self._deliver(body, delivery, attempts)
+            await self._deliver(body, delivery, attempts, expire)
         except Exception:
             stopped = True
             log.exception("notification %s of %s/%s stopped; tried again in %gs",
@@ -398,18 +411,22 @@ class Notifier:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, body: dict[str, Any], delivery: Delivery, attempts: int) -> None:
+    async def _deliver(self, body: dict[str, Any], delivery: Delivery, attempts: int,
+                       expire: bool = False) -> None:
         meta = body["metadata"]
         # No record before the first attempt: what is owed is recomputed from the
         # status after a restart anyway, and skipping it halves the API calls and the
         # latency (bench/schedules_notify.py). Failed attempts are recorded (Pending).
         error: str | None
-        try:
-            request = await asyncio.to_thread(self._request, body, delivery)
-        except SecretProblem as exc:
-            state, error = "Failed", str(exc)
+        if expire:
+            state, error = "Failed", "expired: over an hour old when the operator came back"
         else:
-            attempts, state, error = await self._send(body, delivery, request, attempts)
+            try:
+                request = await asyncio.to_thread(self._request, body, delivery)
+            except SecretProblem as exc:
+                state, error = "Failed", str(exc)
+            else:
+                attempts, state, error = await self._send(body, delivery, request, attempts)
         await asyncio.to_thread(self._record, body, delivery, state, attempts, error, True)
         self._finished[delivery.key] = None
         while len(self._finished) > FINISHED_KEPT:

@@ -39,7 +39,9 @@ Cases:
   back another execution's delivery (requests A, B, A);
 - the API server answering 503 to Secret reads beyond one read's retries: the
   delivery resumes later and is Delivered, no NotificationFailed; a missing Secret
-  (404): Failed, nothing sent, the execution's phase untouched.
+  (404): Failed, nothing sent, the execution's phase untouched;
+- a delivery recorded Pending before a two-hour outage: too old to send, closed as
+  Failed (expired, attempts kept, Event, metric) once, not left Pending forever.
 """
 
 from __future__ import annotations
@@ -682,4 +684,36 @@ def test_metadata_address_spelled_otherwise_is_refused(host: str) -> None:
         [record] = records(api)
         assert (record["state"], record["attempts"]) == ("Failed", 1)
         assert record["lastError"].startswith("URL refused: ")
+    run(main())
+
+
+def test_pending_delivery_too_old_after_an_outage_is_closed_not_left_pending() -> None:
+    """Attempted twice, then the operator was down for two hours: the event is too old
+    to send now, and the record says so (Failed, expired) instead of Pending forever."""
+    async def main() -> None:
+        two = [*SLACK, *hook_to()]
+        async with Sink() as sink:
+            body = execution("Failed", two)
+            body["status"]["startedAt"] = _now_text(-7300)
+            body["status"]["finishedAt"] = _now_text(-7200)
+            api = FakeApi(body, {"slack": {"url": sink.url("/s")},
+                                 "hooks": {"url": sink.url("/w")}})
+            from runbook_operator.engine.notify import delivery_key
+            slack = delivery_key("uid-1", 0, "slack", "Failed", "")
+            api.execution["status"]["notifications"] = [
+                {"id": slack, "channel": "slack", "event": "Failed", "state": "Pending",
+                 "attempts": 2}]
+            notifier, metrics, events = make(api)  # a new process: first sees it now
+            notifier.observe(api.execution)
+            await settle(notifier)
+            assert sink.requests == []
+            [record] = records(api)  # the never-attempted webhook stays unrecorded
+            assert (record["id"], record["state"], record["attempts"]) == (slack, "Failed", 2)
+            assert record["lastError"].startswith("expired")
+            assert [r for r, _ in events.posted] == ["NotificationFailed"]
+            assert metrics.registry.get_sample_value("runbook_notifications_total", {
+                "channel": "slack", "event": "Failed", "outcome": "failed"}) == 1.0
+            notifier.observe(api.execution)  # closed once, not again
+            await settle(notifier)
+            assert len(events.posted) == 1
     run(main())
