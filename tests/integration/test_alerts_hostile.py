@@ -20,6 +20,9 @@ Cases:
   removal is seen, alerts are unmatched;
 - a 900 KB notification (under the 1 MiB cap) through the real operator is read
   whole and starts its runbook (it was cut and answered 400 before);
+- 600 KB of labels that Go's JSON encoder writes six times larger (``<``): the
+  execution is created with the labels recorded cut short (it was a 500 from etcd's
+  limit, answered 503, retried forever), and the next alert of the post starts too;
 - every outcome counted on /metrics exactly as the answers report it, the request
   histogram by code, and one JSON log line per decision with the fingerprint;
 - with tracing on, the notification's span is the parent of the execution's root
@@ -231,6 +234,29 @@ def test_a_notification_near_the_body_cap_is_read_whole(kube: Kube,
     assert 800_000 < len(json.dumps(body)) < 1 << 20
     status, answer = post(operator, body, path=f"/{kube.ns}")
     assert (status, answer.get("outcomes")) == (200, {"created": 1}), answer
+
+
+def test_labels_that_go_writes_six_times_larger_still_start_the_runbook(
+        kube: Kube, operator: OperatorProcess) -> None:
+    # ~600 KB of "<" on the wire: 3.6 MB as the API server stores it (Go escapes it as
+    # \u003c), over etcd's limit: the create was a 500, answered 503 to Alertmanager,
+    # retried forever, and the alerts after it in the post never started.
+    kube.ready_runbook("fat", {
+        "params": [{"name": "service"}],
+        "triggers": {"alerts": [{"match": ['alertname="Fat"'],
+                                 "params": {"service": "alert.labels.service"}}]},
+        "steps": [{"name": "hold", "type": "approval"}]})
+    fat = alert("Fat", "fa01", STARTS, service="api", severity="critical",
+                **{f"l{i:02d}": "<" * 16_000 for i in range(38)})
+    after = alert("Fat", "fa02", STARTS, service="web")
+    status, answer = post(operator, notification(fat, after), path=f"/{kube.ns}",
+                          retry_503_for=5)
+    assert (status, answer.get("outcomes")) == (200, {"created": 2}), answer
+    by_fp = {e["spec"]["triggeredBy"]["alert"]["fingerprint"]: e for e in alert_executions(kube)}
+    recorded = by_fp["fa01"]["spec"]["triggeredBy"]["alert"]["labels"]
+    assert (recorded["alertname"], recorded["severity"]) == ("Fat", "critical")
+    assert by_fp["fa01"]["spec"]["params"] == {"service": "api"}
+    assert by_fp["fa02"]["spec"]["params"] == {"service": "web"}
 
 
 # -- observability ------------------------------------------------------------------------

@@ -44,6 +44,17 @@ _RFC3339 = re.compile(  # ASCII digits only: Python's \d also takes fullwidth an
 _SURROGATE = re.compile("[\ud800-\udfff]")
 SEVERITIES = frozenset({"SEV1", "SEV2", "SEV3", "SEV4"})
 MAX_NAME = 63
+MAX_EXECUTION_BYTES = 256 * 1024
+"""What an alert's execution may take as stored, at most (etcd refuses objects over
+1.5 MiB with a 500, and the execution's status still has to fit). A 1 MiB body can
+become several MiB stored: Go's JSON encoder writes ``<``, ``>`` and ``&`` as six
+bytes each, and params may copy labels. So the parts an alert fills are budgeted:"""
+MAX_PARAMS_BYTES = 128 * 1024
+"""Params (CEL results) larger than this make the alert ``invalid``."""
+RECORDED_LABELS_BYTES = 32 * 1024
+"""``triggeredBy.alert.labels`` is a record (params carry what the runbook uses): past
+this, labels are recorded cut short, ``alertname`` and ``severity`` first."""
+RECORDED_LABEL = 256
 
 LABEL_FINGERPRINT = "runbooks.dev/alert-fingerprint"
 """On executions an alert started: finds the earlier runs of an alert (``cooldown``)."""
@@ -418,6 +429,10 @@ def decide(notification: Notification, alert: Alert,
                 if severity not in SEVERITIES:
                     raise CelError(f"severity gave {str(severity)[:40]!r}, not one of "
                                    "SEV1, SEV2, SEV3, SEV4")
+            size = stored_size(params)
+            if size > MAX_PARAMS_BYTES:
+                raise CelError(f"params would take {size} bytes stored, over the "
+                               f"{MAX_PARAMS_BYTES} an alert's execution may hold")
         except CelError as exc:
             decisions.append(Invalid(trigger, alert, f"{trigger.where}: {exc}"[:1000]))
             continue
@@ -434,6 +449,34 @@ def _json_value(value: Any, where: str) -> Any:
     except (TypeError, ValueError, RecursionError):
         raise CelError(f"{where} gave a {type(value).__name__}, not a JSON value") from None
     return json.loads(text)
+
+
+def stored_size(value: Any) -> int:
+    """Bytes ``value`` takes as JSON written by Go's encoder, as the API server stores it
+    (``<``, ``>``, ``&``, U+2028 and U+2029 become six-byte escapes there)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode("utf-8", "surrogatepass")) + 5 * sum(
+        text.count(c) for c in "<>&\u2028\u2029")
+
+
+def recorded_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """The labels as ``triggeredBy`` records them: all of them, unless that would take
+    more than :data:`RECORDED_LABELS_BYTES` (then each cut to :data:`RECORDED_LABEL`
+    characters, ``alertname`` and ``severity`` first, as many as fit)."""
+    if stored_size(labels) <= RECORDED_LABELS_BYTES:
+        return dict(labels)
+    kept: dict[str, str] = {}
+    size = 2
+    for name in sorted(labels, key=lambda n: (n not in ("alertname", "severity"), n)):
+        if len(name) > RECORDED_LABEL:
+            continue
+        value = labels[name][:RECORDED_LABEL]
+        entry = stored_size({name: value})
+        if size + entry > RECORDED_LABELS_BYTES:
+            break
+        kept[name] = value
+        size += entry
+    return kept
 
 
 def occurrence_name(runbook: str, fingerprint: str, starts_ns: int) -> str:
@@ -489,7 +532,7 @@ def execution_manifest(decision: Start, notification: Notification,
     trigger, alert = decision.trigger, decision.alert
     triggered_by = TriggeredBy(kind="Alert", alert=AlertRef.model_validate({
         "name": alert.name[:1024], "fingerprint": alert.fingerprint,
-        "startsAt": alert.starts_at, "labels": dict(alert.labels),
+        "startsAt": alert.starts_at, "labels": recorded_labels(alert.labels),
         "groupKey": notification.group_key[:4096], "receiver": notification.receiver[:1024],
         "generatorURL": alert.generator_url[:4096] or None}))
     spec: dict[str, Any] = {"runbookRef": {"name": trigger.runbook},

@@ -29,8 +29,21 @@ TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 def is_transient(exc: BaseException) -> bool:
     """Errors worth retrying: overload, apiserver hiccups, dropped connections."""
     if isinstance(exc, ApiException):
-        return exc.status in TRANSIENT_STATUS
+        return exc.status in TRANSIENT_STATUS and not is_too_large(exc)
     return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
+
+
+_TOO_LARGE = ("request is too large", "larger than max")
+
+
+def is_too_large(exc: BaseException) -> bool:
+    """The API server cannot store the object: over etcd's request limit it answers 500
+    ("etcdserver: request is too large", or gRPC's "larger than max"), over its own 413.
+    Sending the same object again can never work, so this is not transient."""
+    if not isinstance(exc, ApiException):
+        return False
+    body = str(exc.body or "")
+    return exc.status == 413 or (exc.status == 500 and any(t in body for t in _TOO_LARGE))
 
 
 _error_observers: list[Callable[[int], None]] = []

@@ -35,7 +35,10 @@ from hypothesis import strategies as st
 from runbook_operator.controllers.store import slim_finished_execution
 from runbook_operator.engine.alerts import (
     MAX_ALERTS,
+    MAX_EXECUTION_BYTES,
     MAX_LABEL_NAME,
+    MAX_PARAMS_BYTES,
+    RECORDED_LABELS_BYTES,
     Invalid,
     PayloadError,
     Start,
@@ -44,6 +47,7 @@ from runbook_operator.engine.alerts import (
     occurrence_name,
     parse_notification,
     started_by_alert,
+    stored_size,
 )
 
 from .test_alerts import payload, raw, trigger
@@ -109,7 +113,8 @@ _any_char = st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categ
 _hostile = st.one_of(
     st.text(_any_char, max_size=20),
     st.sampled_from(["", "\x00", "\n", "a\r\nb", '"', "\\", "\u202e", "\ud800", "\udfff",
-                     "critical", "crit\x00ical", "é", "🔥", "x" * 16 * 1024]))
+                     "critical", "crit\x00ical", "é", "🔥", "x" * 16 * 1024, "<" * 16 * 1024,
+                     "&\u2028" * 8 * 1024]))
 _HOSTILE_TRIGGERS = [
     trigger(runbook="eq", match=['severity="critical"'],
             params={"service": "alert.labels.service"}),
@@ -142,6 +147,7 @@ def test_hostile_labels_are_decided_and_recorded_as_unicode(
                 manifest = execution_manifest(d, n)
                 strict_utf8(manifest)
                 assert len(manifest["metadata"]["name"]) <= 63
+                assert stored_size(manifest) <= MAX_EXECUTION_BYTES
             if isinstance(d, Invalid):
                 assert d.reason.startswith("triggers.alerts[0]: ")
 
@@ -303,3 +309,51 @@ def test_a_same_named_object_the_alert_did_not_start_is_not_its_run(change: str)
     assert not started_by_alert(body, "high-memory-usage", FP, STARTS)
     slim = slim_finished_execution({**body, "status": {"phase": "Failed"}})
     assert not started_by_alert(slim, "high-memory-usage", FP, STARTS)
+
+
+# -- what an alert's execution may take in etcd ------------------------------------------
+
+
+def _fat(char: str = "<") -> dict[str, Any]:
+    """~600 KB of labels (under the 1 MiB body cap) that Go writes six times larger."""
+    body = payload()
+    size = 16_000 if char.isascii() else 2_600     # \uXXXX on the wire: six bytes
+    body["alerts"][0]["labels"].update({f"l{i:02d}": char * size for i in range(38)})
+    return body
+
+
+def test_stored_size_counts_gos_html_escapes() -> None:
+    assert stored_size({"a": "x"}) == len('{"a":"x"}')
+    assert stored_size({"a": "<&>"}) == len('{"a":"<&>"}') + 15
+    assert stored_size("é\u2028") == len('"é"'.encode()) + 3 + 5
+
+
+@pytest.mark.parametrize("char", ["<", "x", "\u2028", "é"])
+def test_fat_labels_are_recorded_cut_short_and_the_execution_fits(char: str) -> None:
+    body = _fat(char)
+    assert len(raw(body)) < 1 << 20
+    n = parse_notification(raw(body))
+    (start,) = decide(n, n.alerts[0], [trigger(params={"service": "alert.labels.service"})])
+    assert isinstance(start, Start)
+    manifest = execution_manifest(start, n)
+    assert stored_size(manifest) <= MAX_EXECUTION_BYTES
+    recorded = manifest["spec"]["triggeredBy"]["alert"]["labels"]
+    assert stored_size(recorded) <= RECORDED_LABELS_BYTES
+    assert recorded["alertname"] == "HighMemoryUsage" and recorded["severity"] == "critical"
+    assert manifest["spec"]["params"] == {"service": "api"}
+
+
+def test_small_labels_are_recorded_whole() -> None:
+    n = parse_notification(raw(payload()))
+    (start,) = decide(n, n.alerts[0], [trigger()])
+    assert isinstance(start, Start)
+    labels = execution_manifest(start, n)["spec"]["triggeredBy"]["alert"]["labels"]
+    assert labels == payload()["alerts"][0]["labels"]
+
+
+@pytest.mark.parametrize("source", ["alert.labels", "alert.labels.l00 + alert.labels.l01"])
+def test_params_too_large_to_store_make_the_alert_invalid(source: str) -> None:
+    n = parse_notification(raw(_fat()))
+    (d,) = decide(n, n.alerts[0], [trigger(params={"x": source})])
+    assert isinstance(d, Invalid)
+    assert "bytes stored" in d.reason and str(MAX_PARAMS_BYTES) in d.reason

@@ -7,6 +7,8 @@ not. Also the kubectl plugin's conversion of `-p NAME=VALUE` to declared types.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from kubernetes.client.exceptions import ApiException
 
@@ -47,10 +49,22 @@ def test_unavailable_is_retried_until_it_works() -> None:
     assert seen[-2:] == [503, 503]
 
 
+def _answer(status: int, message: str) -> ApiException:
+    exc = ApiException(status=status, reason="scripted")
+    exc.body = json.dumps({"kind": "Status", "message": message, "code": status})
+    return exc
+
+
 @pytest.mark.parametrize(("exc", "transient"), [
     (ApiException(status=500), True), (ApiException(status=429), True),
     (ApiException(status=404), False), (ApiException(status=422), False),
     (ConnectionResetError(), True), (ValueError(), False),
+    # What the API server answers for an object etcd cannot take (seen on ours).
+    (_answer(500, "etcdserver: request is too large"), False),
+    (_answer(500, "rpc error: code = ResourceExhausted desc = trying to send message "
+                  "larger than max (3072730 vs. 2097152)"), False),
+    (_answer(413, "Request entity too large"), False),
+    (_answer(500, "Internal error occurred: resource quota evaluation timed out"), True),
 ])
 def test_is_transient(exc: BaseException, transient: bool) -> None:
     assert client.is_transient(exc) is transient
