@@ -14,7 +14,9 @@ Cases:
   deciding (the second one's duplicate counter or its created counter moves);
 - the Runbook's concurrency policy (Forbid) applies to scheduled runs: while one
   scheduled run waits for 10 minutes, the next slots' runs fail with
-  ConcurrencyForbidden naming it.
+  ConcurrencyForbidden naming it;
+- a schedule added to a Runbook 8 s after its creation: no slot from before the edit
+  is started or reported missed; slots after it run.
 """
 
 from __future__ import annotations
@@ -148,3 +150,16 @@ def test_concurrency_policy_applies_to_scheduled_runs(kube: Kube) -> None:
     assert refused and all(b["status"]["reason"] == "ConcurrencyForbidden"
                            and holder in b["status"]["message"] for b in refused)
     kube.patch("runbooks", "overlap", {"spec": {"schedule": {"suspend": True}}})
+
+
+def test_schedule_added_later_runs_no_slot_from_before(kube: Kube) -> None:
+    kube.ready_runbook("added", {"steps": SPEC["steps"]})
+    time.sleep(8)  # four slots of */2 pass before the schedule exists
+    patched_at = time.time()  # before the edit: a slot after it may rightly run
+    kube.patch("runbooks", "added", {"spec": {"schedule": SPEC["schedule"]}})
+    wait_for("two scheduled executions", lambda: len(slots(kube, "added")) >= 2 or None,
+             timeout=30)
+    assert all(slot > patched_at for slot in slots(kube, "added")), (patched_at,
+                                                                     slots(kube, "added"))
+    assert not [e for e in kube.events("added") if e.reason == "ScheduleMissed"]
+    assert "missed" not in schedule_status(kube, "added")

@@ -19,7 +19,11 @@ Cases:
 - suspended: nothing created, nextScheduleTime removed, slots skipped not missed;
 - an invalid schedule (bad cron, unknown zone) or an invalid Runbook starts nothing;
 - the API down (503) at create: no status write, looked at again in 5 s;
-- a 403 at create: final for that slot, ``ScheduleFailed`` Event, the slot decided.
+- a 403 at create: final for that slot, ``ScheduleFailed`` Event, the slot decided;
+- a schedule added in an edit (generation 2) to a Runbook created a month before:
+  no late start of the slot before the edit, nothing missed (no Event, no metric),
+  the baseline written, so a restart still runs the next slot; a Runbook never
+  edited catches up from its creation as a CronJob does.
 """
 
 from __future__ import annotations
@@ -259,3 +263,38 @@ def test_forbidden_is_final_for_the_slot() -> None:
     assert status["lastSlotTime"] == "2026-05-01T08:00:00.000Z"
     assert "lastExecution" not in status
     assert [r for r, _ in events.posted] == ["ScheduleFailed"]
+
+
+def test_schedule_added_to_an_old_runbook_starts_nothing_late_and_misses_nothing() -> None:
+    """A Runbook created in April gets a schedule in an edit on 1 May at 09:00: the
+    08:00 slot was never due (no late start), and April's slots were not missed
+    (no ScheduleMissed Event or metric); the next slot runs as usual."""
+    clients = FakeClients()
+    body = make_runbook(clients.custom, {"cron": "0 8 * * *"})
+    body["metadata"].update(creationTimestamp="2026-04-01T00:00:00Z", generation=2)
+    metrics, events = Metrics(), FakeEvents()
+    s = scheduler(clients, metrics, events)
+    s.tick(t(2026, 5, 1, 9))
+    assert clients.custom.executions == {} and events.posted == []
+    assert missed_metric(metrics) == 0.0
+    status = clients.custom.runbooks[("ops", "daily")]["status"]["schedule"]
+    assert status == {"lastSlotTime": "2026-05-01T08:00:00.000Z",
+                      "nextScheduleTime": "2026-05-02T08:00:00.000Z"}
+    # A new process (a restart) keeps that baseline, and the next slot starts.
+    again = scheduler(clients, metrics, events)
+    again.tick(t(2026, 5, 2, 8, 0, 1))
+    assert list(clients.custom.executions) == [("ops", slot_name("daily", t(2026, 5, 2, 8)))]
+    assert [r for r, _ in events.posted] == ["Scheduled"]
+
+
+def test_runbook_created_with_its_schedule_catches_up_as_a_cronjob() -> None:
+    """Never edited (generation 1): the schedule is as old as the Runbook, so slots since
+    its creation were due; only the latest starts, the others are missed."""
+    clients = FakeClients()
+    body = make_runbook(clients.custom, {"cron": "0 8 * * *"})
+    body["metadata"]["creationTimestamp"] = "2026-04-28T00:00:00Z"
+    events = FakeEvents()
+    s = scheduler(clients, events=events)
+    s.tick(t(2026, 5, 1, 9))
+    assert list(clients.custom.executions) == [("ops", slot_name("daily", t(2026, 5, 1, 8)))]
+    assert [r for r, _ in events.posted] == ["Scheduled", "ScheduleMissed"]
