@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executions", type=int, default=50)
     parser.add_argument("--kubeconfig", help="a running cluster (default: start the local one)")
     args = parser.parse_args(argv)
-    kubeconfig = bench_cluster(args.kubeconfig)
+    kubeconfig, _ = bench_cluster(args.kubeconfig, None)  # the Job controller as it comes
     api = kubernetes.config.new_client_from_config(config_file=kubeconfig)
     with tempfile.TemporaryDirectory() as logs:
         operator = OperatorProcess(Path(kubeconfig), Path(logs))
