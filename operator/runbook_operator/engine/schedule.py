@@ -26,6 +26,7 @@ retried create gets 409 AlreadyExists from the API server.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -223,6 +224,15 @@ def slot_name(runbook: str, slot: datetime) -> str:
     digest = hashlib.sha256(runbook.encode()).hexdigest()[:8]
     head = runbook[: MAX_NAME - len(suffix) - len(digest) - 2].rstrip("-.")
     return f"{head}-{digest}-{suffix}"
+
+
+def is_slot_execution(body: Mapping[str, Any], runbook: str) -> bool:
+    """Whether an execution holding a slot's name is that slot's (a schedule of this
+    runbook started it), not one somebody else named so: that one must not stand in
+    for the slot, or creating executions could silence a schedule unnoticed."""
+    spec = body.get("spec") or {}
+    return ((spec.get("runbookRef") or {}).get("name") == runbook
+            and (spec.get("triggeredBy") or {}).get("kind") == "Schedule")
 
 
 def execution_manifest(namespace: str, runbook: str, schedule: Schedule,

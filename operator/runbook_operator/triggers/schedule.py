@@ -42,11 +42,12 @@ from runbook_operator.engine.schedule import (
     compile_schedule,
     decide,
     execution_manifest,
+    is_slot_execution,
     latest_slot,
     slot_name,
 )
 from runbook_operator.engine.timeutil import fmt, parse
-from runbook_operator.k8s.client import Clients, is_transient, retrying
+from runbook_operator.k8s.client import Clients, is_transient, read_object, retrying
 from runbook_operator.k8s.events import EventPoster
 from runbook_operator.observability.logs import get_logger
 from runbook_operator.observability.metrics import Metrics
@@ -230,14 +231,17 @@ class Scheduler:
         manifest = execution_manifest(key[0], key[1], spec.schedule, slot)
         name = manifest["metadata"]["name"]
         try:
-            if (key[0], name) in self.store.executions:
-                outcome = "duplicate"
+            existing = self.store.executions.get((key[0], name))
+            if existing is not None:
+                outcome = "duplicate" if is_slot_execution(existing, key[1]) else "taken"
             else:
                 self._create(key[0], manifest)
                 outcome = "created"
         except ApiException as exc:
             if exc.status == 409:
-                outcome = "duplicate"
+                existing = self._read(key[0], name)
+                outcome = "taken" if existing is not None and \
+                    not is_slot_execution(existing, key[1]) else "duplicate"
             elif is_transient(exc):
                 log.warning("could not create %s/%s for its schedule (%s); retrying",
                             key[0], name, exc.status)
@@ -252,6 +256,14 @@ class Scheduler:
             if is_transient(exc):
                 return "retry"
             raise
+        if outcome == "taken":
+            # Final for this slot, and said loudly: an execution named like the slot
+            # that this schedule did not start (made by hand, or to silence it).
+            outcome = "failed"
+            self.events.post(self._ref(key), "ScheduleFailed",
+                             f"could not start the slot {fmt(slot)}: the name {name} is "
+                             "taken by an execution this schedule did not start",
+                             warning=True)
         self.metrics.schedule_run(key[0], key[1], outcome)
         decisions_log.info("schedule decision", namespace=key[0], runbook=key[1],
                            execution=name, slot=fmt(slot), outcome=outcome)
@@ -296,6 +308,10 @@ class Scheduler:
         meta = (body or self.store.runbooks.get(key) or {}).get("metadata") or {}
         return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Runbook",
                 "metadata": {"name": key[1], "namespace": key[0], "uid": meta.get("uid")}}
+
+    @retrying
+    def _read(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return read_object(self.clients, EXECUTIONS, namespace, name)
 
     @retrying
     def _create(self, namespace: str, manifest: dict[str, Any]) -> None:

@@ -20,6 +20,8 @@ Cases:
 - an invalid schedule (bad cron, unknown zone) or an invalid Runbook starts nothing;
 - the API down (503) at create: no status write, looked at again in 5 s;
 - a 403 at create: final for that slot, ``ScheduleFailed`` Event, the slot decided;
+- an execution not started by the schedule holding a slot's name (in the store, or
+  known only from a 409): ScheduleFailed Event, outcome failed, not lastExecution;
 - a schedule added in an edit (generation 2) to a Runbook created a month before:
   no late start of the slot before the edit, nothing missed (no Event, no metric),
   the baseline written, so a restart still runs the next slot; a Runbook never
@@ -59,6 +61,13 @@ class FakeCustom:
             raise ApiException(status=409, reason="AlreadyExists")
         self.executions[key] = copy.deepcopy(body)
         return body
+
+    def get_namespaced_custom_object(self, group: str, version: str, namespace: str,
+                                     plural: str, name: str) -> dict[str, Any]:
+        self.calls.append("get")
+        if (namespace, name) not in self.executions:
+            raise ApiException(status=404, reason="Not Found")
+        return copy.deepcopy(self.executions[(namespace, name)])
 
     def patch_namespaced_custom_object_status(self, group: str, version: str, namespace: str,
                                               plural: str, name: str,
@@ -298,3 +307,31 @@ def test_runbook_created_with_its_schedule_catches_up_as_a_cronjob() -> None:
     s.tick(t(2026, 5, 1, 9))
     assert list(clients.custom.executions) == [("ops", slot_name("daily", t(2026, 5, 1, 8)))]
     assert [r for r, _ in events.posted] == ["Scheduled", "ScheduleMissed"]
+
+
+
+def test_a_slot_name_taken_by_another_execution_is_reported_not_counted_as_run() -> None:
+    """Somebody created an execution with the 08:00 slot's name (by hand, or to silence
+    the schedule): the slot is not run, and not passed off as run either: a
+    ScheduleFailed Event and the failed outcome, whether the store has seen it or
+    only the API server's 409 says so."""
+    for seen in (True, False):
+        clients = FakeClients()
+        make_runbook(clients.custom, {"cron": "0 8 * * *"})
+        name = slot_name("daily", t(2026, 5, 1, 8))
+        squatter = {"metadata": {"name": name, "namespace": "ops"},
+                    "spec": {"runbookRef": {"name": "daily"},
+                             "triggeredBy": {"kind": "Manual"}}}
+        clients.custom.executions[("ops", name)] = squatter
+        metrics, events = Metrics(), FakeEvents()
+        s = scheduler(clients, metrics, events)
+        if seen:
+            s.store.put_execution(copy.deepcopy(squatter))
+        s.tick(t(2026, 5, 1, 8, 0, 1))
+        assert [r for r, _ in events.posted] == ["ScheduleFailed"], seen
+        assert "taken" in events.posted[0][1]
+        assert metrics.registry.get_sample_value("runbook_schedule_runs_total", {
+            "namespace": "ops", "runbook": "daily", "outcome": "failed"}) == 1.0
+        status = clients.custom.runbooks[("ops", "daily")]["status"]["schedule"]
+        assert "lastExecution" not in status  # not passed off as this slot's run
+        assert status["lastSlotTime"] == "2026-05-01T08:00:00.000Z"
