@@ -717,3 +717,23 @@ def test_pending_delivery_too_old_after_an_outage_is_closed_not_left_pending() -
             await settle(notifier)
             assert len(events.posted) == 1
     run(main())
+
+
+def test_signing_key_and_url_from_files_lose_their_trailing_newline() -> None:
+    """`kubectl create secret --from-file` keeps the file's newline: the URL still
+    works and the HMAC is keyed with the value less surrounding whitespace, as the
+    README tells receivers."""
+    async def main() -> None:
+        hook = [{"on": ["Failed"], "webhook": {
+            "urlSecretRef": {"name": "hooks", "key": "url"},
+            "signingSecretRef": {"name": "hooks", "key": "hmac"}}}]
+        async with Sink() as sink:
+            api = FakeApi(execution("Failed", hook),
+                          {"hooks": {"url": sink.url("/in") + "\n", "hmac": "S1GNING\n"}})
+            notifier, _, _ = make(api)
+            notifier.observe(api.execution)
+            await settle(notifier)
+            headers, raw, _ = sink.requests[0]
+            assert verify(b"S1GNING", raw, headers[SIGNATURE_HEADER])
+            assert not verify(b"S1GNING\n", raw, headers[SIGNATURE_HEADER])
+    run(main())
