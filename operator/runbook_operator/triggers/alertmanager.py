@@ -342,11 +342,16 @@ class AlertReceiver:
 
     @retrying
     def _earlier_runs(self, decision: Start) -> list[tuple[str, datetime]]:
-        """(name, created) of this runbook's executions for the same alert fingerprint."""
+        """(name, created) of this runbook's executions for the same alert fingerprint.
+
+        A consistent read (no ``resourceVersion``), not the API server's watch cache:
+        from the cache, a run created a moment ago, even by this receiver for the
+        previous alert, could be missing, and rapid flaps each started a run inside
+        ``cooldown``. Only Starts of triggers with a cooldown, not yet seen, pay it.
+        """
         listing = self.clients.custom.list_namespaced_custom_object(
             GROUP, VERSION, decision.trigger.namespace, PLURAL,
-            label_selector=f"{LABEL_FINGERPRINT}={decision.alert.fingerprint}",
-            resource_version="0")
+            label_selector=f"{LABEL_FINGERPRINT}={decision.alert.fingerprint}")
         found = []
         for item in listing.get("items") or []:
             meta = item.get("metadata") or {}
