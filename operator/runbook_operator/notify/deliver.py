@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import socket
@@ -98,6 +99,8 @@ from runbook_operator.observability.metrics import Metrics
 log = logging.getLogger("runbook_operator.notify")
 
 PLURAL = "runbookexecutions"
+BODY_DRAIN_SECONDS = 1.0
+"""How long an answer's body is read after its status (for connection reuse)."""
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 FINISHED_KEPT = 10_000
 END_EVENTS = frozenset({"Succeeded", "Failed", "Cancelled"})
@@ -506,8 +509,14 @@ class Notifier:
                 async with self._session.post(request.url, data=request.body,
                                               headers=dict(request.headers),
                                               allow_redirects=False) as response:
-                    await response.content.read(64 * 1024)  # drained, never logged
-                    return response.status, response.headers.get("Retry-After")
+                    # The status is the answer. The body is only drained (never
+                    # logged), briefly: one that stalls or breaks must not turn a
+                    # 2xx into a timeout that is retried, i.e. sent again.
+                    answer = response.status, response.headers.get("Retry-After")
+                    with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+                        await asyncio.wait_for(response.content.read(64 * 1024),
+                                               BODY_DRAIN_SECONDS)
+                    return answer
             except TimeoutError:
                 return None, "timeout"
             except aiohttp.ClientConnectorError as exc:

@@ -32,7 +32,9 @@ Cases:
   a redirect (to itself) is not followed: Failed, final, 1 request; integer, hex,
   short and octal spellings of 169.254.169.254 are refused at the first attempt
   (by the client as non-canonical or by the resolver guard), not retried;
-- hostile receivers: a 32 MB answer body is not read (Delivered, 1 attempt); a 2xx
+- hostile receivers: a 32 MB answer body is not read (Delivered, 1 attempt); a 200
+  whose announced body stalls past the timeout is Delivered at 1 attempt (it was a
+  timeout, retried: the notification sent four times and Failed); a 2xx
   after the client's timeout is sent again with the same idempotency key; a
   Retry-After that is negative, garbage, a past date, NaN, infinite or huge still
   delivers (capped); with one request slot, a receiver asking to wait does not hold
@@ -736,4 +738,31 @@ def test_signing_key_and_url_from_files_lose_their_trailing_newline() -> None:
             headers, raw, _ = sink.requests[0]
             assert verify(b"S1GNING", raw, headers[SIGNATURE_HEADER])
             assert not verify(b"S1GNING\n", raw, headers[SIGNATURE_HEADER])
+    run(main())
+
+
+class StallingSink(Sink):
+    """Answers 200 at once, then stalls before the body it announced."""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append((dict(request.headers), body, request.path))
+        response = web.StreamResponse(status=200, headers={"Content-Length": "100"})
+        await response.prepare(request)
+        await asyncio.sleep(3)  # past FAST.timeout (0.5 s)
+        return response
+
+
+def test_2xx_whose_body_stalls_is_delivered_not_retried() -> None:
+    """The status is the answer: a body that never comes does not turn a 200 into a
+    timeout (which was retried, and sent the notification again)."""
+    async def main() -> None:
+        async with StallingSink() as sink:
+            api = FakeApi(execution("Failed", hook_to()), {"hooks": {"url": sink.url("/s")}})
+            notifier, _, _ = make(api)
+            notifier.observe(api.execution)
+            await settle(notifier)
+            [record] = records(api)
+            assert (record["state"], record["attempts"]) == ("Delivered", 1)
+            assert len(sink.requests) == 1
     run(main())
