@@ -103,6 +103,8 @@ class ExecutionReconciler(JobActions, Admission, Retention, Telemetry):
         self._start_lock = threading.Lock()
         self._job_seen: dict[str, float] = {}
         """When this process created, or last found by a direct read, a Job (monotonic)."""
+        self._job_verdicts: dict[str, str | None] = {}
+        """By Job uid: why an adopted Job is not the operator's, or None (``k8s.adoption``)."""
 
     # -- entry point ---------------------------------------------------------------
 
@@ -223,18 +225,28 @@ class ExecutionReconciler(JobActions, Admission, Retention, Telemetry):
         token = f"{key[0]}/{key[1]}"
         committed = not guarded
         failures: dict[str, CreateFailure] = {}
+        made: set[str] = set()
         try:
             # A Job the API refuses comes back as an observation: the pass is planned
             # again knowing it, so the status written never names a Job that does not
-            # exist (each round adds a refused name; a pass has finitely many Jobs).
-            for _ in range(len(spec.all_steps()) + 2):
+            # exist; so does an adopted Job the operator would not have built (each
+            # round adds a refused or foreign name; a pass has finitely many Jobs).
+            for _ in range(2 * len(spec.all_steps()) + 2):
                 if guarded:
                     result = self.plan_with_circuits(key[0], guarded, token, observation)
                 else:
                     result = plan(observation)
+                foreign = self.foreign_adoptions(execution, spec, params, observation,
+                                                 result, made)
+                if foreign:
+                    self.circuits.rollback(token)
+                    observation = replace(observation, foreign_jobs={
+                        **observation.foreign_jobs, **foreign})
+                    continue
                 # No lock from here to the commit: other passes plan meanwhile against
                 # what this one reserved (its trial permits and bulkhead slots).
                 refused, created = self.carry_out(body, execution, spec, params, result)
+                made |= {a.name for a in created}
                 if not refused:
                     break
                 failures.update(refused)

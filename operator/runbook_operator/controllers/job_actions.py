@@ -19,9 +19,17 @@ from kubernetes.client.exceptions import ApiException
 from runbook_operator.api.execution import RunbookExecution, RunbookExecutionStatus
 from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.controllers.store import Key
-from runbook_operator.engine.names import generate_prefix, label_value
+from runbook_operator.engine.names import generate_prefix, job_name, label_value
 from runbook_operator.engine.params import env_value, secret_names
-from runbook_operator.engine.planner import CreateFailure, CreateJob, DeleteJob, ObservedJob, Plan
+from runbook_operator.engine.planner import (
+    CreateFailure,
+    CreateJob,
+    DeleteJob,
+    Observation,
+    ObservedJob,
+    Plan,
+)
+from runbook_operator.k8s.adoption import foreign_reason, owned_by_execution, params_secret_in
 from runbook_operator.k8s.client import retrying
 from runbook_operator.k8s.jobs import (
     ANNOTATION_EXECUTION,
@@ -35,6 +43,7 @@ from runbook_operator.k8s.jobs import (
 )
 
 if TYPE_CHECKING:
+    from runbook_operator.api.runbook import Step
     from runbook_operator.controllers.circuits import CircuitRegistry
     from runbook_operator.controllers.store import Store
     from runbook_operator.k8s.client import Clients
@@ -54,6 +63,7 @@ class JobActions:
         circuits: CircuitRegistry
         job_ttl_seconds: int
         _job_seen: dict[str, float]
+        _job_verdicts: dict[str, str | None]
 
     def lost_jobs(self, namespace: str, status: RunbookExecutionStatus,
                   observed: dict[str, ObservedJob]) -> tuple[frozenset[str], float | None]:
@@ -97,9 +107,8 @@ class JobActions:
         jobs: dict[str, ObservedJob] = {}
         pods = self.store.pods.get(key, {})
         for name, job in self.store.jobs.get(key, {}).items():
-            owners = (job.get("metadata") or {}).get("ownerReferences") or []
-            if uid and not any(o.get("uid") == uid for o in owners):
-                continue  # a Job of an earlier execution with the same name
+            if uid and not owned_by_execution(job, uid):
+                continue  # a Job of an earlier execution with the same name, or no run's
             pod = pods.get(name)
             if pod is not None and not controlled_by(pod, (job.get("metadata") or {}).get("uid")):
                 pod = None  # a pod wearing the Job's labels: its ending is not the step's
@@ -126,58 +135,142 @@ class JobActions:
             secret_name = self.create_params_secret(execution,
                                                     {k: params[k] for k in secrets})
             result.status.params_secret = secret_name
-        ctx = JobContext(
-            execution=execution.metadata.name, namespace=namespace,
-            uid=execution.metadata.uid or "", runbook=execution.spec.runbook_ref.name,
-            spec=spec, params=params, secret_params=frozenset(secrets),
-            secret_name=secret_name,
-            outputs={n: s.outputs for n, s in result.status.steps.items()},
-            ttl_seconds=self.job_ttl_seconds,
-        )
+        ctx = self.job_context(execution, spec, params, result, secret_name)
         steps = {s.name: s for s in spec.all_steps()}
         refused: dict[str, CreateFailure] = {}
         created: list[CreateJob] = []
         for action in result.actions:
             if isinstance(action, CreateJob):
-                traceparent = self.tracer.traceparent(
-                    execution.metadata.uid or "", execution.metadata.annotations,
-                    action.step, action.attempt)
-                step = steps[action.step]
-                default_timeout = None
-                if step.circuit is not None and step.timeout is None:
-                    policy = self.circuits.specs(namespace, [step.circuit.policy])
-                    default_timeout = policy[step.circuit.policy].timeout if policy else None
-                manifest = build_job(ctx, step, action.attempt, action.name, traceparent,
-                                     default_timeout)
+                manifest = self.manifest(execution, ctx, steps[action.step], action.attempt,
+                                         action.name)
                 problem = self.create_job(namespace, manifest, execution.metadata.uid or "")
                 if problem is not None:
-                    refused[action.name] = CreateFailure("JobCreateFailed", problem)
+                    refused[action.name] = problem
                 else:
                     created.append(action)
             elif isinstance(action, DeleteJob):
                 self.delete_job(namespace, action.name)
         return refused, created
 
-    @retrying
-    def create_job(self, namespace: str, manifest: dict[str, Any], owner_uid: str) -> str | None:
-        """Create a Job; a 409 is read back and accepted only if this execution owns it.
+    def job_context(self, execution: RunbookExecution, spec: RunbookSpec,
+                    params: dict[str, Any], result: Plan, secret_name: str | None
+                    ) -> JobContext:
+        """What every Job of this pass is built from (the plan's outputs, the Secret)."""
+        secrets = secret_names(spec.params) & {k for k, v in params.items() if v is not None}
+        return JobContext(
+            execution=execution.metadata.name, namespace=execution.metadata.namespace or "",
+            uid=execution.metadata.uid or "", runbook=execution.spec.runbook_ref.name,
+            spec=spec, params=params, secret_params=frozenset(secrets),
+            secret_name=secret_name,
+            outputs={n: s.outputs for n, s in result.status.steps.items()},
+            ttl_seconds=self.job_ttl_seconds,
+        )
 
-        Returns None on success, or why the Job cannot exist.
+    def manifest(self, execution: RunbookExecution, ctx: JobContext, step: Step,
+                 attempt: int, name: str) -> dict[str, Any]:
+        """The Job the operator builds for one attempt of one step, now."""
+        traceparent = self.tracer.traceparent(
+            execution.metadata.uid or "", execution.metadata.annotations, step.name, attempt)
+        default_timeout = None
+        if step.circuit is not None and step.timeout is None:
+            policy = self.circuits.specs(ctx.namespace, [step.circuit.policy])
+            default_timeout = policy[step.circuit.policy].timeout if policy else None
+        return build_job(ctx, step, attempt, name, traceparent, default_timeout)
+
+    def foreign_adoptions(self, execution: RunbookExecution, spec: RunbookSpec,
+                          params: dict[str, Any], observation: Observation, result: Plan,
+                          created: set[str]) -> dict[str, str]:
+        """Jobs the plan adopted that the operator would not have built, with why.
+
+        Adopted: a step's Job in the planned status that the status it was planned from
+        did not name, found on the cluster and not created by this pass. Each is read
+        once (the store keeps no Job specs) and compared with the Job built now for its
+        step and attempt, from the plan's outputs (the lost pass that created it saw
+        the same ones: they are read again from the same Jobs). A Job's template cannot
+        change, so the verdict is kept by uid.
         """
-        self._job_seen[manifest["metadata"]["name"]] = time.monotonic()
+        known = {st.job for st in observation.status.steps.values() if st.job}
+        steps = {s.name: s for s in spec.all_steps()}
+        foreign: dict[str, str] = {}
+        for step_name, st in result.status.steps.items():
+            name = st.job
+            seen = observation.jobs.get(name or "")
+            if name is None or seen is None or name in known or name in created \
+                    or name in observation.foreign_jobs or step_name not in steps:
+                continue
+            why = self.verify_job(execution, spec, params, result, steps[step_name], seen)
+            if why is not None:
+                foreign[name] = why
+        return foreign
+
+    def verify_job(self, execution: RunbookExecution, spec: RunbookSpec,
+                   params: dict[str, Any], result: Plan, step: Step, seen: ObservedJob
+                   ) -> str | None:
+        namespace = execution.metadata.namespace or ""
+        job = self.read_job(namespace, seen.name)
+        if job is None:
+            return None  # gone: the planner finds it lost, as any vanished Job
+        uid = str((job.get("metadata") or {}).get("uid") or "")
+        if uid in self._job_verdicts:
+            return self._job_verdicts[uid]
+        secret = result.status.params_secret
+        found = params_secret_in(job, generate_prefix(execution.metadata.name, "-params-"))
+        ctx = self.job_context(execution, spec, params, result, found or secret)
+        expected = self.manifest(execution, ctx, step, seen.attempt,
+                                 job_name(execution.metadata.name, step.name, seen.attempt))
+        why = foreign_reason(expected, job)
+        if len(self._job_verdicts) > 10_000:
+            self._job_verdicts.clear()
+        self._job_verdicts[uid] = why
+        return why
+
+    @retrying
+    def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Job as the API server stores it, as JSON (the client's models would drop
+        fields they do not know, and those must be compared too)."""
+        try:
+            response = self.clients.batch.read_namespaced_job(name, namespace,
+                                                              _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        job: dict[str, Any] = json.loads(response.data)
+        return job
+
+    @retrying
+    def create_job(self, namespace: str, manifest: dict[str, Any], owner_uid: str
+                   ) -> CreateFailure | None:
+        """Create a Job; on a 409 the Job found is taken only if this execution controls
+        it and it is the Job just built (``k8s.adoption``): a Job planted under the
+        step's name fails the step ``ForeignJob``.
+
+        Returns None on success, or why the Job cannot be the step's.
+        """
+        name = manifest["metadata"]["name"]
+        self._job_seen[name] = time.monotonic()
         try:
             self.clients.batch.create_namespaced_job(namespace, manifest)
             return None
         except ApiException as exc:
             if exc.status == 409:
-                name = manifest["metadata"]["name"]
-                existing = self.clients.batch.read_namespaced_job(name, namespace)
-                owners = (existing.metadata and existing.metadata.owner_references) or []
-                if any(o.uid == owner_uid for o in owners):
+                existing = self.read_job(namespace, name)
+                if existing is None:  # deleted meanwhile: once more, errors go to the pass
+                    self.clients.batch.create_namespaced_job(namespace, manifest)
                     return None
-                return f"a Job named {name} exists and belongs to something else"
+                if not owned_by_execution(existing, owner_uid):
+                    return CreateFailure("JobCreateFailed",
+                                         f"a Job named {name} exists and belongs to "
+                                         "something else")
+                why = foreign_reason(manifest, existing)
+                if why is None:
+                    return None
+                return CreateFailure("ForeignJob", f"a Job named {name} exists but is not "
+                                     f"the Job the operator builds for this step ({why}); "
+                                     "not adopted, the step does not run")
             if exc.status in (400, 403, 404, 422):
-                return f"the apiserver refused the Job ({exc.status}): {_api_message(exc)}"
+                return CreateFailure("JobCreateFailed", "the apiserver refused the Job "
+                                     f"({exc.status}): {_api_message(exc)}")
             raise
 
     @retrying

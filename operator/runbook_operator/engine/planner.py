@@ -146,6 +146,10 @@ class Observation:
     security: SecurityPolicy | None = None
     """The cluster admin's allowances, asked again before each Job (they may have shrunk
     since the run started); None: not checked."""
+    foreign_jobs: Mapping[str, str] = field(default_factory=dict)
+    """Jobs under a step's name that the operator did not build (another image or
+    command, a planted Job), by Job name, with why: never adopted, and the step whose
+    attempt it names fails ``ForeignJob`` instead of running (``k8s.adoption``)."""
 
 
 @dataclass(frozen=True)
@@ -324,7 +328,7 @@ class _Pass(Guards):
         """Jobs newer than the status knows were created by a pass whose status was lost."""
         for job in self.obs.jobs.values():
             st = self.status.steps.get(job.step)
-            if st is None or job.attempt <= st.attempts:
+            if st is None or job.attempt <= st.attempts or job.name in self.obs.foreign_jobs:
                 continue
             st.attempts = job.attempt
             st.job = job.name
@@ -671,6 +675,11 @@ class _Pass(Guards):
             if bad:
                 return "PrivilegedStep", _clip(f"{bad[0].field}: {bad[0].message}; "
                                                + allowance_hint(self.obs.namespace))
+        foreign = self.obs.foreign_jobs.get(name)
+        if foreign is not None:  # its outcome would be whoever made it's, not the step's
+            return "ForeignJob", _clip(f"attempt {attempt}: Job {name} exists but is not the "
+                                       f"Job the operator builds for this step ({foreign}); "
+                                       "not adopted, the step does not run")
         failure = self.obs.create_failures.get(name)
         if failure is not None:
             return failure.reason, _clip(f"attempt {attempt}: Job {name}: {failure.message}")

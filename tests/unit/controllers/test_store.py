@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from runbook_operator.api.common import API_VERSION
 from runbook_operator.api.execution import RunbookExecution
 from runbook_operator.controllers.job_actions import JobActions
 from runbook_operator.controllers.store import Store
@@ -88,8 +89,8 @@ def step_job() -> dict[str, Any]:
     body = job("run-1-a-1")
     body["metadata"]["uid"] = "job-uid"
     body["metadata"]["labels"].update({"runbooks.dev/step": "a", "runbooks.dev/attempt": "1"})
-    body["metadata"]["ownerReferences"] = [{"kind": "RunbookExecution", "uid": "u1",
-                                            "controller": True}]
+    body["metadata"]["ownerReferences"] = [{"apiVersion": API_VERSION, "kind": "RunbookExecution",
+                                            "uid": "u1", "controller": True}]
     return body
 
 
