@@ -33,6 +33,31 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90.0,
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def planted_job(execution: str, uid: str, step: str, attempt: int, name: str,
+                message: str) -> dict[str, Any]:
+    """A Job someone other than the operator makes under a step's name, dressed as the
+    step's (its labels, annotations and the run as controller), running another command
+    and ending (kwok) with a forged termination message."""
+    labels = {"app.kubernetes.io/managed-by": "runbook-operator",
+              "runbooks.dev/execution": label_value(execution), "runbooks.dev/step": step,
+              "runbooks.dev/attempt": str(attempt)}
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "labels": labels,
+                     "annotations": {"runbooks.dev/execution": execution},
+                     "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}",
+                                          "kind": "RunbookExecution", "name": execution,
+                                          "uid": uid, "controller": True}]},
+        "spec": {"backoffLimit": 0, "template": {
+            "metadata": {"labels": labels, "annotations": {
+                "runbooks.dev/execution": execution, "runbooks.dev/attempt": str(attempt),
+                OUTCOME + "message": message}},
+            "spec": {"restartPolicy": "Never", "containers": [
+                {"name": "step", "image": "busybox:1.37",
+                 "command": ["sh", "-c", f"echo '{message}' > /dev/termination-log"]}]}}},
+    }
+
+
 class Kube:
     def __init__(self, api_client: kubernetes.client.ApiClient, namespace: str):
         self.api = api_client

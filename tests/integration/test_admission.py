@@ -1,11 +1,12 @@
 """Admission and identity on the real API server: immutable runs, Runbook writers, approvers.
 
 The chart's ValidatingAdmissionPolicies (charts/runbook-operator/files/
-admission-policies.yaml, applied verbatim; the chart test checks the chart renders
-exactly these) are applied for this module only, with no type-checking warnings
-from the API server, and removed afterwards. Users are
-real: client certificates issued from the cluster CA (hack/cluster.py
-``user_kubeconfig``) with RBAC Roles in the test namespace.
+admission-policies.yaml, applied as written but for ``${OPERATOR}``, here the user
+the test operator runs as; the chart test checks the chart renders exactly these)
+are applied for this module only, with no type-checking warnings from the API
+server, and removed afterwards. Users are real: client certificates issued from
+the cluster CA (hack/cluster.py ``user_kubeconfig``) with RBAC Roles in the test
+namespace.
 
 Cases:
 - a RunbookExecution's spec is frozen by the CRD alone (before the policies are
@@ -27,6 +28,14 @@ Cases:
   an approval for a step the run does not have, and one given at creation (no
   frozen runbook yet), are refused; a step listing only users lets erin decide and
   not dave;
+- step Jobs: mallory, who may create and patch Jobs, makes the Job of the run's
+  next step (its name, the run as controller, the step's labels) before the
+  operator and is refused, the message naming the mark and why; so are a Job with
+  only an owner reference (another apiVersion, any case, not controller), only a
+  runbooks.dev/ label, only a pod template annotation, and a patch adding the
+  run's owner reference to her own plain Job; her plain Job and a plain label
+  patch pass; the operator's own Jobs are created under the policy, the run
+  Succeeds with the real step's outputs;
 - hostile approvals: dave writes ``by: dave`` with ``groups: [sre-oncall]`` in the
   entry (a group forged in the object: the field is pruned, admission reads the
   request's groups) and is refused; erin's Reject appended after her Approve
@@ -48,16 +57,18 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-from kube import GROUP, VERSION, Kube, step, wait_for
+from kube import GROUP, VERSION, Kube, planted_job, step, wait_for
 from kubernetes.client.exceptions import ApiException
 
 from cluster import ClusterError, LocalCluster
+from runbook_operator.engine.names import job_name
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 POLICIES = REPO / "charts" / "runbook-operator" / "files" / "admission-policies.yaml"
 PROBE_USER = "rbo-admission-probe"
+PROBE_JOBS_USER = "rbo-admission-probe-jobs"
 
 
 def as_list(docs: list[dict[str, Any]]) -> str:
@@ -74,10 +85,23 @@ def refusal(exc: ApiException) -> str:
 class Probe:
     """Dry-run requests that tell whether each policy is in force right now."""
 
-    def __init__(self, admin: Any, user: Any, namespace: str) -> None:
+    def __init__(self, admin: Any, user: Any, namespace: str, jobs_user: Any) -> None:
         self.admin = kubernetes.client.CustomObjectsApi(admin)
         self.user = kubernetes.client.CustomObjectsApi(user)
+        self.jobs_user = kubernetes.client.BatchV1Api(jobs_user)
         self.ns = namespace
+
+    def step_jobs_enforced(self) -> bool:
+        body = {"metadata": {"name": "probe", "labels": {"runbooks.dev/step": "probe"}},
+                "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+                    {"name": "c", "image": "busybox:1.37"}]}}}}
+        try:
+            self.jobs_user.create_namespaced_job(self.ns, body, dry_run="All")
+        except ApiException as exc:
+            if "only the Runbook Operator" in refusal(exc):
+                return True
+            raise
+        return False
 
     def writers_enforced(self) -> bool:
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Runbook",
@@ -134,13 +158,27 @@ def policies(users: LocalCluster, k8s_api: Any, crds: None) -> Iterator[None]:
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "probe"},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
                       "name": PROBE_USER}]})
-    probe = Probe(k8s_api, client_for(users, PROBE_USER), ns)
-    docs = yaml.safe_load(POLICIES.read_text())
+    rbac.create_namespaced_role(ns, {"metadata": {"name": "probe-jobs"}, "rules": [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}]})
+    rbac.create_namespaced_role_binding(ns, {
+        "metadata": {"name": "probe-jobs"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": "probe-jobs"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                      "name": PROBE_JOBS_USER}]})
+    probe = Probe(k8s_api, client_for(users, PROBE_USER), ns,
+                  client_for(users, PROBE_JOBS_USER))
+    # Only the operator may mark step Jobs: here it runs as the admin the tests use.
+    review = kubernetes.client.AuthenticationV1Api(k8s_api).create_self_subject_review(
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    operator_user = review.status.user_info.username
+    docs = yaml.safe_load(POLICIES.read_text().replace("${OPERATOR}", operator_user))
     out = users.kubectl("apply", "-f", "-", input=as_list(docs), check=False)
     assert out.returncode == 0, out.stderr
     try:
         wait_for("the admission policies in force",
-                 lambda: probe.writers_enforced() and probe.approvals_enforced(), timeout=60)
+                 lambda: probe.writers_enforced() and probe.approvals_enforced()
+                 and probe.step_jobs_enforced(), timeout=60)
         admission = kubernetes.client.AdmissionregistrationV1Api(k8s_api)
         for doc in docs:
             if doc["kind"] == "ValidatingAdmissionPolicy":
@@ -153,8 +191,8 @@ def policies(users: LocalCluster, k8s_api: Any, crds: None) -> Iterator[None]:
         users.kubectl("delete", "--ignore-not-found", "-f", "-", input=as_list(docs))
         # Other modules patch approvals freely: wait until the API server forgot them.
         wait_for("the admission policies gone",
-                 lambda: not probe.writers_enforced() and not probe.approvals_enforced(),
-                 timeout=60)
+                 lambda: not probe.writers_enforced() and not probe.approvals_enforced()
+                 and not probe.step_jobs_enforced(), timeout=60)
         core.delete_namespace(ns)
 
 
@@ -291,6 +329,70 @@ def plugin(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def approval(user: str, by: str | None = None, step_name: str = "gate",
              decision: str = "Approve") -> dict[str, Any]:
     return {"step": step_name, "decision": decision, "by": by or user}
+
+
+def test_only_the_operator_marks_step_jobs(kube: Kube, users: LocalCluster,
+                                          policies: None) -> None:
+    grant(kube, "mallory", [
+        {"apiGroups": ["batch"], "resources": ["jobs"],
+         "verbs": ["get", "create", "update", "patch"]},
+        {"apiGroups": [GROUP], "resources": [RBX], "verbs": ["get", "list"]}])
+    kube.ready_runbook("marked", {"steps": [
+        {"name": "gate", "type": "approval"},
+        step("check", after=["gate"], message='{"healthy": false}'),
+        step("act", after=["check"], when="steps.check.outputs.healthy")]})
+    kube.execute("marked-1", "marked")
+    uid = kube.wait_phase("marked-1", "WaitingForApproval")["metadata"]["uid"]
+    mallory = kubernetes.client.BatchV1Api(client_for(users, "mallory"))
+    name = job_name("marked-1", "check", 1)
+    planted = planted_job("marked-1", uid, "check", 1, name, '{"healthy": true}')
+    message = refused(mallory.create_namespaced_job, kube.ns, planted)
+    assert f"Job {name}: only the Runbook Operator ({operator_user(kube)}) may make a Job " \
+        "carrying an owner reference to RunbookExecution marked-1" in message, message
+    assert "one made by mallory could forge the step's outcome and outputs" in message
+
+    def plain(job_name_: str) -> dict[str, Any]:
+        return {"metadata": {"name": job_name_}, "spec": {"template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox:1.37"}]}}}}
+    owner = planted["metadata"]["ownerReferences"][0]
+    variants = {
+        "owner reference only, another version and case, not controller": {
+            "metadata": {"ownerReferences": [{**owner, "apiVersion": "RunBooks.dev/v9",
+                                              "kind": "runbookexecution",
+                                              "controller": False}]}},
+        "a runbooks.dev label only": {"metadata": {"labels": {"runbooks.dev/step": "check"}}},
+        "a pod template annotation only": {"spec": {"template": {"metadata": {
+            "annotations": {"runbooks.dev/execution": "marked-1"}}}}},
+    }
+    for what, extra in variants.items():
+        body = plain(f"variant-{len(what)}")
+        body["metadata"].update(extra.get("metadata", {}))
+        body["spec"]["template"].update(extra.get("spec", {}).get("template", {}))
+        assert "only the Runbook Operator" in refused(
+            mallory.create_namespaced_job, kube.ns, body), what
+    # Her own Jobs are hers to make; marks added later by an update are refused too.
+    mallory.create_namespaced_job(kube.ns, plain("mine"))
+    mallory.patch_namespaced_job("mine", kube.ns, {"metadata": {"labels": {"team": "sre"}}})
+    message = refused(mallory.patch_namespaced_job, "mine", kube.ns,
+                      {"metadata": {"ownerReferences": [owner]}})
+    assert "Job mine: only the Runbook Operator" in message, message
+    message = refused(mallory.patch_namespaced_job, "mine", kube.ns,
+                      {"metadata": {"labels": {"runbooks.dev/attempt": "1"}}})
+    assert "the label runbooks.dev/attempt" in message, message
+    # The operator's own Jobs carry every mark, under the policy.
+    kube.patch(RBX, "marked-1", {"spec": {"approvals": [
+        {"step": "gate", "decision": "Approve", "by": operator_user(kube)}]}})
+    status = kube.wait_finished("marked-1")["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["steps"]["check"]["outputs"] == {"healthy": False}
+    assert status["steps"]["act"]["phase"] == "Skipped"
+
+
+def operator_user(kube: Kube) -> str:
+    review = kubernetes.client.AuthenticationV1Api(kube.api).create_self_subject_review(
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    return str(review.status.user_info.username)
 
 
 def test_approvals_are_recorded_as_the_real_user(kube: Kube, users: LocalCluster,

@@ -26,6 +26,11 @@ Cases:
 - planted pods: a pod someone else creates wearing a step Job's labels and the
   execution annotation, ending at once with a forged termination message, is not
   the step's pod: the step ends with the real pod's outputs;
+- planted Jobs (no admission policies here): a Job created before the operator's,
+  under the next step's name, with the run as controller and the step's labels but
+  another command and a forged termination message, is not adopted: that step fails
+  ForeignJob naming the Job (history, Warning Event), its forged outputs never reach
+  the status, the `when` branch on them is skipped and the run fails;
 - redaction: an operator logging at DEBUG logs each run's resolved parameters
   with the secret values [REDACTED] by the production log pipeline, and writes
   them nowhere else;
@@ -47,10 +52,10 @@ from typing import Any
 
 import pytest
 from conftest import assert_json_logs
-from kube import OUTCOME, Kube, step, wait_for
+from kube import OUTCOME, Kube, planted_job, step, wait_for
 
 from operator_process import OperatorProcess
-from runbook_operator.engine.names import label_value
+from runbook_operator.engine.names import job_name, label_value
 
 pytestmark = pytest.mark.integration
 
@@ -280,6 +285,38 @@ def test_a_planted_pod_is_not_the_steps_pod(kube: Kube) -> None:
     status = kube.wait_finished("forge-1")["status"]
     assert status["steps"]["check"]["outputs"] == {"healthy": False}, status["steps"]
     assert status["steps"]["act"]["phase"] == "Skipped"
+
+
+def test_a_planted_job_is_not_adopted(kube: Kube) -> None:
+    kube.ready_runbook("plant", {"steps": [
+        {"name": "gate", "type": "approval"},
+        step("check", after=["gate"], message='{"healthy": false}'),
+        step("act", after=["check"], when="steps.check.outputs.healthy")]})
+    kube.execute("plant-1", "plant")
+    run = kube.wait_phase("plant-1", "WaitingForApproval")
+    name = job_name("plant-1", "check", 1)
+    kube.batch.create_namespaced_job(kube.ns, planted_job(
+        "plant-1", run["metadata"]["uid"], "check", 1, name, '{"healthy": true}'))
+    wait_for("the planted Job to complete", lambda: any(
+        c.type == "Complete" and c.status == "True"
+        for c in kube.batch.read_namespaced_job(name, kube.ns).status.conditions or []))
+    kube.patch("runbookexecutions", "plant-1", {"spec": {"approvals": [
+        {"step": "gate", "decision": "Approve", "by": "me"}]}})
+    status = kube.wait_finished("plant-1")["status"]
+    check = status["steps"]["check"]
+    assert (check["phase"], check["reason"]) == ("Failed", "ForeignJob"), check
+    assert name in check["message"] and "not the Job the operator builds" in check["message"]
+    assert "outputs" not in check, check
+    assert status["steps"]["act"]["phase"] == "Skipped"
+    assert status["phase"] == "Failed"
+    assert any(h.get("step") == "check" and name in (h.get("message") or "")
+               for h in status["history"])
+    assert any(e.type == "Warning" and e.reason == "StepFailed" and name in e.message
+               for e in kube.events("plant-1"))
+    # The operator never ran the step: the only Job under its name is the planted one.
+    (job,) = [j for j in kube.jobs("plant-1")
+              if j.metadata.labels.get("runbooks.dev/step") == "check"]
+    assert job.spec.template.spec.containers[0].command[0] == "sh"
 
 
 def test_secret_params_are_redacted_in_debug_logs(kube: Kube, cluster: Any,
