@@ -29,6 +29,7 @@ tools:
 lint: venv
 	$(VENV)/bin/ruff check operator tests hack bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --config-file bench/mypy.ini bench/*.py
 
 unit: venv
 	$(PY) -m pytest tests/unit -q

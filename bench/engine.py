@@ -388,7 +388,7 @@ def run_operator(api: kubernetes.client.ApiClient, op: OperatorProcess, n: int,
         time.sleep(0.2)
     elapsed = max(watches.pods.terminated.values(), default=time.monotonic()) - t0
     load_after = load()
-    phases: dict[str, str] = {}
+    phases: dict[str, str | None] = {}
     while len(phases) < n and time.monotonic() < deadline:
         items = custom.list_namespaced_custom_object(GROUP, VERSION, ns,
                                                      "runbookexecutions")["items"]

@@ -82,7 +82,7 @@ def one_round(api: kubernetes.client.ApiClient, kubeconfig: Path, executions: in
            "OTEL_BSP_SCHEDULE_DELAY": "200"} if on else {}
     op = OperatorProcess(kubeconfig, Path("/tmp/rbo-bench-operator"), env=env)
     op.start()
-    stop, sizes = threading.Event(), []
+    stop, sizes = threading.Event(), list[int]()
     if on:
         threading.Thread(target=scrape_every, args=(op.port, 1.0, stop, sizes),
                          daemon=True).start()
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", help="a running cluster (default: start the local one)")
     args = parser.parse_args(argv)
 
-    kubeconfig = bench_cluster(args.kubeconfig)
+    kubeconfig, _ = bench_cluster(args.kubeconfig, None)
     api = kubernetes.config.new_client_from_config(config_file=kubeconfig)
 
     results: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
