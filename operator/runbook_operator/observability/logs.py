@@ -31,6 +31,7 @@ import logging
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -191,3 +192,28 @@ def _plain(value: Any, depth: int = 0) -> Any:
         return repr(value)
     except Exception:
         return f"<unrepresentable {type(value).__name__}>"
+
+
+@dataclass
+class LogThrottle:
+    """At most one line per ``interval`` seconds for a line anyone can cause.
+
+    An unauthenticated client can send requests as fast as it likes; a line per
+    request would let it flood the log (and the disk of whoever ships it) while
+    the metric already counts every one. Time is passed in, so this is pure.
+    """
+
+    interval: float = 60.0
+    """Seconds between two lines that are let through."""
+    _next: float = field(default=float("-inf"), init=False)
+    _held: int = field(default=0, init=False)
+
+    def allow(self, now: float) -> int | None:
+        """How many lines were held back since the last one let through, or None
+        if this one is held back too."""
+        if now < self._next:
+            self._held += 1
+            return None
+        held, self._held = self._held, 0
+        self._next = now + self.interval
+        return held

@@ -65,7 +65,7 @@ from runbook_operator.k8s.client import (
     read_object,
     retrying,
 )
-from runbook_operator.observability.logs import get_logger
+from runbook_operator.observability.logs import LogThrottle, get_logger
 from runbook_operator.observability.metrics import Metrics
 from runbook_operator.observability.tracing import (
     TRACEPARENT_ANNOTATION,
@@ -160,6 +160,7 @@ class AlertReceiver:
         self.clock = clock
         self.token = TokenFile(settings.token_file) if settings.token_file else None
         self.ready = False
+        self.unauthorized_lines = LogThrottle()
         self.priming: asyncio.Task[None] | None = None
         """Whether every Runbook has been read once. Until then a notification is
         answered 503 (Alertmanager retries): an alert matched against a half-filled
@@ -180,8 +181,11 @@ class AlertReceiver:
     async def _handle(self, request: web.Request) -> web.Response:
         if self.token is None or not self.token.accepts(request.headers.get("Authorization")):
             self.metrics.alert_decided("unauthorized")
-            log.warning("alert notification refused: missing or wrong bearer token (from %s)",
-                        request.remote)
+            held = self.unauthorized_lines.allow(time.monotonic())
+            if held is not None:
+                log.warning("alert notification refused: missing or wrong bearer token "
+                            "(from %s; %d more refused since the last such line)",
+                            request.remote, held)
             return _reply(401, "missing or wrong bearer token",
                           headers={"WWW-Authenticate": 'Bearer realm="runbook-operator"'})
         if not self.ready:

@@ -1,4 +1,5 @@
-"""The log pipeline: every line is redacted JSON with the correlation fields bound."""
+"""The log pipeline: every line is redacted JSON with the correlation fields bound;
+LogThrottle lets one line per interval through and counts the ones it held back."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ import kopf
 import pytest
 
 from runbook_operator.engine.redact import Redactor
-from runbook_operator.observability.logs import bind, configure_logging, get_logger, log_context
+from runbook_operator.observability.logs import (
+    LogThrottle,
+    bind,
+    configure_logging,
+    get_logger,
+    log_context,
+)
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -194,3 +201,12 @@ def test_reconfiguring_replaces_the_handler() -> None:
     logging.getLogger("x").warning("once")
     assert first.getvalue() == ""
     assert len(lines(second)) == 1
+
+
+def test_log_throttle_lets_one_line_through_per_interval_and_counts_the_rest() -> None:
+    throttle = LogThrottle(interval=60.0)
+    assert throttle.allow(1000.0) == 0
+    assert [throttle.allow(1000.0 + t) for t in (0.0, 1.0, 59.9)] == [None, None, None]
+    assert throttle.allow(1060.0) == 3
+    assert throttle.allow(1061.0) is None
+    assert throttle.allow(5000.0) == 1

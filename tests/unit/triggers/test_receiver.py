@@ -3,7 +3,8 @@
 Cases: off without a token file (never open); 503 until the Runbooks have been read
 once (an alert matched against a half-filled index would be lost); 401 without a
 header, with a wrong token, another scheme, or an empty/missing token file, counted
-``unauthorized``; the token file re-read after rotation; 415 for a wrong content
+``unauthorized``, and a flood of them logged once (each still counted); the token
+file re-read after rotation; 415 for a wrong content
 type; 413 by Content-Length and by a chunked body past the cap, even one byte
 past it; a valid body up to the cap is read whole however it arrives (a single
 stream read returns only what has arrived so far); 400/422 for bodies
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -117,6 +119,21 @@ def test_requests_without_the_right_token_are_401(tmp_path: Path,
     run(rx, scenario)
     assert counted(rx, "unauthorized") == 1
     assert counted(rx, "unmatched") == 0
+
+
+def test_a_flood_of_unauthorized_requests_is_counted_but_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rx = receiver(token_file(tmp_path))
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        for _ in range(50):
+            async with post(client, token="wrong") as response:
+                assert response.status == 401
+    with caplog.at_level(logging.WARNING, logger="runbook_operator.alerts"):
+        run(rx, scenario)
+    assert counted(rx, "unauthorized") == 50
+    refused = [r for r in caplog.records if "bearer token" in r.getMessage()]
+    assert len(refused) == 1
 
 
 def test_an_empty_or_missing_token_file_refuses_everything(tmp_path: Path) -> None:
