@@ -31,6 +31,13 @@ Cases:
   another command and a forged termination message, is not adopted: that step fails
   ForeignJob naming the Job (history, Warning Event), its forged outputs never reach
   the status, the `when` branch on them is skipped and the run fails;
+- the operator's own Job is still adopted after a lost status write: with the
+  operator stopped once it has created a step's Job (a secret and a public
+  param, an upstream step's outputs in its env), the status is set back to
+  before that Job (the step Pending, no params Secret recorded); the restarted
+  operator compares the Job as the API server stores it with the one it builds
+  (reading the params Secret the lost pass created), adopts it (the same uid),
+  creates no second Job, and the run Succeeds with the step's real outputs;
 - redaction: an operator logging at DEBUG logs each run's resolved parameters
   with the secret values [REDACTED] by the production log pipeline, and writes
   them nowhere else;
@@ -304,7 +311,7 @@ def test_a_planted_job_is_not_adopted(kube: Kube) -> None:
         {"step": "gate", "decision": "Approve", "by": "me"}]}})
     status = kube.wait_finished("plant-1")["status"]
     check = status["steps"]["check"]
-    assert (check["phase"], check["reason"]) == ("Failed", "ForeignJob"), check
+    assert (check["phase"], check.get("reason")) == ("Failed", "ForeignJob"), check
     assert name in check["message"] and "not the Job the operator builds" in check["message"]
     assert "outputs" not in check, check
     assert status["steps"]["act"]["phase"] == "Skipped"
@@ -317,6 +324,42 @@ def test_a_planted_job_is_not_adopted(kube: Kube) -> None:
     (job,) = [j for j in kube.jobs("plant-1")
               if j.metadata.labels.get("runbooks.dev/step") == "check"]
     assert job.spec.template.spec.containers[0].command[0] == "sh"
+
+
+def test_the_operators_own_job_is_adopted_after_a_lost_status_write(
+        kube: Kube, operator: OperatorProcess) -> None:
+    kube.ready_runbook("lost", {
+        "params": [{"name": "token", "secret": True}, {"name": "region"}],
+        "steps": [step("first", message='{"zone": "b"}'),
+                  step("check", after=["first"], duration="3s",
+                       message='{"healthy": true}',
+                       env=[{"name": "POD", "valueFrom": {"fieldRef": {
+                           "fieldPath": "metadata.name"}}}]),
+                  step("act", after=["check"], when="steps.check.outputs.healthy")]})
+    kube.execute("lost-1", "lost", {"token": "s3cr3t-value", "region": "eu"})
+    name = job_name("lost-1", "check", 1)
+    (made,) = wait_for("the check Job", lambda: [j for j in kube.jobs("lost-1")
+                                                 if j.metadata.name == name])
+    operator.stop()
+    try:
+        # The status write that would have named the Job, lost.
+        kube.custom.patch_namespaced_custom_object_status(
+            "runbooks.dev", "v1alpha1", kube.ns, "runbookexecutions", "lost-1",
+            {"status": {"paramsSecret": None, "steps": {"check": {
+                "phase": "Pending", "attempts": 0, "job": None, "startedAt": None,
+                "reason": None, "message": None}}}})
+        status = kube.execution("lost-1")["status"]
+        assert status["steps"]["check"]["phase"] == "Pending" and "paramsSecret" not in status
+    finally:
+        operator.start()
+    status = kube.wait_finished("lost-1")["status"]
+    assert status["phase"] == "Succeeded", status
+    check = status["steps"]["check"]
+    assert (check["attempts"], check["job"], check["outputs"]) == (1, name, {"healthy": True})
+    # Taken as it was (found at create or as newer than the status), never made again.
+    assert kube.batch.read_namespaced_job(name, kube.ns).metadata.uid == made.metadata.uid
+    assert sorted(j.metadata.name for j in kube.jobs("lost-1")) == [
+        "lost-1-act-1", "lost-1-check-1", "lost-1-first-1"]
 
 
 def test_secret_params_are_redacted_in_debug_logs(kube: Kube, cluster: Any,

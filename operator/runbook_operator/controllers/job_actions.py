@@ -29,7 +29,7 @@ from runbook_operator.engine.planner import (
     ObservedJob,
     Plan,
 )
-from runbook_operator.k8s.adoption import foreign_reason, owned_by_execution, params_secret_in
+from runbook_operator.k8s.adoption import foreign_reason, owned_by_execution
 from runbook_operator.k8s.client import retrying
 from runbook_operator.k8s.jobs import (
     ANNOTATION_EXECUTION,
@@ -213,12 +213,10 @@ class JobActions:
         uid = str((job.get("metadata") or {}).get("uid") or "")
         if uid in self._job_verdicts:
             return self._job_verdicts[uid]
-        secret = result.status.params_secret
-        found = params_secret_in(job, generate_prefix(execution.metadata.name, "-params-"))
-        ctx = self.job_context(execution, spec, params, result, found or secret)
+        ctx = self.job_context(execution, spec, params, result, result.status.params_secret)
         expected = self.manifest(execution, ctx, step, seen.attempt,
                                  job_name(execution.metadata.name, step.name, seen.attempt))
-        why = foreign_reason(expected, job)
+        why = foreign_reason(expected, job, _secret_prefix(execution))
         if len(self._job_verdicts) > 10_000:
             self._job_verdicts.clear()
         self._job_verdicts[uid] = why
@@ -262,7 +260,10 @@ class JobActions:
                     return CreateFailure("JobCreateFailed",
                                          f"a Job named {name} exists and belongs to "
                                          "something else")
-                why = foreign_reason(manifest, existing)
+                # Made by a pass whose status write was lost: it may read the params
+                # Secret that pass created, not the one this pass did.
+                why = foreign_reason(manifest, existing, generate_prefix(
+                    manifest["metadata"]["annotations"][ANNOTATION_EXECUTION], "-params-"))
                 if why is None:
                     return None
                 return CreateFailure("ForeignJob", f"a Job named {name} exists but is not "
@@ -294,7 +295,7 @@ class JobActions:
         owner = owner_reference(execution.metadata.name, execution.metadata.uid or "")
         body = {
             "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
-            "metadata": {"generateName": generate_prefix(execution.metadata.name, "-params-"),
+            "metadata": {"generateName": _secret_prefix(execution),
                          "namespace": execution.metadata.namespace,
                          "labels": {**MANAGED_BY,
                                     LABEL_EXECUTION: label_value(execution.metadata.name)},
@@ -305,6 +306,11 @@ class JobActions:
         created = self.clients.core.create_namespaced_secret(execution.metadata.namespace, body)
         name: str = created.metadata.name
         return name
+
+
+def _secret_prefix(execution: RunbookExecution) -> str:
+    """The params Secret's ``generateName`` (``create_params_secret``)."""
+    return generate_prefix(execution.metadata.name, "-params-")
 
 
 def _api_message(exc: ApiException) -> str:

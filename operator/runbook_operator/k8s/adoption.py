@@ -19,6 +19,7 @@ resources, TTL, image pull policy and scheduling hints are not.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -92,17 +93,35 @@ def params_secret_in(job: Mapping[str, Any], prefix: str) -> str | None:
     return None
 
 
-def foreign_reason(expected: Mapping[str, Any], observed: Mapping[str, Any]) -> str | None:
+def foreign_reason(expected: Mapping[str, Any], observed: Mapping[str, Any],
+                   secret_prefix: str | None = None) -> str | None:
     """Why ``observed`` is not the Job ``expected`` (the operator's build); None if it is.
 
-    The first differing field, as ``path: observed instead of expected``.
+    The first differing field, as ``path: observed instead of expected``. With
+    ``secret_prefix`` (the params Secret's ``generateName``), the params Secret the
+    observed Job reads may be another one of that form (``params_secret_in``).
     """
+    found = params_secret_in(observed, secret_prefix) if secret_prefix else None
+    if found is not None and secret_prefix is not None:
+        expected = _with_secret(expected, secret_prefix, found)
     want, got = _flat(projection(expected)), _flat(projection(observed))
     for path in sorted(set(want) | set(got)):
         if want.get(path) != got.get(path):
             return (f"{path}: {_show(got.get(path))} instead of "
                     f"{_show(want.get(path))}")
     return None
+
+
+def _with_secret(job: Mapping[str, Any], prefix: str, name: str) -> dict[str, Any]:
+    """``job`` reading its params from the Secret ``name`` (refs to ``prefix*`` only)."""
+    out: dict[str, Any] = copy.deepcopy(dict(job))
+    pod = ((out.get("spec") or {}).get("template") or {}).get("spec") or {}
+    for container in pod.get("containers") or []:
+        for entry in container.get("env") or []:
+            ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+            if isinstance(ref, dict) and str(ref.get("name", "")).startswith(prefix):
+                ref["name"] = name
+    return out
 
 
 def projection(job: Mapping[str, Any]) -> dict[str, Any]:

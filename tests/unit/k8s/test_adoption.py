@@ -17,7 +17,8 @@ Cases:
 - the run's controller reference: only a controller reference to the
   RunbookExecution kind of the runbooks.dev group with the run's uid counts;
 - the params Secret's name is taken from a Job only in the operator's generateName
-  form;
+  form: a Job made by a pass whose status write was lost reads that pass's Secret
+  and still matches; one reading any other Secret does not;
 - the planner: a foreign Job newer than the status is not adopted, and the step
   whose attempt it names fails ``ForeignJob`` (history and a Warning event naming
   the Job) when it comes due, its forged outputs never in the status.
@@ -210,6 +211,20 @@ def test_the_params_secret_is_taken_only_in_the_generated_form() -> None:
     assert params_secret_in(job("run-1-params-x7k2q"), "run-1-params-") == "run-1-params-x7k2q"
     for other in ("mine", "run-1-params-", "run-1-params-toolong", "run-1-params-AB12C"):
         assert params_secret_in(job(other), "run-1-params-") is None, other
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(built_jobs())
+def test_a_job_of_a_lost_pass_may_read_that_pass_params_secret(job: dict[str, Any]) -> None:
+    # The pass that made it created its own params Secret; the status never said so.
+    observed = defaulted(job)
+    ref = next(e for e in container(observed)["env"] if e.get("valueFrom"))
+    ref["valueFrom"]["secretKeyRef"]["name"] = "run-1-params-zz9zz"
+    assert foreign_reason(job, observed, "run-1-params-") is None
+    assert foreign_reason(job, observed) is not None  # without the prefix: exact
+    for other in ("mine", "run-1-params-zz9zz-x", "run-2-params-zz9zz"):
+        ref["valueFrom"]["secretKeyRef"]["name"] = other
+        assert foreign_reason(job, observed, "run-1-params-") is not None, other
 
 
 def test_a_foreign_job_is_never_adopted_and_its_step_fails() -> None:
