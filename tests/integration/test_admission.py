@@ -34,8 +34,10 @@ Cases:
   only an owner reference (another apiVersion, any case, not controller), only a
   runbooks.dev/ label, only a pod template annotation, and a patch adding the
   run's owner reference to her own plain Job; her plain Job and a plain label
-  patch pass; the operator's own Jobs are created under the policy, the run
-  Succeeds with the real step's outputs;
+  patch pass; a pod with a runbooks.dev/ annotation is the Job controller's to
+  make (policy step-pods), hers is refused, and her plain pod cannot gain a
+  runbooks.dev/ label; the operator's own Jobs and their pods are created under
+  the policies, the run Succeeds with the real step's outputs;
 - hostile approvals: dave writes ``by: dave`` with ``groups: [sre-oncall]`` in the
   entry (a group forged in the object: the field is pruned, admission reads the
   request's groups) and is refused; erin's Reject appended after her Approve
@@ -89,7 +91,20 @@ class Probe:
         self.admin = kubernetes.client.CustomObjectsApi(admin)
         self.user = kubernetes.client.CustomObjectsApi(user)
         self.jobs_user = kubernetes.client.BatchV1Api(jobs_user)
+        self.core_user = kubernetes.client.CoreV1Api(jobs_user)
         self.ns = namespace
+
+    def step_pods_enforced(self) -> bool:
+        body = {"metadata": {"name": "probe",
+                             "annotations": {"runbooks.dev/execution": "probe"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox:1.37"}]}}
+        try:
+            self.core_user.create_namespaced_pod(self.ns, body, dry_run="All")
+        except ApiException as exc:
+            if "only the Job controller" in refusal(exc):
+                return True
+            raise
+        return False
 
     def step_jobs_enforced(self) -> bool:
         body = {"metadata": {"name": "probe", "labels": {"runbooks.dev/step": "probe"}},
@@ -159,7 +174,8 @@ def policies(users: LocalCluster, k8s_api: Any, crds: None) -> Iterator[None]:
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
                       "name": PROBE_USER}]})
     rbac.create_namespaced_role(ns, {"metadata": {"name": "probe-jobs"}, "rules": [
-        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}]})
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}]})
     rbac.create_namespaced_role_binding(ns, {
         "metadata": {"name": "probe-jobs"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
@@ -178,7 +194,7 @@ def policies(users: LocalCluster, k8s_api: Any, crds: None) -> Iterator[None]:
     try:
         wait_for("the admission policies in force",
                  lambda: probe.writers_enforced() and probe.approvals_enforced()
-                 and probe.step_jobs_enforced(), timeout=60)
+                 and probe.step_jobs_enforced() and probe.step_pods_enforced(), timeout=60)
         admission = kubernetes.client.AdmissionregistrationV1Api(k8s_api)
         for doc in docs:
             if doc["kind"] == "ValidatingAdmissionPolicy":
@@ -192,7 +208,8 @@ def policies(users: LocalCluster, k8s_api: Any, crds: None) -> Iterator[None]:
         # Other modules patch approvals freely: wait until the API server forgot them.
         wait_for("the admission policies gone",
                  lambda: not probe.writers_enforced() and not probe.approvals_enforced()
-                 and not probe.step_jobs_enforced(), timeout=60)
+                 and not probe.step_jobs_enforced() and not probe.step_pods_enforced(),
+                 timeout=60)
         core.delete_namespace(ns)
 
 
@@ -336,6 +353,7 @@ def test_only_the_operator_marks_step_jobs(kube: Kube, users: LocalCluster,
     grant(kube, "mallory", [
         {"apiGroups": ["batch"], "resources": ["jobs"],
          "verbs": ["get", "create", "update", "patch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "patch"]},
         {"apiGroups": [GROUP], "resources": [RBX], "verbs": ["get", "list"]}])
     kube.ready_runbook("marked", {"steps": [
         {"name": "gate", "type": "approval"},
@@ -380,7 +398,21 @@ def test_only_the_operator_marks_step_jobs(kube: Kube, users: LocalCluster,
     message = refused(mallory.patch_namespaced_job, "mine", kube.ns,
                       {"metadata": {"labels": {"runbooks.dev/attempt": "1"}}})
     assert "the label runbooks.dev/attempt" in message, message
-    # The operator's own Jobs carry every mark, under the policy.
+    # A pod wearing the run's marks (the store files pods by them) is the Job
+    # controller's to make; her plain pod is hers, and it cannot gain them later.
+    pods = kubernetes.client.CoreV1Api(client_for(users, "mallory"))
+    forged = {"metadata": {"name": "forged", "annotations": {
+        "runbooks.dev/execution": "marked-1"}}, "spec": {"restartPolicy": "Never",
+        "containers": [{"name": "step", "image": "busybox:1.37"}]}}
+    message = refused(pods.create_namespaced_pod, kube.ns, forged)
+    assert "pod forged: only the Job controller may make a pod carrying the annotation " \
+        "runbooks.dev/execution" in message and "made by mallory could forge it" in message
+    del forged["metadata"]["annotations"]
+    pods.create_namespaced_pod(kube.ns, forged)
+    message = refused(pods.patch_namespaced_pod, "forged", kube.ns,
+                      {"metadata": {"labels": {"runbooks.dev/step": "check"}}})
+    assert "the label runbooks.dev/step" in message, message
+    # The operator's own Jobs carry every mark, and their pods too, under the policies.
     kube.patch(RBX, "marked-1", {"spec": {"approvals": [
         {"step": "gate", "decision": "Approve", "by": operator_user(kube)}]}})
     status = kube.wait_finished("marked-1")["status"]
