@@ -89,10 +89,13 @@ venv_bin=$(cd "$(dirname "$(command -v "$PYTHON")")" && pwd)
 export PATH="$venv_bin:$PATH"  # kubectl-runbook beside the Python that runs the operator
 kubectl apply --server-side -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null
-# Who may approve is checked in the API server (the chart's admission policies).
+# Who may approve is checked in the API server (the chart's admission policies);
+# only the operator may mark step Jobs: here it runs as the admin of this cluster.
+operator_user=$(kubectl auth whoami -o jsonpath='{.status.userInfo.username}')
 "$PYTHON" -c 'import sys, yaml; print(yaml.safe_dump({"apiVersion": "v1", "kind": "List",
-  "items": yaml.safe_load(open(sys.argv[1]))}))' \
-  charts/runbook-operator/files/admission-policies.yaml | kubectl apply -f - >/dev/null
+  "items": yaml.safe_load(open(sys.argv[1]).read().replace("${OPERATOR}", sys.argv[2]))}))' \
+  charts/runbook-operator/files/admission-policies.yaml "$operator_user" \
+  | kubectl apply -f - >/dev/null
 carol=$("$PYTHON" hack/cluster.py user carol --group sre-oncall)
 kubectl apply -f - >/dev/null <<EOF
 apiVersion: rbac.authorization.k8s.io/v1
