@@ -39,7 +39,7 @@ JOB_FIELDS: dict[str, Any] = {
     "backoffLimit": 6, "activeDeadlineSeconds": None, "completions": 1, "parallelism": 1,
     "completionMode": "NonIndexed", "podFailurePolicy": None, "successPolicy": None,
     "backoffLimitPerIndex": None, "maxFailedIndexes": None, "manualSelector": False,
-    "suspend": False,
+    "suspend": False, "managedBy": None,  # another controller would write its status
 }
 POD_FIELDS: dict[str, Any] = {
     "containers": None, "initContainers": None, "ephemeralContainers": None,

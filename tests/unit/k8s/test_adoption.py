@@ -12,8 +12,9 @@ Cases:
   command, args, an env value or a new env var, a secretKeyRef, securityContext,
   serviceAccountName, a volume, a volume mount, an extra or init container,
   terminationMessagePath/Policy, activeDeadlineSeconds, backoffLimit, completions,
-  a success policy, restartPolicy, host namespaces, hostAliases, the pod's
-  annotations, the Job's name) mismatches, naming the field;
+  a success policy, managedBy (another controller writing its status), suspend,
+  restartPolicy, host namespaces, hostAliases, the pod's annotations, the Job's
+  name) mismatches, naming the field;
 - the run's controller reference: only a controller reference to the
   RunbookExecution kind of the runbooks.dev group with the run's uid counts;
 - the params Secret's name is taken from a Job only in the operator's generateName
@@ -156,6 +157,8 @@ TAMPERING: dict[str, Any] = {
     "successPolicy": lambda j: j["spec"].update(successPolicy={"rules": [
         {"succeededCount": 1}]}),
     "restartPolicy": lambda j: pod(j).update(restartPolicy="OnFailure"),
+    "managedBy": lambda j: j["spec"].update(managedBy="example.com/mine"),
+    "suspend": lambda j: j["spec"].update(suspend=True),
     "hostNetwork": lambda j: pod(j).update(hostNetwork=True),
     "hostAliases": lambda j: pod(j).update(hostAliases=[{"ip": "1.2.3.4",
                                                          "hostnames": ["api"]}]),
