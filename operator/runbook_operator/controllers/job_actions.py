@@ -213,7 +213,11 @@ class JobActions:
         uid = str((job.get("metadata") or {}).get("uid") or "")
         if uid in self._job_verdicts:
             return self._job_verdicts[uid]
-        ctx = self.job_context(execution, spec, params, result, result.status.params_secret)
+        # A lost status write may have lost the Secret's name with it: any Secret of
+        # the run's generated form then stands in (``foreign_reason``), a name that
+        # cannot exist ("*") until the Job's own is found there.
+        ctx = self.job_context(execution, spec, params, result,
+                               result.status.params_secret or _secret_prefix(execution) + "*")
         expected = self.manifest(execution, ctx, step, seen.attempt,
                                  job_name(execution.metadata.name, step.name, seen.attempt))
         why = foreign_reason(expected, job, _secret_prefix(execution))
