@@ -240,8 +240,12 @@ class ExecutionReconciler(JobActions, Admission, Retention, Telemetry):
                                                  result, made)
                 if foreign:
                     self.circuits.rollback(token)
-                    observation = replace(observation, foreign_jobs={
-                        **observation.foreign_jobs, **foreign})
+                    observation = replace(
+                        observation,
+                        foreign_jobs={**observation.foreign_jobs, **{
+                            n: why for n, why in foreign.items() if why is not None}},
+                        unverified_jobs=observation.unverified_jobs | {
+                            n for n, why in foreign.items() if why is None})
                     continue
                 # No lock from here to the commit: other passes plan meanwhile against
                 # what this one reserved (its trial permits and bulkhead slots).

@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from kubernetes.client.exceptions import ApiException
 
-from runbook_operator.api.execution import RunbookExecution, RunbookExecutionStatus
+from runbook_operator.api.execution import (
+    FINISHED_STEP_PHASES,
+    RunbookExecution,
+    RunbookExecutionStatus,
+    StepStatus,
+)
 from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.controllers.store import Key
 from runbook_operator.engine.names import generate_prefix, job_name, label_value
@@ -179,7 +184,7 @@ class JobActions:
 
     def foreign_adoptions(self, execution: RunbookExecution, spec: RunbookSpec,
                           params: dict[str, Any], observation: Observation, result: Plan,
-                          created: set[str]) -> dict[str, str]:
+                          created: set[str]) -> dict[str, str | None]:
         """Jobs the plan adopted that the operator would not have built, with why.
 
         Adopted: a step's Job in the planned status that the status it was planned from
@@ -187,16 +192,22 @@ class JobActions:
         once (the store keeps no Job specs) and compared with the Job built now for its
         step and attempt, from the plan's outputs (the lost pass that created it saw
         the same ones: they are read again from the same Jobs). A Job's template cannot
-        change, so the verdict is kept by uid.
+        change, so the verdict is kept by uid. None for a Job that cannot be checked
+        yet: an upstream step has not finished in the plan (its pod not seen yet), so
+        the outputs the Job was given are not known; it is checked again next pass.
         """
         known = {st.job for st in observation.status.steps.values() if st.job}
         steps = {s.name: s for s in spec.all_steps()}
-        foreign: dict[str, str] = {}
+        foreign: dict[str, str | None] = {}
         for step_name, st in result.status.steps.items():
             name = st.job
             seen = observation.jobs.get(name or "")
             if name is None or seen is None or name in known or name in created \
                     or name in observation.foreign_jobs or step_name not in steps:
+                continue
+            if any((result.status.steps.get(d) or StepStatus()).phase
+                   not in FINISHED_STEP_PHASES for d in steps[step_name].depends_on):
+                foreign[name] = None
                 continue
             why = self.verify_job(execution, spec, params, result, steps[step_name], seen)
             if why is not None:

@@ -146,6 +146,9 @@ class Observation:
     security: SecurityPolicy | None = None
     """The cluster admin's allowances, asked again before each Job (they may have shrunk
     since the run started); None: not checked."""
+    unverified_jobs: frozenset[str] = frozenset()
+    """Jobs not adopted this pass, to be checked again: what they were built from (an
+    upstream step's outputs) is not known yet."""
     foreign_jobs: Mapping[str, str] = field(default_factory=dict)
     """Jobs under a step's name that the operator did not build (another image or
     command, a planted Job), by Job name, with why: never adopted, and the step whose
@@ -328,7 +331,8 @@ class _Pass(Guards):
         """Jobs newer than the status knows were created by a pass whose status was lost."""
         for job in self.obs.jobs.values():
             st = self.status.steps.get(job.step)
-            if st is None or job.attempt <= st.attempts or job.name in self.obs.foreign_jobs:
+            if st is None or job.attempt <= st.attempts or job.name in self.obs.foreign_jobs \
+                    or job.name in self.obs.unverified_jobs:
                 continue
             st.attempts = job.attempt
             st.job = job.name

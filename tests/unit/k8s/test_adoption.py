@@ -22,7 +22,8 @@ Cases:
   and still matches; one reading any other Secret does not;
 - the planner: a foreign Job newer than the status is not adopted, and the step
   whose attempt it names fails ``ForeignJob`` (history and a Warning event naming
-  the Job) when it comes due, its forged outputs never in the status.
+  the Job) when it comes due, its forged outputs never in the status; a Job not
+  checkable yet (``unverified_jobs``) is not adopted and fails nothing.
 """
 
 from __future__ import annotations
@@ -260,6 +261,11 @@ def test_a_foreign_job_is_never_adopted_and_its_step_fails() -> None:
     assert any(h.event == "StepFailed" and name in (h.message or "")
                for h in decided.status.history)
     assert decided.status.phase == "Failed"
+    # Not checkable yet (an upstream step unfinished): not adopted, nothing fails.
+    waiting = plan(Observation(**{**obs.__dict__, "foreign_jobs": {},
+                                  "unverified_jobs": frozenset({name})}))
+    assert (waiting.status.steps["b"].phase, waiting.status.steps["b"].job) == ("Pending", None)
+    assert waiting.status.phase == "WaitingForApproval"
     # Without the verdict, the same observation adopts the planted Job and its outputs.
     trusting = plan(Observation(**{**obs.__dict__, "foreign_jobs": {}}))
     assert trusting.status.steps["b"].outputs == {"go": True}
