@@ -105,6 +105,9 @@ class ExecutionReconciler(JobActions, Admission, Retention, Telemetry):
         """When this process created, or last found by a direct read, a Job (monotonic)."""
         self._job_verdicts: dict[str, str | None] = {}
         """By Job uid: why an adopted Job is not the operator's, or None (``k8s.adoption``)."""
+        self._pods_read: dict[str, dict[str, Any] | None] = {}
+        """By Job uid: the pod a direct read found for a finished Job the pod watch had
+        not shown yet, or None when it has none (``JobActions.pod_of``)."""
 
     # -- entry point ---------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from runbook_operator.k8s.jobs import (
     JobContext,
     build_job,
     controlled_by,
+    job_finished,
     observe_job,
     owner_reference,
 )
@@ -69,6 +70,7 @@ class JobActions:
         job_ttl_seconds: int
         _job_seen: dict[str, float]
         _job_verdicts: dict[str, str | None]
+        _pods_read: dict[str, dict[str, Any] | None]
 
     def lost_jobs(self, namespace: str, status: RunbookExecutionStatus,
                   observed: dict[str, ObservedJob]) -> tuple[frozenset[str], float | None]:
@@ -114,13 +116,44 @@ class JobActions:
         for name, job in self.store.jobs.get(key, {}).items():
             if uid and not owned_by_execution(job, uid):
                 continue  # a Job of an earlier execution with the same name, or no run's
+            job_uid = (job.get("metadata") or {}).get("uid")
             pod = pods.get(name)
-            if pod is not None and not controlled_by(pod, (job.get("metadata") or {}).get("uid")):
+            if pod is not None and not controlled_by(pod, job_uid):
                 pod = None  # a pod wearing the Job's labels: its ending is not the step's
+            if pod is None and job_uid and job_finished(job):
+                pod = self.pod_of(key[0], job_uid)
             observed = observe_job(job, pod)
             if observed is not None:
                 jobs[name] = observed
         return jobs
+
+    def pod_of(self, namespace: str, job_uid: str) -> dict[str, Any] | None:
+        """The pod of a finished Job that the pod watch has not shown, read directly once.
+
+        After a restart the Job watch can list a Job that finished while no operator
+        ran before the pod watch lists its pod. Judged from the Job alone, the step
+        would lose its exit code, termination message and outputs for good, so the
+        pod is read by the Job controller's uid label. One read per Job: a pod that
+        is really gone (deleted, or the node lost) is remembered as None, and the
+        step is then judged from the Job's conditions.
+        """
+        if job_uid in self._pods_read:
+            return self._pods_read[job_uid]
+        found: dict[str, Any] | None = None
+        for pod in self.list_pods(namespace, f"batch.kubernetes.io/controller-uid={job_uid}"):
+            if controlled_by(pod, job_uid):
+                found = pod
+        if len(self._pods_read) > 10_000:
+            self._pods_read.clear()
+        self._pods_read[job_uid] = found
+        return found
+
+    @retrying
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        response = self.clients.core.list_namespaced_pod(namespace, label_selector=selector,
+                                                         _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+        return items
 
     def carry_out(self, body: dict[str, Any], execution: RunbookExecution, spec: RunbookSpec,
                   params: dict[str, Any], result: Plan

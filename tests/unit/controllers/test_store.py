@@ -7,7 +7,10 @@ execution drops its Jobs and pods; the Jobs and pods of a finished execution are
 not stored; a pod wearing a step Job's labels (job-name, execution annotation) but
 not controlled by that Job's uid (none, another uid, not a Job) never replaces the
 Job's own pod, and the reconciler's observation ignores it (its forged termination
-message is not the step's outcome).
+message is not the step's outcome); a finished Job whose pod the watch has not shown
+(a restart's listings race) gets its pod by one direct read, so its exit code and
+outputs are not lost, and a pod really gone is judged from the Job after that one read;
+a running Job without its pod makes no read.
 """
 
 from __future__ import annotations
@@ -120,3 +123,66 @@ def test_a_pod_wearing_a_jobs_labels_is_not_its_pod() -> None:
         store.put_pod(step_pod(genuine, '{"real": true}'))
         (observed,) = actions.observed_jobs(("ops", "run-1"), "u1").values()
         assert observed.state == "Succeeded" and observed.termination_message == '{"real": true}'
+
+
+class PodsApi:
+    """Stands in for CoreV1Api's pod listing: the pods it holds, and the selectors asked."""
+
+    def __init__(self, pods: list[dict[str, Any]]) -> None:
+        self.pods = pods
+        self.selectors: list[str] = []
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str,
+                            _preload_content: bool) -> Any:
+        self.selectors.append(label_selector)
+        return type("Response", (), {"data": json.dumps({"items": self.pods}).encode()})()
+
+
+def actions_reading(store: Store, pods: list[dict[str, Any]]) -> tuple[JobActions, PodsApi]:
+    api = PodsApi(pods)
+    actions = JobActions.__new__(JobActions)
+    actions.store = store
+    actions.clients = type("Clients", (), {"core": api})()  # type: ignore[assignment]
+    actions._pods_read = {}
+    return actions, api
+
+
+def finished_step_job() -> dict[str, Any]:
+    body = step_job()
+    body["status"] = {"conditions": [{"type": "Complete", "status": "True",
+                                      "lastTransitionTime": "2026-11-27T10:00:10Z"}]}
+    return body
+
+
+def test_a_finished_jobs_pod_not_yet_watched_is_read_once() -> None:
+    genuine = {"kind": "Job", "name": "run-1-a-1", "uid": "job-uid", "controller": True}
+    store = Store()
+    store.put_execution(execution("Running"))
+    store.put_job(finished_step_job())
+    actions, api = actions_reading(store, [step_pod(None, '{"forged": true}'),
+                                           step_pod(genuine, '{"real": true}')])
+    for _ in range(3):
+        (observed,) = actions.observed_jobs(("ops", "run-1"), "u1").values()
+        assert observed.state == "Succeeded" and observed.termination_message == '{"real": true}'
+        assert observed.exit_code == 0
+    assert api.selectors == ["batch.kubernetes.io/controller-uid=job-uid"]
+
+
+def test_a_finished_job_whose_pod_is_gone_is_judged_from_the_job_after_one_read() -> None:
+    store = Store()
+    store.put_execution(execution("Running"))
+    store.put_job(finished_step_job())
+    actions, api = actions_reading(store, [])
+    for _ in range(3):
+        (observed,) = actions.observed_jobs(("ops", "run-1"), "u1").values()
+        assert observed.state == "Succeeded" and observed.termination_message is None
+    assert len(api.selectors) == 1
+
+
+def test_a_running_job_without_its_pod_makes_no_read() -> None:
+    store = Store()
+    store.put_execution(execution("Running"))
+    store.put_job(step_job())
+    actions, api = actions_reading(store, [])
+    (observed,) = actions.observed_jobs(("ops", "run-1"), "u1").values()
+    assert observed.state == "Active" and api.selectors == []
