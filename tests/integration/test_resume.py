@@ -31,6 +31,8 @@ import pytest
 from kube import Kube, step
 from kubernetes.client.exceptions import ApiException
 
+from runbook_operator.engine.notify import incident_key_of
+
 pytestmark = pytest.mark.integration
 
 OUTCOME = "kwok.runbooks.dev/"
@@ -70,7 +72,9 @@ def test_resume_reuses_steps_1_to_3_and_step_4_gets_their_outputs(kube: Kube) ->
         assert (st["phase"], st["reason"]) == ("Succeeded", "Reused"), st
         assert "first" in st["message"]
         assert st.get("outputs") == source["steps"][name].get("outputs")
-    assert status["resumedFrom"] == {"execution": "first", "reused": ["s1", "s2", "s3"]}
+    # The source's PagerDuty incident goes with it, so the retry's success resolves it.
+    assert status["resumedFrom"] == {"execution": "first", "reused": ["s1", "s2", "s3"],
+                                     "incidentKey": incident_key_of(kube.execution("first"))}
     assert status["runbookSpec"] == source["runbookSpec"]
     jobs = {j.metadata.labels["runbooks.dev/step"]: j for j in kube.jobs("second")}
     assert sorted(jobs) == ["s4", "s5"]
