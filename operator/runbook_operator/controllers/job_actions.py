@@ -35,7 +35,7 @@ from runbook_operator.engine.planner import (
     Plan,
 )
 from runbook_operator.k8s.adoption import foreign_reason, owned_by_execution
-from runbook_operator.k8s.client import retrying
+from runbook_operator.k8s.client import read_raw, retrying
 from runbook_operator.k8s.jobs import (
     ANNOTATION_EXECUTION,
     LABEL_EXECUTION,
@@ -274,15 +274,7 @@ class JobActions:
     def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A Job as the API server stores it, as JSON (the client's models would drop
         fields they do not know, and those must be compared too)."""
-        try:
-            response = self.clients.batch.read_namespaced_job(name, namespace,
-                                                              _preload_content=False)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        job: dict[str, Any] = json.loads(response.data)
-        return job
+        return read_raw(self.clients.batch.read_namespaced_job, name, namespace)
 
     @retrying
     def create_job(self, namespace: str, manifest: dict[str, Any], owner_uid: str

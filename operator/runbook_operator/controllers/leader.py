@@ -15,7 +15,6 @@ as a standby itself.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from runbook_operator.engine.lease import LeaseRecord, LeaseTimings, decide, still_leading
-from runbook_operator.k8s.client import Clients
+from runbook_operator.k8s.client import Clients, read_raw
 
 log = logging.getLogger("runbook_operator.leader")
 
@@ -106,15 +105,8 @@ class LeaderElector:
         return True, decision.retry_at
 
     def _read(self) -> dict[str, Any] | None:
-        try:
-            response = self.clients.coordination.read_namespaced_lease(
-                self.name, self.namespace, _preload_content=False)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        result: dict[str, Any] = json.loads(response.data)
-        return result
+        return read_raw(self.clients.coordination.read_namespaced_lease, self.name,
+                        self.namespace)
 
 
 def _record(body: dict[str, Any]) -> LeaseRecord:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast
@@ -153,6 +154,21 @@ def patch_status(clients: Clients, plural: str, namespace: str, name: str,
 
 
 @retrying
+def read_raw(read: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
+    """A direct read, ``read(*args)``, as the API server answers it; None on 404.
+
+    Raw JSON rather than the client's models, which drop fields they do not know
+    (a newer API server's) and which a comparison or a round trip must keep.
+    """
+    try:
+        response = read(*args, _preload_content=False)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return cast(dict[str, Any], json.loads(response.data))
+
+
 def read_object(clients: Clients, plural: str, namespace: str, name: str
                 ) -> dict[str, Any] | None:
     """A direct read of one of our custom objects; None when it does not exist."""
