@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             results[on].append(r)
             print(f"round {i + 1} ({'on ' if on else 'off'}): {r['finished']}/"
                   f"{args.executions} in {r['elapsed']:.1f} s = {r['per_min']:.0f} exec/min; "
-                  f"transition {percentiles(r['latencies'])}; CPU {r['cpu']:.1f} s"
+                  f"pod exit -> next pod created {percentiles(r['pod_created'])}; "
+                  f"CPU {r['cpu']:.1f} s"
                   + (f"; {r['spans']} spans, {r['scrapes']} scrapes of up to "
                      f"{r['scrape_bytes'] // 1024} KiB" if on else ""), flush=True)
 
