@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack"))
 
 from cluster import LocalCluster  # noqa: E402
+from engine import bench_cluster  # noqa: E402
 
 G, V = "runbooks.dev", "v1alpha1"
 POLICIES = REPO / "charts" / "runbook-operator" / "files" / "admission-policies.yaml"
@@ -53,8 +54,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    cluster = LocalCluster()
-    api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    kubeconfig, _ = bench_cluster(None, None)  # RBO_CLUSTER_DIR's, afresh, with the CRDs
+    cluster = LocalCluster(state_dir=Path(kubeconfig).parent)
+    api = kubernetes.config.new_client_from_config(config_file=kubeconfig)
     core, custom = kubernetes.client.CoreV1Api(api), kubernetes.client.CustomObjectsApi(api)
     ns = f"bench-admission-{uuid.uuid4().hex[:5]}"
     core.create_namespace({"metadata": {"name": ns}})
@@ -62,7 +64,8 @@ def main() -> None:
         "apiVersion": f"{G}/{V}", "kind": "RunbookExecution", "metadata": {"name": "x"},
         "spec": {"runbookRef": {"name": "none"}, "params": {"a": 1}}})
     policies = yaml.safe_dump({"apiVersion": "v1", "kind": "List",
-                               "items": yaml.safe_load(POLICIES.read_text())})
+                               "items": yaml.safe_load(POLICIES.read_text().replace(
+                                   "${OPERATOR}", "system:serviceaccount:bench:operator"))})
 
     def create_runbook(i: int) -> Any:
         return custom.create_namespaced_custom_object(G, V, ns, "runbooks", {
