@@ -1,16 +1,17 @@
 """What the chart's admission policies cost a request, on the local control plane.
 
-    python bench/admission.py [--requests 300] [--rounds 2]
+    RBO_CLUSTER_DIR=/tmp/c python bench/admission.py [--requests 300] [--rounds 2]
 
-The three ValidatingAdmissionPolicies (charts/runbook-operator/files/
+The ValidatingAdmissionPolicies (charts/runbook-operator/files/
 admission-policies.yaml) run CEL, and one an authorizer check, inside the API
-server on every Runbook write and every RunbookExecution update. This times, with
-the policies off and on in alternating rounds (off, on, off, on), two requests as
-the admin: a dry-run Runbook create (runbook-writers: a SubjectAccessReview-like
-authorizer check) and a label patch of an execution (immutable-runs compares the
-spec). Prints p50 and p95 per request kind and round; never asserts. Uses (and
-leaves running) the cluster of hack/cluster.py (RBO_CLUSTER_DIR); the CRDs must
-be installed. Removes the policies at the end.
+server on every Runbook write, RunbookExecution update, and Job or pod create. This
+times, with the policies off and on in alternating rounds (off, on, off, on), three
+requests as the admin (standing for the operator in the step-jobs policy): a
+dry-run Runbook create (runbook-writers: an authorizer check), a dry-run step Job
+create with the operator's marks (step-jobs), and a label patch of an execution
+(immutable-runs compares the spec). Prints p50 and p95 per request kind and round;
+never asserts. Starts RBO_CLUSTER_DIR's local cluster afresh with the CRDs
+(bench/engine.py's bench_cluster) and removes the policies at the end.
 """
 
 from __future__ import annotations
@@ -64,13 +65,32 @@ def main() -> None:
         "apiVersion": f"{G}/{V}", "kind": "RunbookExecution", "metadata": {"name": "x"},
         "spec": {"runbookRef": {"name": "none"}, "params": {"a": 1}}})
     policies = yaml.safe_dump({"apiVersion": "v1", "kind": "List",
+                               # the bench's own identity stands for the operator's
                                "items": yaml.safe_load(POLICIES.read_text().replace(
-                                   "${OPERATOR}", "system:serviceaccount:bench:operator"))})
+                                   "${OPERATOR}", "rbo-admin"))})
 
     def create_runbook(i: int) -> Any:
         return custom.create_namespaced_custom_object(G, V, ns, "runbooks", {
             "apiVersion": f"{G}/{V}", "kind": "Runbook", "metadata": {"name": f"r{i}"},
             "spec": {"steps": [{"name": "a", "image": "busybox"}]}}, dry_run="All")
+
+    batch = kubernetes.client.BatchV1Api(api)
+    owner = custom.get_namespaced_custom_object(G, V, ns, "runbookexecutions", "x")
+
+    def create_step_job(i: int) -> Any:
+        # What the operator creates for every step: a Job with its marks, which the
+        # step-jobs policy lets through for the operator's identity only.
+        marks = {"runbooks.dev/execution": "x", "runbooks.dev/step": f"s{i}"}
+        return batch.create_namespaced_job(ns, {
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": f"x-s{i}-1", "labels": marks, "ownerReferences": [{
+                "apiVersion": f"{G}/{V}", "kind": "RunbookExecution", "name": "x",
+                "uid": owner["metadata"]["uid"], "controller": True}]},
+            "spec": {"backoffLimit": 0, "template": {
+                "metadata": {"labels": marks},
+                "spec": {"restartPolicy": "Never",
+                         "containers": [{"name": "step", "image": "busybox"}]}}}},
+            dry_run="All")
 
     def patch_execution(i: int) -> Any:
         return custom.patch_namespaced_custom_object(G, V, ns, "runbookexecutions", "x",
@@ -84,6 +104,7 @@ def main() -> None:
                 time.sleep(3)  # the API server picks policies up from a watch
                 figures = {name: timed(call, args.requests) for name, call in
                            (("runbook create (dry run)", create_runbook),
+                            ("step Job create (dry run)", create_step_job),
                             ("execution patch", patch_execution))}
                 print(f"policies {state:3}: " + "; ".join(
                     f"{name} p50 {p50:.2f} ms p95 {p95:.2f} ms"
