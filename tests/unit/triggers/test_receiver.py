@@ -338,6 +338,13 @@ def _padded(size: int) -> bytes:
     return body
 
 
+async def in_pieces(body: bytes, size: int) -> Any:
+    """``body`` as a chunked upload of ``size``-byte pieces, yielding between them."""
+    for i in range(0, len(body), size):
+        await asyncio.sleep(0)
+        yield body[i:i + size]
+
+
 @pytest.mark.parametrize("streamed", [False, True], ids=["content-length", "chunked"])
 def test_a_large_valid_body_under_the_cap_is_read_whole(tmp_path: Path, streamed: bool) -> None:
     # One read of the request stream returns what has arrived so far, not the whole
@@ -346,13 +353,8 @@ def test_a_large_valid_body_under_the_cap_is_read_whole(tmp_path: Path, streamed
     rx = receiver(token_file(tmp_path), max_body=limit)
     body = _padded(limit)  # exactly at the cap: accepted
 
-    async def pieces() -> Any:
-        for i in range(0, len(body), 4096):
-            await asyncio.sleep(0)
-            yield body[i:i + 4096]
-
     async def scenario(client: TestClient[Any, Any]) -> None:
-        async with post(client, pieces() if streamed else body) as response:
+        async with post(client, in_pieces(body, 4096) if streamed else body) as response:
             assert response.status == 200, await response.text()
             assert (await response.json())["outcomes"] == {"unmatched": 1}
     run(rx, scenario)
@@ -365,13 +367,8 @@ def test_one_byte_over_the_cap_is_413(tmp_path: Path, streamed: bool) -> None:
     rx = receiver(token_file(tmp_path), max_body=limit)
     body = _padded(limit + 1)
 
-    async def pieces() -> Any:
-        for i in range(0, len(body), 1000):
-            await asyncio.sleep(0)
-            yield body[i:i + 1000]
-
     async def scenario(client: TestClient[Any, Any]) -> None:
-        async with post(client, pieces() if streamed else body) as response:
+        async with post(client, in_pieces(body, 1000) if streamed else body) as response:
             assert response.status == 413
     run(rx, scenario)
     assert counted(rx, "rejected") == 1

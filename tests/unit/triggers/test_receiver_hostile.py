@@ -33,6 +33,7 @@ from .test_receiver import (
     FakeClients,
     FakeCustomObjects,
     counted,
+    matching_receiver,
     post,
     receiver,
     run,
@@ -148,16 +149,6 @@ def test_a_lone_surrogate_in_a_matched_label_starts_the_runbook(tmp_path: Path) 
 # -- an execution that took the occurrence's name ----------------------------------------
 
 
-def _matching(tmp_path: Path, custom: FakeCustomObjects) -> alertmanager.AlertReceiver:
-    rx = receiver(token_file(tmp_path))
-    rx.clients = FakeClients(custom)  # type: ignore[assignment]
-    rx.index.observe({"metadata": {"name": "rb", "namespace": "ns", "resourceVersion": "1"},
-                      "spec": {"triggers": {"alerts": [
-                          {"match": ['alertname="NoRunbookForThis"']}]},
-                          "steps": [{"name": "a", "image": "busybox"}]}})
-    return rx
-
-
 def _outcomes(rx: alertmanager.AlertReceiver) -> dict[str, int]:
     seen: list[dict[str, int]] = []
 
@@ -184,14 +175,14 @@ def _manual(name: str) -> dict[str, Any]:
 def test_a_planted_execution_with_the_occurrences_name_is_not_a_duplicate(
         tmp_path: Path) -> None:
     custom = FakeCustomObjects(409, existing=_manual(_name()))
-    rx = _matching(tmp_path, custom)
+    rx = matching_receiver(tmp_path, custom)
     assert _outcomes(rx) == {"rejected": 1}
     assert counted(rx, "duplicate") == 0 and counted(rx, "rejected") == 1
 
 
 def test_a_planted_execution_in_the_cache_is_not_a_duplicate_either(tmp_path: Path) -> None:
     custom = FakeCustomObjects(201)
-    rx = _matching(tmp_path, custom)
+    rx = matching_receiver(tmp_path, custom)
     rx.store.put_execution(_manual(_name()))
     assert _outcomes(rx) == {"rejected": 1}
     assert custom.creates == 0
@@ -199,9 +190,9 @@ def test_a_planted_execution_in_the_cache_is_not_a_duplicate_either(tmp_path: Pa
 
 def test_our_own_run_written_with_another_starts_at_spelling_is_a_duplicate(
         tmp_path: Path) -> None:
-    first = _matching(tmp_path, FakeCustomObjects(201))
+    first = matching_receiver(tmp_path, FakeCustomObjects(201))
     assert _outcomes(first) == {"created": 1}
     ours = first.clients.custom.sent[_name()]  # type: ignore[attr-defined]
     ours["spec"]["triggeredBy"]["alert"]["startsAt"] = "2026-12-01T02:00:00+02:00"
-    rx = _matching(tmp_path, FakeCustomObjects(409, existing=ours))
+    rx = matching_receiver(tmp_path, FakeCustomObjects(409, existing=ours))
     assert _outcomes(rx) == {"duplicate": 1}
