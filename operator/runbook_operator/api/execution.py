@@ -208,6 +208,13 @@ class ResumedFrom(ApiModel):
     resumed run that succeeds resolves the incident its source opened."""
 
 
+class ReconcileFailures(ApiModel):
+    """A streak of identical reconcile errors (``engine.failures``)."""
+
+    error: str = Field(max_length=300)
+    count: int = Field(ge=1)
+
+
 class RunbookExecutionStatus(ApiModel):
     phase: ExecutionPhase = "Pending"
     reason: str | None = None
@@ -239,6 +246,9 @@ class RunbookExecutionStatus(ApiModel):
     """The reason the run ends with when cancelled that way (``Replaced``, ``AlertResolved``)."""
     resumed_from: ResumedFrom | None = None
     """The execution this one resumed, and which of its steps were reused."""
+    reconcile_failures: ReconcileFailures | None = None
+    """The same reconcile error, ``count`` times in a row (cleared by a pass that works):
+    kept here so a new leader continues the count."""
 
 
 class RunbookExecution(ApiModel):

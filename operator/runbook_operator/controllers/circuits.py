@@ -17,8 +17,10 @@ The event loop (``observe_policy``, ``bodies``, ``take_dirty``) only takes
 ``_data``, a plain lock no thread holds for more than a few dictionary
 operations. What changed is written to the CircuitPolicy's status in batches, at
 most once per second per policy, so a burst of calls costs a handful of writes.
-The operator is the status' single writer, and it reads the status back when it
-(re)starts: an Open circuit stays Open with its ``nextAttemptAt``.
+The leader is the status' single writer. A standby follows the status from the
+watch, and a replica that takes the lead rebuilds every circuit from a fresh,
+consistent listing before its first write (:meth:`CircuitRegistry.reload`): an
+Open circuit stays Open with its ``nextAttemptAt``, its window and HalfOpen trials.
 """
 
 from __future__ import annotations
@@ -93,8 +95,16 @@ class CircuitRegistry:
         frees. Noted while the waiting pass holds the policy's lock, so a pass freeing a
         slot after it either finds the waiter here or freed it before that pass planned."""
 
-    def observe_policy(self, body: dict[str, Any], deleted: bool = False) -> None:
-        """A CircuitPolicy from the watch; its status seeds the circuits the first time."""
+    def observe_policy(self, body: dict[str, Any], deleted: bool = False,
+                       follow_status: bool = False) -> None:
+        """A CircuitPolicy from the watch or a listing.
+
+        ``follow_status``: the circuits are taken from the body's status, replacing
+        what this replica holds: a standby follows what the leader writes, and a new
+        leader rebuilds from a fresh listing (:meth:`reload`). Otherwise (the leader
+        itself) the status seeds a policy only the first time: what the leader holds
+        in memory is newer than any status it wrote.
+        """
         meta = body.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
         if deleted:
@@ -113,17 +123,34 @@ class CircuitRegistry:
         loaded = None
         with self._data:
             known = key in self.states
-        if not known:
+        if follow_status or not known:
             loaded = load_states((body.get("status") or {}).get("circuits"))
         with self._data:
             self.policies[key] = body
             self.problems[key] = problems
             self._specs[key] = spec
-            if key not in self.states:
-                self.states[key] = loaded or {}
+            if loaded is not None:
+                self.states[key] = loaded
+            if loaded is not None and not known:
                 self.dirty.add(key)  # publish observedGeneration and openCircuits
             elif _stale(body, problems):
                 self.dirty.add(key)  # a new generation, or a verdict not yet published
+
+    def reload(self, namespaces: Sequence[str] | None, bodies: Iterable[dict[str, Any]]
+               ) -> None:
+        """Rebuild every circuit from a fresh, consistent listing (a new leader, before
+        its first write). Policies of ``namespaces`` (None: all) not listed are gone."""
+        listed: set[PolicyKey] = set()
+        for body in bodies:
+            meta = body.get("metadata") or {}
+            listed.add((meta.get("namespace", ""), meta.get("name", "")))
+            self.observe_policy(body, follow_status=True)
+        with self._data:
+            gone = [k for k in self.policies
+                    if k not in listed and (namespaces is None or k[0] in namespaces)]
+        for namespace, name in gone:
+            self.observe_policy({"metadata": {"namespace": namespace, "name": name}},
+                                deleted=True)
 
     def known(self, namespace: str, name: str) -> bool:
         with self._data:

@@ -407,8 +407,23 @@ class ExecutionReconciler(JobActions, Admission, Retention, Telemetry):
             if exc.status == 404:
                 return True
             raise
-        self.store.put_execution(updated)
+        self.store.put_fresh_execution(updated)
         return True
+
+    def record_failures(self, key: Key, streak: dict[str, Any] | None) -> None:
+        """Write ``status.reconcileFailures`` (None: clear it) of a running execution."""
+        body = self.store.executions.get(key)
+        status = (body or {}).get("status") or {}
+        if body is None or status.get("phase") in FINISHED_EXECUTION_PHASES or \
+                status.get("reconcileFailures") == streak:
+            return
+        try:
+            updated = self._patch(key[0], key[1], {"status": {"reconcileFailures": streak}})
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        self.store.put_fresh_execution(updated)
 
     def fail_internal(self, key: Key, summary: str, count: int) -> bool:
         """Mark an execution whose passes keep raising ``summary`` as Failed (InternalError).
@@ -440,7 +455,7 @@ class ExecutionReconciler(JobActions, Admission, Retention, Telemetry):
             if exc.status == 404:
                 return True
             raise
-        self.store.put_execution(updated)
+        self.store.put_fresh_execution(updated)
         self.store.forget_children(key)
         self._specs.pop(meta.get("uid") or "", None)
         runbook = ((body.get("spec") or {}).get("runbookRef") or {}).get("name") or ""
@@ -458,7 +473,7 @@ class ExecutionReconciler(JobActions, Admission, Retention, Telemetry):
     def refresh(self, namespace: str, name: str) -> None:
         fresh = self.read(PLURAL, namespace, name)
         if fresh is not None:
-            self.store.put_execution(fresh)
+            self.store.put_fresh_execution(fresh)
 
     def read(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """A direct read of one of our objects (None when it does not exist).

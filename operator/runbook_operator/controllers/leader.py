@@ -7,22 +7,32 @@ is decided by :mod:`runbook_operator.engine.lease`; this module reads it, writes
 with a ``resourceVersion`` guard (of two candidates writing at once, one gets 409
 and stays a standby) and reports through :attr:`LeaderElector.leading`.
 
-A leader that cannot renew for ``renew_deadline`` calls ``on_lost``: the operator
-then exits, so that it stops acting before a standby may take over and restarts
-as a standby itself.
+A leader that cannot renew for ``renew_deadline``, or that reads the Lease held by
+another, calls ``on_lost``: the operator then exits, so that it stops acting before
+a standby may take over and restarts as a standby itself. Every write a leader
+makes first asks :meth:`LeaderElector.may_act` (the fence), so a leader that wakes
+from a freeze writes nothing before its election loop has looked again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from runbook_operator.engine.lease import LeaseRecord, LeaseTimings, decide, still_leading
+from runbook_operator.engine.lease import (
+    LeaseRecord,
+    LeaseTimings,
+    Observed,
+    decide,
+    still_leading,
+)
+from runbook_operator.engine.timeutil import parse
 from runbook_operator.k8s.client import Clients, read_raw
 
 log = logging.getLogger("runbook_operator.leader")
@@ -33,54 +43,75 @@ class LeaderElector:
 
     def __init__(self, clients: Clients, namespace: str, name: str, identity: str,
                  timings: LeaseTimings | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.clients = clients
         self.namespace = namespace
         self.name = name
         self.identity = identity
         self.timings = timings or LeaseTimings()
-        self.clock = clock
+        self.monotonic = monotonic
+        self.wall = wall
         self.leading = asyncio.Event()
-        """Set while this replica holds the Lease."""
-        self.last_renewed: datetime | None = None
+        """Set while this replica holds the Lease (see :meth:`may_act` for writes)."""
+        self.last_renewed: float | None = None
+        """Monotonic time before the read that last renewed (or acquired) the Lease."""
+        self.observed: Observed | None = None
+
+    def may_act(self) -> bool:
+        """Whether a write may go out now: checked before every write a leader makes.
+
+        By the monotonic clock, not by :attr:`leading`: a leader frozen (SIGSTOP, a
+        long pause) past ``renew_deadline`` wakes with ``leading`` still set, and its
+        tasks would run before the election loop re-reads the Lease. They find this
+        false and write nothing; the loop then sees the Lease lost and exits.
+        """
+        return self.leading.is_set() and \
+            still_leading(self.last_renewed, self.monotonic(), self.timings)
 
     async def run(self, on_lost: Callable[[], None]) -> None:
         """Campaign and renew forever; ``on_lost()`` once leadership cannot be kept."""
         while True:
-            now = self.clock()
-            retry_at = now + self.timings.retry_period
+            started = self.monotonic()
+            retry_in = self.timings.retry_period.total_seconds()
+            verdict = None
             try:
-                won, retry_at = await asyncio.to_thread(self.attempt, now)
+                verdict, retry_in = await asyncio.to_thread(self.attempt, started)
             except Exception as exc:  # the API is unreachable: keep trying
                 log.warning("leader election: could not read or write Lease %s/%s: %s",
                             self.namespace, self.name, exc)
-                won = False
-            if won:
-                self.last_renewed = now
+            if verdict in ("acquire", "renew"):
+                self.last_renewed = started
                 if not self.leading.is_set():
                     log.info("leader election: %s leads (Lease %s/%s)", self.identity,
                              self.namespace, self.name)
                     self.leading.set()
-            elif self.leading.is_set() and not still_leading(self.last_renewed, self.clock(),
-                                                             self.timings):
-                log.error("leader election: %s could not renew Lease %s/%s for %s; "
-                          "stopping", self.identity, self.namespace, self.name,
-                          self.timings.renew_deadline)
+            elif self.leading.is_set() and (
+                    verdict == "lost" or
+                    not still_leading(self.last_renewed, self.monotonic(), self.timings)):
+                log.error("leader election: %s lost Lease %s/%s (%s); stopping",
+                          self.identity, self.namespace, self.name,
+                          "another replica holds it" if verdict == "lost" else
+                          f"not renewed for {self.timings.renew_deadline}")
                 self.leading.clear()
                 on_lost()
                 return
-            await asyncio.sleep(max(0.0, (retry_at - self.clock()).total_seconds()))
+            await asyncio.sleep(max(0.0, started + retry_in - self.monotonic()))
 
-    def attempt(self, now: datetime) -> tuple[bool, datetime]:
+    def attempt(self, now: float) -> tuple[str, float]:
         """One round: read the Lease, decide, write it if ours to take. Blocks.
 
-        Returns whether we hold it now, and when to look again.
+        Returns the verdict (``acquire`` and ``renew`` only once written) and the
+        seconds until the next round.
         """
         body = self._read()
         current = None if body is None else _record(body)
-        decision = decide(current, self.identity, now, self.timings)
+        decision = decide(current, self.observed, self.identity, now, self.wall(),
+                          self.timings, was_leading=self.leading.is_set())
+        self.observed = decision.observed
+        retry_in = decision.retry_in.total_seconds()
         if decision.record is None:
-            return False, decision.retry_at
+            return decision.verdict, retry_in
         spec = _spec(decision.record, acquired=decision.verdict == "acquire",
                      previous=(body or {}).get("spec") or {})
         try:
@@ -97,12 +128,12 @@ class LeaderElector:
                         "spec": spec})
         except ApiException as exc:
             if exc.status == 409:  # another candidate wrote first
-                return False, decision.retry_at
+                return "standby", retry_in
             raise
         if decision.verdict == "acquire":
             log.info("leader election: %s acquired Lease %s/%s (was %s)", self.identity,
                      self.namespace, self.name, current.holder if current else None)
-        return True, decision.retry_at
+        return decision.verdict, retry_in
 
     def _read(self) -> dict[str, Any] | None:
         return read_raw(self.clients.coordination.read_namespaced_lease, self.name,
@@ -110,15 +141,21 @@ class LeaderElector:
 
 
 def _record(body: dict[str, Any]) -> LeaseRecord:
+    """A Lease as read; a hand-edited one with odd fields reads as odd, never raises."""
     spec = body.get("spec") or {}
     renewed = spec.get("renewTime")
+    version = f"{(body.get('metadata') or {}).get('resourceVersion')}/{renewed}"
+    return LeaseRecord(holder=str(spec.get("holderIdentity") or "") or None,
+                       renewed_at=parse(renewed) if isinstance(renewed, str) else None,
+                       duration=timedelta(seconds=_int(spec.get("leaseDurationSeconds"))),
+                       transitions=_int(spec.get("leaseTransitions")), version=version)
+
+
+def _int(value: Any) -> int:
     try:
-        renewed_at = datetime.fromisoformat(renewed.replace("Z", "+00:00")) if renewed else None
-    except ValueError:
-        renewed_at = None
-    return LeaseRecord(holder=spec.get("holderIdentity"), renewed_at=renewed_at,
-                       duration=timedelta(seconds=int(spec.get("leaseDurationSeconds") or 0)),
-                       transitions=int(spec.get("leaseTransitions") or 0))
+        return max(0, int(value or 0))
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _spec(record: LeaseRecord, acquired: bool, previous: dict[str, Any]) -> dict[str, Any]:

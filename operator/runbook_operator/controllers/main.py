@@ -15,26 +15,36 @@ import logging
 import os
 import socket
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
 import kubernetes
-import urllib3
 from aiohttp import web
-from kubernetes.client.exceptions import ApiException
 
 from runbook_operator.api.common import GROUP, VERSION
+from runbook_operator.api.execution import FINISHED_EXECUTION_PHASES
 from runbook_operator.controllers import circuits, runbooks, watches
 from runbook_operator.controllers.circuits import CircuitRegistry
 from runbook_operator.controllers.executions import PLURAL, ExecutionReconciler
 from runbook_operator.controllers.leader import LeaderElector
 from runbook_operator.controllers.store import Key, Store
 from runbook_operator.controllers.workqueue import WorkQueue
+from runbook_operator.engine import failures
+from runbook_operator.engine.params import secret_literals as param_secret_literals
 from runbook_operator.engine.redact import SECRETS
 from runbook_operator.engine.validation import validate_spec
-from runbook_operator.k8s.client import Clients, load_config, make_clients, observe_api_errors
+from runbook_operator.k8s.client import (
+    Clients,
+    NotLeading,
+    is_transient,
+    list_raw,
+    load_config,
+    make_clients,
+    observe_api_errors,
+)
 from runbook_operator.k8s.events import EventPoster
 from runbook_operator.k8s.jobs import (
     LABEL_EXECUTION,
@@ -101,7 +111,13 @@ class NoDiffBase(kopf.DiffBaseStorage):
 class Operator:
     """The pieces one operator process shares: clients, store, queue, reconcilers."""
 
-    def __init__(self, clients: Clients, settings: OperatorSettings) -> None:
+    def __init__(self, clients: Clients, settings: OperatorSettings,
+                 acting: Clients | None = None) -> None:
+        """``clients`` serve what every replica does (election, alert receiver, reads);
+        ``acting`` (fenced by :meth:`may_act`, see :func:`serve`) what only the leader
+        does. Without ``acting``, ``clients`` serve both."""
+        self.watching = clients
+        clients = acting or clients
         self.clients = clients
         self.settings = settings
         self.store = Store()
@@ -116,23 +132,28 @@ class Operator:
                                               metrics=self.metrics, tracer=self.tracer,
                                               circuits=self.circuits,
                                               security=settings.security())
-        self.failures: dict[Key, tuple[str, int]] = {}
-        """Per execution: the last reconcile error's summary, and how often in a row."""
+        self._secrets_learned: dict[Key, tuple[Any, Any, bool]] = {}
+        """Per execution: the (uid, generation, started) whose secrets were learned."""
+        self.failures: dict[Key, failures.Streak] = {}
+        """Per execution: the last reconcile error's summary, and how often in a row
+        (also in its status: a new leader starts from there)."""
         self.triggers = TriggerIndex(
             lambda spec, ns: not validate_spec(spec, settings.security(), ns))
-        self.notifier = Notifier(clients, self.metrics, self.events)
+        self.notifier = Notifier(clients, self.metrics, self.events, may_act=self.may_act)
         self.scheduler = Scheduler(
             clients, self.store, self.metrics, self.events,
             lambda spec, ns: not validate_spec(spec, settings.security(), ns))
         self.elector = LeaderElector(
-            clients, settings.leader_elect_namespace, settings.leader_elect_name,
+            self.watching, settings.leader_elect_namespace, settings.leader_elect_name,
             settings.leader_elect_identity or f"{socket.gethostname()}-{os.getpid()}",
         ) if settings.leader_elect else None
+        self.synced = asyncio.Event()
+        """Set once the watches have caught up with a fresh listing (``/readyz``)."""
         self.leading = self.elector.leading if self.elector else asyncio.Event()
         """Set while this replica may act: always without leader election."""
         if self.elector is None:
             self.leading.set()
-        self.receiver = AlertReceiver(clients, self.store, self.triggers, self.metrics,
+        self.receiver = AlertReceiver(self.watching, self.store, self.triggers, self.metrics,
                                       self.tracer, ReceiverSettings(
                                           address=settings.alerts_address,
                                           port=settings.alerts_port,
@@ -140,40 +161,49 @@ class Operator:
                                           max_body_bytes=settings.alerts_max_body_bytes,
                                           namespaces=tuple(settings.namespaces)))
 
+    def learn_secrets(self, key: Key, body: dict[str, Any]) -> None:
+        """Teach the redactor a running execution's secret values (once per generation)."""
+        meta = body.get("metadata") or {}
+        status = body.get("status") or {}
+        if status.get("phase") in FINISHED_EXECUTION_PHASES:
+            self._secrets_learned.pop(key, None)
+            return
+        frozen = status.get("runbookSpec")
+        mark = (meta.get("uid"), meta.get("generation"), frozen is not None)
+        if self._secrets_learned.get(key) == mark:
+            return
+        if frozen is None:  # not started yet: the Runbook it will freeze
+            runbook = ((body.get("spec") or {}).get("runbookRef") or {}).get("name")
+            frozen = (self.store.runbooks.get((key[0], str(runbook))) or {}).get("spec")
+        declared = frozen.get("params") if isinstance(frozen, dict) else None
+        SECRETS.learn(key, param_secret_literals(declared, (body.get("spec") or {}).get(
+            "params")))
+        self._secrets_learned[key] = mark
+
+    def may_act(self) -> bool:
+        """Whether this replica may write now: the fence every acting write passes."""
+        return self.elector.may_act() if self.elector is not None else True
+
     async def handle(self, key: Key) -> None:
         """One pass over one execution, in a thread (the kubernetes client blocks).
 
         A pass that raises is retried with backoff (the queue's other keys go on
-        meanwhile); the same error ``max_reconcile_failures`` times in a row, unless
-        the cluster itself is failing, fails the execution with ``InternalError``:
-        a poison input must not keep a run Running forever in silence.
+        meanwhile); what to do is :mod:`engine.failures`' decision, and the streak is
+        kept in the execution's status so a new leader continues it.
         """
         try:
             # to_thread copies the context: the log fields bound here reach the thread.
             with self.metrics.time_reconcile("RunbookExecution"), \
                     log_context(namespace=key[0], execution=key[1]):
                 outcome = await asyncio.to_thread(self.executions.reconcile, key)
+        except NotLeading:
+            return  # this replica stopped leading: the one that leads now handles it
         except Exception as exc:
-            summary = error_summary(exc)
-            last, count = self.failures.get(key, ("", 0))
-            count = count + 1 if last == summary else 1
-            self.failures[key] = (summary, count)
-            delay = min(60.0, 0.5 * 2 ** (count - 1))
-            log.exception("reconcile of %s/%s failed (%d in a row); again in %.1fs",
-                          *key, count, delay)
-            if count >= self.settings.max_reconcile_failures and not transient(exc):
-                try:
-                    written = await asyncio.to_thread(self.executions.fail_internal, key,
-                                                      summary, count)
-                except Exception:
-                    log.exception("could not mark %s/%s as failed", *key)
-                    written = False
-                if written:
-                    self.failures.pop(key, None)
-                    return
-            self.queue.add_after(key, delay)
+            await self._failed(key, exc)
             return
         self.failures.pop(key, None)
+        if self._recorded_streak(key) is not None:
+            await self._write_streak(key, None)
         for other in outcome.others:
             self.queue.add(other)
         if outcome.again:
@@ -181,6 +211,40 @@ class Operator:
         elif outcome.wake_at is not None:
             delay = (outcome.wake_at - datetime.now(UTC)).total_seconds()
             self.queue.add_after(key, delay + 0.01)
+
+    async def _failed(self, key: Key, exc: BaseException) -> None:
+        previous = self.failures.get(key) or self._recorded_streak(key)
+        streak = failures.next_streak(previous, error_summary(exc))
+        self.failures[key] = streak
+        delay = failures.retry_delay(streak)
+        log.exception("reconcile of %s/%s failed (%d in a row); again in %.1fs",
+                      *key, streak.count, delay)
+        if failures.verdict(streak, self.settings.max_reconcile_failures,
+                            is_transient(exc)) == "fail":
+            try:
+                written = await asyncio.to_thread(self.executions.fail_internal, key,
+                                                  streak.summary, streak.count)
+            except Exception:
+                log.exception("could not mark %s/%s as failed", *key)
+                written = False
+            if written:
+                self.failures.pop(key, None)
+                return
+        elif not is_transient(exc):
+            await self._write_streak(key, streak)
+        self.queue.add_after(key, delay)
+
+    def _recorded_streak(self, key: Key) -> failures.Streak | None:
+        return failures.recorded((self.store.executions.get(key) or {}).get("status"))
+
+    async def _write_streak(self, key: Key, streak: failures.Streak | None) -> None:
+        """Record the streak in the execution's status (None: clear it). Best effort:
+        the count in memory goes on if the write fails."""
+        try:
+            await asyncio.to_thread(self.executions.record_failures, key,
+                                    streak.to_status() if streak else None)
+        except Exception as exc:
+            log.warning("could not record the reconcile failures of %s/%s: %s", *key, exc)
 
     def register(self, registry: kopf.OperatorRegistry) -> None:
         """Attach the handlers to a kopf registry."""
@@ -203,7 +267,10 @@ class Operator:
             # Server-side filtering: the cluster's other Jobs and pods never reach us.
             settings.watching.label_selectors["batch", "jobs"] = LABEL_EXECUTION
             settings.watching.label_selectors["v1", "pods"] = LABEL_EXECUTION
-            settings.persistence.finalizer = f"{GROUP}/finalizer"
+            # Namespaced installs have no cluster-wide grants: kopf serves the
+            # namespaces named and the resources found at start, without watching
+            # CRDs and namespaces.
+            settings.scanning.disabled = bool(self.settings.namespaces)
             settings.persistence.diffbase_storage = NoDiffBase()
             # One line per handled watch event is noise at our event rates; failures
             # are still logged at ERROR.
@@ -228,7 +295,9 @@ class Operator:
 
         @kopf.on.event(GROUP, VERSION, circuits.PLURAL, registry=registry)
         async def policy_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
-            self.circuits.observe_policy(_body(event), deleted=type == "DELETED")
+            # A standby follows the leader's writes; the leader keeps its own picture.
+            self.circuits.observe_policy(_body(event), deleted=type == "DELETED",
+                                         follow_status=not self.leading.is_set())
 
         @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
         async def execution_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
@@ -237,9 +306,14 @@ class Operator:
             if self.leading.is_set():
                 self.notifier.observe(body, deleted=type == "DELETED")
             key = store.put_execution(body, deleted=type == "DELETED")
+            if type != "DELETED":
+                # Every replica knows every running execution's secrets before it could
+                # log anything about it (a standby's receiver, a new leader's first pass).
+                self.learn_secrets(key, body)
             if type == "DELETED":
                 queue.forget(key)
                 SECRETS.forget(key)  # a run deleted while running is never reconciled again
+                self._secrets_learned.pop(key, None)
                 self.failures.pop(key, None)
             else:
                 queue.add(key)
@@ -272,13 +346,6 @@ def error_summary(exc: BaseException) -> str:
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
     text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def transient(exc: BaseException) -> bool:
-    """Errors of the cluster, not of the execution: never a reason to fail a run."""
-    if isinstance(exc, ApiException):
-        return exc.status in (None, 0, 429) or (exc.status or 0) >= 500
-    return isinstance(exc, OSError | urllib3.exceptions.HTTPError)
 
 
 def connection_info(config: kubernetes.client.Configuration) -> kopf.ConnectionInfo:
@@ -343,8 +410,16 @@ async def start_http(operator: Operator, settings: OperatorSettings,
             return web.json_response({"status": "kopf stopped"}, status=503)
         return web.json_response({"status": "ok"})
 
+    async def readyz(_: web.Request) -> web.Response:
+        if kopf_task.done():
+            return web.json_response({"status": "kopf stopped"}, status=503)
+        if not operator.synced.is_set():
+            return web.json_response({"status": "caches not synced"}, status=503)
+        return web.json_response({"status": "ready"})
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler(operator.metrics))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -360,12 +435,99 @@ async def lead(operator: Operator) -> None:
     """
     await operator.leading.wait()
     settings = operator.settings
+    if operator.elector is not None:
+        await take_over(operator)
     for body in list(operator.store.executions.values()):
         operator.notifier.observe(body)
     await asyncio.to_thread(_reconcile_runbooks, operator)
     await asyncio.gather(
         *(operator.queue.work(operator.handle) for _ in range(settings.workers)),
         flush_circuits(operator), operator.scheduler.run())
+
+
+CATCH_UP = 10.0
+"""Seconds to wait for the watches to reach a fresh listing (at start, at takeover)."""
+
+
+async def sync_caches(operator: Operator) -> None:
+    """At start, on every replica: ready (``/readyz``) once the watches have brought
+    every Runbook, execution and CircuitPolicy of a fresh listing."""
+    while True:
+        try:
+            await catch_up(operator, timeout=None)
+        except Exception as exc:  # the API is down: not ready; try again
+            log.warning("could not list objects to check the caches (%s); again in 2s", exc)
+            await asyncio.sleep(2.0)
+            continue
+        operator.synced.set()
+        return
+
+
+async def catch_up(operator: Operator, timeout: float | None = CATCH_UP
+                   ) -> list[dict[str, Any]]:
+    """List Runbooks, executions and CircuitPolicies consistently; wait until the watches
+    have brought each listed version (by equality: versions are opaque). Returns the
+    listed CircuitPolicies. Raises when the listing fails; gives up waiting (with a
+    warning) after ``timeout`` seconds (None: never)."""
+    namespaces = operator.settings.namespaces or None
+    started = time.monotonic()
+    runbooks_, executions, policies = await asyncio.gather(
+        asyncio.to_thread(list_raw, operator.watching, runbooks.PLURAL, namespaces),
+        asyncio.to_thread(list_raw, operator.watching, PLURAL, namespaces),
+        asyncio.to_thread(list_raw, operator.watching, circuits.PLURAL, namespaces))
+
+    def ident(body: dict[str, Any]) -> tuple[Key, str]:
+        meta = body.get("metadata") or {}
+        return (str(meta.get("namespace") or ""), str(meta.get("name") or "")), \
+            str(meta.get("resourceVersion") or "")
+
+    for body in executions:
+        if (body.get("status") or {}).get("phase") not in FINISHED_EXECUTION_PHASES:
+            operator.learn_secrets(ident(body)[0], body)
+    store = operator.store
+    missing = [("execution", *ident(b)) for b in executions] + \
+        [("runbook", *ident(b)) for b in runbooks_] + \
+        [("policy", *ident(b)) for b in policies]
+    while True:
+        missing = [(kind, key, version) for kind, key, version in missing if not (
+            store.caught_up(key, version) if kind == "execution" else
+            store.runbook_seen(key, version) if kind == "runbook" else
+            operator.circuits.known(*key))]
+        if not missing or (timeout is not None and time.monotonic() - started > timeout):
+            break
+        await asyncio.sleep(0.02)
+    if missing:
+        log.warning("the watches have not reached %d object(s) of a fresh listing after "
+                    "%.0fs (e.g. %s %s/%s); writes stay guarded by resourceVersion",
+                    len(missing), timeout, missing[0][0], *missing[0][1])
+    log.info("caught up with a fresh listing in %.3fs (%d Runbooks, %d executions, %d "
+             "CircuitPolicies)", time.monotonic() - started, len(runbooks_),
+             len(executions), len(policies))
+    return policies
+
+
+async def take_over(operator: Operator) -> None:
+    """Rebuild what the last leader held, from the API, before this replica's first write.
+
+    Circuits (states, windows, ``openUntil``, HalfOpen trials) are read afresh from
+    every CircuitPolicy's status: the watch may lag behind the old leader's last
+    writes, and a standby's picture must never reopen or close a circuit. The
+    executions (bulkhead occupancy and lines, notification ledgers, failure streaks,
+    secret values) and Runbooks (schedule slots) are the watch's, once it has caught
+    up with a fresh listing: no pass plans from an older status than the old leader
+    left.
+    """
+    started = time.monotonic()
+    try:
+        policies = await catch_up(operator)
+    except Exception as exc:  # the API is down: the watch's picture is all there is
+        log.error("new leader could not list objects (%s); acting on what the watch "
+                  "brought, every write guarded by resourceVersion", exc)
+        return
+    operator.circuits.reload(operator.settings.namespaces or None, policies)
+    operator.metrics.takeover(time.monotonic() - started)
+    log.info("new leader: state rebuilt from the API in %.3fs",
+             time.monotonic() - started)
 
 
 def _reconcile_runbooks(operator: Operator) -> None:
@@ -403,7 +565,16 @@ async def serve(settings: OperatorSettings, configuration: kubernetes.client.Con
     # cpu+4 of them, fewer than the workers on a small node.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=settings.workers + 4, thread_name_prefix="reconcile"))
-    operator = Operator(make_clients(configuration, pool=settings.workers + 4), settings)
+    operator: Operator | None = None
+
+    def may_act() -> bool:
+        return operator is not None and operator.may_act()
+
+    # Two pools: what every replica does (election, alert receiver), and what only the
+    # leader does, every write of which passes the fence first.
+    operator = Operator(make_clients(configuration, pool=4), settings,
+                        acting=make_clients(configuration, pool=settings.workers + 4,
+                                            may_act=may_act))
     registry = kopf.OperatorRegistry()
     operator.register(registry)
     kopf_task = asyncio.create_task(kopf.operator(
@@ -413,6 +584,7 @@ async def serve(settings: OperatorSettings, configuration: kubernetes.client.Con
         stop_flag=stop,
     ), name="kopf")
     tasks = [asyncio.create_task(refresh_gauges(operator), name="gauges"),
+             asyncio.create_task(sync_caches(operator), name="sync"),
              asyncio.create_task(lead(operator), name="lead")]
     if operator.elector is not None:
         tasks.append(asyncio.create_task(operator.elector.run(leadership_lost), name="elector"))

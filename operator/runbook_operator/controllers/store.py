@@ -1,15 +1,25 @@
 """What the operator has seen: executions, runbooks, and step Jobs and pods by execution.
 
 Filled from kopf's watch events (no polling LISTs) and from the objects the
-operator's own writes return, whichever is newer, so a pass never plans from a
-status older than one this process wrote itself.
+operator's own writes (and direct reads) return, so a pass never plans from a
+status older than one this process wrote or read itself.
+
+``resourceVersion`` is opaque: it is compared for equality only, never ordered.
+What orders versions is the watch: it delivers every version of an object in the
+order they were written. So a body from a write or a read is kept until the watch
+delivers that same version (everything the watch brings before it is older), or a
+newer generation (a spec change, which no write of ours makes). The last versions
+the watch delivered are remembered per execution, so a body the watch already
+passed is recognised as not newer, and :meth:`Store.caught_up` tells whether the
+watch has reached a fresh listing.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict, deque
 from typing import Any
 
+from runbook_operator.api.execution import FINISHED_EXECUTION_PHASES
 from runbook_operator.k8s.jobs import ANNOTATION_EXECUTION, LABEL_EXECUTION, controlled_by
 
 Key = tuple[str, str]
@@ -49,7 +59,10 @@ def slim_pod(pod: Body) -> Body:
     }
 
 
-FINISHED = frozenset({"Succeeded", "Failed", "Cancelled"})
+FINISHED = FINISHED_EXECUTION_PHASES
+SEEN_VERSIONS = 16
+SEEN_DELETED = 10_000
+"""Versions of an execution the watch delivered that are remembered (see the docstring)."""
 
 
 def slim_finished_execution(body: Body) -> Body:
@@ -88,11 +101,13 @@ def _trigger_identity(spec: Body) -> Body:
     return {"triggeredBy": identity}
 
 
-def _version(body: Body | None) -> int:
-    try:
-        return int(((body or {}).get("metadata") or {}).get("resourceVersion", "0"))
-    except ValueError:
-        return 0
+def _version(body: Body | None) -> str:
+    return str(((body or {}).get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _generation(body: Body | None) -> int:
+    generation = ((body or {}).get("metadata") or {}).get("generation")
+    return generation if isinstance(generation, int) else 0
 
 
 class Store:
@@ -102,25 +117,89 @@ class Store:
         self.jobs: dict[Key, dict[str, Body]] = defaultdict(dict)
         self.pods: dict[Key, dict[str, Body]] = defaultdict(dict)
         """Pods by execution, then by the name of their Job."""
+        self._pending: dict[Key, str] = {}
+        """Executions held from a write or read, by the version the watch has yet to bring."""
+        self._seen: dict[Key, deque[str]] = {}
+        """The last versions of each execution the watch delivered."""
+        self._runbooks_seen: dict[Key, deque[str]] = {}
+        self._deleted: OrderedDict[Key, None] = OrderedDict()
+        """Executions whose deletion the watch delivered (the latest, bounded)."""
+        self._shadow: dict[Key, Body] = {}
+        """The watch's latest body of an execution held back by ``_pending``."""
 
     def put_execution(self, body: Body, deleted: bool = False) -> Key:
+        """An execution from the watch (in order: each event is newer than the last)."""
         key = key_of(body)
         if deleted:
             self.executions.pop(key, None)
             self.jobs.pop(key, None)
             self.pods.pop(key, None)
-        elif _version(body) >= _version(self.executions.get(key)):
-            finished = (body.get("status") or {}).get("phase") in FINISHED
-            self.executions[key] = slim_finished_execution(body) if finished else body
+            self._pending.pop(key, None)
+            self._shadow.pop(key, None)
+            self._seen.pop(key, None)
+            self._deleted[key] = None
+            while len(self._deleted) > SEEN_DELETED:
+                self._deleted.popitem(last=False)
+            return key
+        version = _version(body)
+        self._seen.setdefault(key, deque(maxlen=SEEN_VERSIONS)).append(version)
+        pending = self._pending.get(key)
+        if pending is not None:
+            if version != pending and \
+                    _generation(body) <= _generation(self.executions.get(key)):
+                self._shadow[key] = body  # older than the body a write or read brought
+                return key
+            del self._pending[key]
+            self._shadow.pop(key, None)
+        self._keep(key, body)
         return key
 
+    def put_fresh_execution(self, body: Body) -> Key:
+        """An execution as a write of ours, or a direct read, returned it."""
+        key = key_of(body)
+        version = _version(body)
+        if version and version in self._seen.get(key, ()):
+            # The watch reached this version already: what it brought last is as new.
+            self._pending.pop(key, None)
+            latest = self._shadow.pop(key, None)
+            if latest is not None:
+                self._keep(key, latest)
+            elif key not in self.executions:
+                self._keep(key, body)
+            return key
+        if version:
+            self._pending[key] = version
+        self._shadow.pop(key, None)
+        self._keep(key, body)
+        return key
+
+    def caught_up(self, key: Key, version: str) -> bool:
+        """Whether the watch has delivered ``version`` of the execution (then what is
+        stored is that version or newer), or its deletion."""
+        return version in self._seen.get(key, ()) or \
+            (key in self._deleted and key not in self.executions)
+
+    def _keep(self, key: Key, body: Body) -> None:
+        finished = (body.get("status") or {}).get("phase") in FINISHED
+        self.executions[key] = slim_finished_execution(body) if finished else body
+
     def put_runbook(self, body: Body, deleted: bool = False) -> Key:
+        """A Runbook from the watch (in order: each event is newer than the last)."""
         key = key_of(body)
         if deleted:
             self.runbooks.pop(key, None)
+            self._runbooks_seen[key] = deque(["<deleted>"], maxlen=SEEN_VERSIONS)
         else:
             self.runbooks[key] = body
+            self._runbooks_seen.setdefault(key, deque(maxlen=SEEN_VERSIONS)).append(
+                _version(body))
         return key
+
+    def runbook_seen(self, key: Key, version: str) -> bool:
+        """Whether the watch has delivered ``version`` of the Runbook (then the stored
+        body is that version or a newer one), or its deletion since."""
+        seen = self._runbooks_seen.get(key)
+        return seen is not None and (version in seen or seen[-1] == "<deleted>")
 
     @staticmethod
     def owner_key(body: Body) -> Key | None:
@@ -143,7 +222,7 @@ class Store:
             self.jobs.get(key, {}).pop(name, None)
         elif self.finished(key):
             pass  # nothing reads the Jobs of a finished execution again
-        elif _version(body) >= _version(self.jobs[key].get(name)):
+        else:  # the watch brings a Job's versions in order: the last one is the newest
             self.jobs[key][name] = slim_job(body)
         return key
 

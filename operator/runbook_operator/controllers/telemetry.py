@@ -51,11 +51,17 @@ class Telemetry:
                        before: RunbookExecutionStatus, result: Plan, now: datetime) -> None:
         """Count what this pass changed (once: a transition is only new in one pass)."""
         after = result.status
+        ended = {r.step: r for r in result.attempts if isinstance(r, AttemptEnded)}
         for name, st in after.steps.items():
             old = before.steps.get(name)
             if st.phase in FINISHED_STEP_PHASES and (old is None or old.phase != st.phase):
+                # Every finished step is one sample: a step that ended before it was
+                # seen Running takes its start from its Job (the planner's record).
+                end = ended.get(name)
+                started = st.started_at or (old.started_at if old else None) or _started(end)
+                finished = st.finished_at or (fmt(end.finished_at) if end else None)
                 self.metrics.step_finished(namespace, runbook, name, st.phase,
-                                           _seconds(st.started_at, st.finished_at))
+                                           _seconds(started, finished))
         steps = {s.name: s for s in spec.all_steps()}
         for record in result.attempts:
             if not isinstance(record, AttemptStarted):

@@ -7,26 +7,42 @@ lease's duration. This module decides, from the Lease as last read and the time
 now, what this candidate does next; ``controllers/leader.py`` reads and writes the
 Lease (guarded by its resourceVersion, so two candidates never both win) and acts.
 
-The leader stops acting on its own once it could not renew for ``renew_deadline``,
-which is shorter than the lease duration: by the time a standby may take over,
-the old leader has already stopped.
+Expiry is judged as client-go judges it: by this candidate's own monotonic clock,
+from the moment it last *saw* the Lease record change, never by comparing the
+holder's ``renewTime`` with the local wall clock. Wall clocks of two nodes may be
+skewed or step back; a record that keeps changing is a live holder whatever its
+timestamps say, and one that stops changing has been silent for as long as this
+candidate has watched it. ``renewTime`` is still written (for people and tools)
+but never read for a decision.
+
+The leader stops acting on its own once it could not renew for ``renew_deadline``
+(by its own monotonic clock, from the moment before the read that renewed), which
+is shorter than the lease duration: by the time a standby may take over, the old
+leader has already stopped. A Lease edited by hand can only make a standby wait:
+a missing or short ``leaseDurationSeconds`` is read as the configured duration, and
+an empty or unknown holder is waited out like any other. Only a Lease that does not
+exist is taken at once (the first start).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
 
 @dataclass(frozen=True)
 class LeaseRecord:
-    """What a Lease says: who holds it, since when renewed, for how long."""
+    """What a Lease says: who holds it, the record's identity, for how long."""
 
     holder: str | None
     renewed_at: datetime | None
+    """The holder's wall-clock stamp: written, shown, never used to judge expiry."""
     duration: timedelta
     transitions: int = 0
+    version: str = ""
+    """Anything that changes with every write of the record (the raw ``renewTime`` and
+    the ``resourceVersion``): compared for equality only, never ordered."""
 
 
 @dataclass(frozen=True)
@@ -47,39 +63,67 @@ class LeaseTimings:
                              "take over)")
 
 
-Verdict = Literal["acquire", "renew", "standby"]
+@dataclass(frozen=True)
+class Observed:
+    """The Lease record this candidate last saw, and when it first saw it (monotonic)."""
+
+    record: LeaseRecord | None
+    seen_at: float
+
+
+Verdict = Literal["acquire", "renew", "standby", "lost"]
 
 
 @dataclass(frozen=True)
 class Decision:
     verdict: Verdict
     """``acquire``: write the Lease as ours (it is free or expired); ``renew``: we hold
-    it, write a new renew time; ``standby``: someone else holds it, read again later."""
+    it, write a new renew time; ``standby``: someone else holds it, read again later;
+    ``lost``: we held it and someone else does now (stop acting at once)."""
     record: LeaseRecord | None
     """For acquire and renew: the Lease to write."""
-    retry_at: datetime
+    observed: Observed
+    """What to remember of this read for the next decision."""
+    retry_in: timedelta
 
 
-def decide(current: LeaseRecord | None, me: str, now: datetime,
-           timings: LeaseTimings) -> Decision:
-    """What candidate ``me`` does about the Lease ``current`` (None: it does not exist)."""
-    retry_at = now + timings.retry_period
+def observe(previous: Observed | None, current: LeaseRecord | None, now: float) -> Observed:
+    """The observation after reading ``current`` at monotonic ``now``."""
+    if previous is not None and previous.record == current:
+        return previous
+    return Observed(current, now)
+
+
+def decide(current: LeaseRecord | None, previous: Observed | None, me: str, now: float,
+           wall: datetime, timings: LeaseTimings, was_leading: bool = False) -> Decision:
+    """What candidate ``me`` does about the Lease ``current`` (None: it does not exist).
+
+    ``now`` is this candidate's monotonic clock, ``wall`` its wall clock (only written
+    into the record), ``previous`` what it saw before.
+    """
+    observed = observe(previous, current, now)
+    retry = timings.retry_period
     if current is None:
-        return Decision("acquire", LeaseRecord(me, now, timings.lease_duration, 0), retry_at)
+        return Decision("acquire", LeaseRecord(me, wall, timings.lease_duration, 0),
+                        observed, retry)
     if current.holder == me:
-        return Decision("renew", LeaseRecord(me, now, timings.lease_duration,
-                                             current.transitions), retry_at)
-    expired = (current.holder is None or current.renewed_at is None
-               or now >= current.renewed_at + current.duration)
-    if expired:
-        return Decision("acquire", LeaseRecord(me, now, timings.lease_duration,
-                                               current.transitions + 1), retry_at)
-    # Wake when it expires rather than up to a retry period later: the takeover time
-    # after a crash is then the lease duration, not that plus a polling gap.
-    assert current.renewed_at is not None
-    return Decision("standby", None, min(retry_at, current.renewed_at + current.duration))
+        return Decision("renew", replace(current, renewed_at=wall,
+                                         duration=timings.lease_duration, version=""),
+                        observed, retry)
+    if was_leading:
+        return Decision("lost", None, observed, retry)
+    duration = max(current.duration, timings.lease_duration)
+    silent = timedelta(seconds=now - observed.seen_at)
+    if silent >= duration:
+        return Decision("acquire", LeaseRecord(me, wall, timings.lease_duration,
+                                               current.transitions + 1), observed, retry)
+    # Wake when it would expire rather than up to a retry period later: the takeover
+    # time after a crash is then the lease duration, not that plus a polling gap.
+    return Decision("standby", None, observed, min(retry, duration - silent))
 
 
-def still_leading(last_renewed: datetime | None, now: datetime, timings: LeaseTimings) -> bool:
-    """Whether a leader whose last successful renewal was at ``last_renewed`` may still act."""
-    return last_renewed is not None and now - last_renewed < timings.renew_deadline
+def still_leading(last_renewed: float | None, now: float, timings: LeaseTimings) -> bool:
+    """Whether a leader whose last successful renewal began at monotonic ``last_renewed``
+    may still act at monotonic ``now``."""
+    return last_renewed is not None and \
+        timedelta(seconds=now - last_renewed) < timings.renew_deadline

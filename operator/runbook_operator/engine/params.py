@@ -128,3 +128,27 @@ def _quote(value: Any) -> str:
     except (ValueError, TypeError, RecursionError):  # too deep, or an integer too long
         return f"<a {_type_name(value)} too large to show>"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def secret_literals(declared: Any, given: Any) -> list[str]:
+    """The forms in which secret parameter values may appear in text (as given, as JSON).
+
+    From raw objects (a Runbook's ``params`` list, an execution's ``spec.params``), as a
+    watch event brings them, so that any replica learns a run's secrets before it could
+    log anything about it; malformed input gives what can be read, never an error.
+    """
+    if not isinstance(declared, list) or not isinstance(given, Mapping | None):
+        return []
+    out: list[str] = []
+    for param in declared:
+        if not isinstance(param, Mapping) or param.get("secret") is not True:
+            continue
+        name = param.get("name")
+        value = (given or {}).get(name, param.get("default")) if isinstance(name, str) \
+            else None
+        if value is not None:
+            try:
+                out += [env_value(value), json.dumps(value)]
+            except (TypeError, ValueError):
+                continue
+    return out

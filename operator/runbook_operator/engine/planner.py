@@ -373,6 +373,8 @@ class _Pass(Guards):
             self.running_jobs -= 1
             self.plan.attempts.append(AttemptEnded(step.name, st.attempts, job.name,
                                                    job.started_at, job.finished_at or self.now))
+            if st.started_at is None and job.started_at is not None:
+                st.started_at = fmt(job.started_at)  # never seen Running: the Job's start
             self.record_call(step, st, job, failed=job.state != "Succeeded")
             if job.state == "Succeeded":
                 self.attempt_succeeded(step, job)

@@ -28,10 +28,12 @@ TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: overload, apiserver hiccups, dropped connections."""
+    """Errors of the cluster, not of the request: overload, apiserver hiccups, no answer
+    (status 0 or none: the connection failed), dropped connections. Worth retrying, and
+    never a reason to fail a run. Too large is final whatever its status."""
     if isinstance(exc, ApiException):
-        return exc.status in TRANSIENT_STATUS and not is_too_large(exc)
-    return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
+        return (exc.status in TRANSIENT_STATUS or not exc.status) and not is_too_large(exc)
+    return isinstance(exc, urllib3.exceptions.HTTPError | OSError)
 
 
 _TOO_LARGE = ("request is too large", "larger than max")
@@ -122,9 +124,41 @@ def load_config(kubeconfig: str | None = None) -> kubernetes.client.Configuratio
     return configuration
 
 
-def make_clients(configuration: kubernetes.client.Configuration, pool: int = 16) -> Clients:
+class NotLeading(Exception):
+    """A write refused before it was sent: this replica may not act (the fence said no).
+
+    Not an error of the object being written: the replica that leads now writes it.
+    """
+
+
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def fence_writes(api_client: kubernetes.client.ApiClient, may_act: Callable[[], bool]) -> None:
+    """Ask ``may_act()`` before every write ``api_client`` sends; refuse it when false.
+
+    At the last moment before the request, in the one place every API call passes, so
+    no write path of a leader can forget it.
+    """
+    rest: Any = api_client.rest_client
+    send = rest.request
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if method.upper() in WRITES and not may_act():
+            raise NotLeading(f"{method} {url.split('?')[0]}: this replica does not lead "
+                             "(or could not renew its Lease in time)")
+        return send(method, url, *args, **kwargs)
+
+    rest.request = request
+
+
+def make_clients(configuration: kubernetes.client.Configuration, pool: int = 16,
+                 may_act: Callable[[], bool] | None = None) -> Clients:
+    """Clients sharing one pool; with ``may_act``, every write is fenced by it."""
     configuration.connection_pool_maxsize = pool
     api_client = kubernetes.client.ApiClient(configuration)
+    if may_act is not None:
+        fence_writes(api_client, may_act)
     # The field manager name in managedFields: shows what the operator wrote.
     api_client.user_agent = FIELD_MANAGER
     clients = Clients(api_client)
@@ -180,3 +214,32 @@ def read_object(clients: Clients, plural: str, namespace: str, name: str
             return None
         raise
     return cast(dict[str, Any], result)
+
+
+def list_raw(clients: Clients, plural: str, namespaces: list[str] | None = None,
+             page: int = 500) -> list[dict[str, Any]]:
+    """Every object of one of our kinds, by a consistent (quorum) read, as raw JSON.
+
+    No ``resourceVersion`` is given, so the API server answers from etcd, not from its
+    watch cache: nothing written before the call is missing.
+    """
+    items: list[dict[str, Any]] = []
+    scopes: list[str | None] = list(namespaces) if namespaces else [None]
+    for namespace in scopes:
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": page, "_preload_content": False}
+            if token:
+                kwargs["_continue"] = token
+            if namespace is None:
+                response = clients.custom.list_cluster_custom_object(
+                    GROUP, VERSION, plural, **kwargs)
+            else:
+                response = clients.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, **kwargs)
+            listing = json.loads(response.data)
+            items += listing.get("items") or []
+            token = (listing.get("metadata") or {}).get("continue")
+            if not token:
+                break
+    return items

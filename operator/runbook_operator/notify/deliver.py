@@ -88,6 +88,7 @@ from runbook_operator.engine.redact import SECRETS
 from runbook_operator.engine.timeutil import fmt
 from runbook_operator.k8s.client import (
     Clients,
+    NotLeading,
     is_transient,
     patch_status,
     read_object,
@@ -203,8 +204,11 @@ class Notifier:
 
     def __init__(self, clients: Clients, metrics: Metrics, events: EventPoster,
                  settings: NotifierSettings | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 may_act: Callable[[], bool] = lambda: True) -> None:
         self.clients = clients
+        self.may_act = may_act
+        """Asked before every request (the leader's fence: ``LeaderElector.may_act``)."""
         self.metrics = metrics
         self.events = events
         self.settings = settings or NotifierSettings()
@@ -377,6 +381,8 @@ class Notifier:
         stopped = False
         try:
             await self._deliver(body, delivery, attempts, expire)
+        except NotLeading:
+            pass  # the leader now owes it, from the status this replica wrote last
         except Exception:
             stopped = True
             log.exception("notification %s of %s/%s stopped; tried again in %gs",
@@ -501,6 +507,8 @@ class Notifier:
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.settings.concurrency)
         async with self._semaphore:
+            if not self.may_act():  # the fence: a frozen leader that woke sends nothing
+                raise NotLeading("notification not sent: this replica does not lead")
             if self._session is None or self._session.closed:
                 self._session = aiohttp.ClientSession(
                     timeout=aiohttp.ClientTimeout(total=self.settings.timeout),

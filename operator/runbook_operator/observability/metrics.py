@@ -93,6 +93,10 @@ class Metrics:
         self.executions_queued = Gauge(
             "runbook_executions_queued", "Executions waiting for a concurrency slot.",
             ["namespace", "runbook"], registry=r)
+        self.takeover_seconds = Gauge(
+            "runbook_operator_takeover_seconds",
+            "Time the last takeover of leadership took to rebuild state from the API "
+            "(from holding the Lease to ready to write).", registry=r)
         self.steps_total = Counter(
             "runbook_steps_total", "Steps that finished, by final phase.",
             ["namespace", "runbook", "step", "phase"], registry=r)
@@ -155,6 +159,10 @@ class Metrics:
             self.alerts_received.labels(outcome)
         self._execution_series: set[tuple[str, str]] = set()
         self._circuit_series: set[tuple[str, str, str]] = set()
+
+    def takeover(self, seconds: float) -> None:
+        """This replica took the lead and rebuilt its state in ``seconds``."""
+        self.takeover_seconds.set(seconds)
 
     # -- executions and steps ----------------------------------------------------------
 

@@ -232,7 +232,7 @@ class AlertReceiver:
         """
         count = 0
         for body in self._list_runbooks():
-            self.index.observe(body)
+            self.index.observe(body, listed=True)
             count += 1
         self.ready = True
         return count

@@ -43,8 +43,14 @@ class TriggerIndex:
         self._by_name: Mapping[str, tuple[CompiledTrigger, ...]] = {}
         self._unnamed: tuple[CompiledTrigger, ...] = ()
 
-    def observe(self, body: Mapping[str, Any], deleted: bool = False) -> None:
-        """Take in a Runbook's watch event."""
+    def observe(self, body: Mapping[str, Any], deleted: bool = False,
+                listed: bool = False) -> None:
+        """Take in a Runbook's watch event (in the watch's order: each is newer).
+
+        ``listed``: from the receiver's own listing at start, which races the watch; it
+        only fills in Runbooks the watch has not brought yet (resourceVersions are
+        opaque, so a listed version cannot be ordered against a watched one).
+        """
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         version = str(meta.get("resourceVersion") or "")
@@ -54,8 +60,10 @@ class TriggerIndex:
                     self._publish()
                 self._versions.pop(key, None)
                 return
-            if _older_or_same(version, self._versions.get(key)):
-                return  # a listing older than what a watch event already brought
+            if listed and key in self._versions:
+                return  # the watch brought this Runbook: its version is the one to keep
+            if version and version == self._versions.get(key):
+                return  # the same version again (a re-list): nothing changed
             self._versions[key] = version
             triggers = _compile(key, body.get("spec"), self._is_valid)
             if not triggers and key not in self._triggers:
@@ -89,15 +97,6 @@ class TriggerIndex:
                     by_name.setdefault(name, []).append(trigger)
         self._by_name = {k: tuple(v) for k, v in by_name.items()}
         self._unnamed = tuple(unnamed)
-
-
-def _older_or_same(version: str, seen: str | None) -> bool:
-    if not version or seen is None:
-        return False
-    try:
-        return int(version) <= int(seen)
-    except ValueError:  # resourceVersions are opaque; ours are integers, compare if so
-        return version == seen
 
 
 def _compile(key: Key, raw: Any, is_valid: Callable[[RunbookSpec, str], bool]

@@ -144,8 +144,10 @@ class Scheduler:
         written = self._written.get(key)
         if body is None:
             return None
-        if written is not None and _version(written) > _version(body):
-            return written
+        if written is not None and \
+                not self.store.runbook_seen(key, _version(written)) and \
+                _generation(body) <= _generation(written):
+            return written  # the watch has not brought our write yet: it is the newest
         self._written.pop(key, None)
         return body
 
@@ -325,8 +327,11 @@ class Scheduler:
         return result
 
 
-def _version(body: Mapping[str, Any]) -> int:
-    try:
-        return int((body.get("metadata") or {}).get("resourceVersion") or 0)
-    except ValueError:
-        return 0
+def _version(body: Mapping[str, Any]) -> str:
+    """Opaque: compared for equality only (the watch's order says which is newer)."""
+    return str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _generation(body: Mapping[str, Any]) -> int:
+    generation = (body.get("metadata") or {}).get("generation")
+    return generation if isinstance(generation, int) else 0

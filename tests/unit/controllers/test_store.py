@@ -2,7 +2,12 @@
 
 Cases: a running execution is kept whole; a finished one is kept slim (identity,
 runbookRef, phase, times, concurrency key, trace id) and still parses as a
-RunbookExecution; an older resourceVersion never replaces a newer one; deleting an
+RunbookExecution; resourceVersions are compared for equality only (opaque): a body
+from our own write or read is kept until the watch delivers that version, events
+the watch brings before it are older, a newer generation is taken at once, a write
+result the watch already passed never goes back, and a re-read after the watch
+skipped our version unblocks it; caught_up tells whether the watch delivered a
+version; deleting an
 execution drops its Jobs and pods; the Jobs and pods of a finished execution are
 not stored; a pod wearing a step Job's labels (job-name, execution annotation) but
 not controlled by that Job's uid (none, another uid, not a Job) never replaces the
@@ -64,9 +69,11 @@ def test_running_is_whole_and_finished_is_slim() -> None:
 
 def test_versions_deletion_and_children() -> None:
     store = Store()
-    store.put_execution(execution("Running", version="7"))
-    store.put_execution(execution("Pending", version="6"))  # older: ignored
+    store.put_execution(execution("Pending", version="6"))
+    store.put_fresh_execution(execution("Running", version="7"))  # our write
+    store.put_execution(execution("Pending", version="6"))  # the watch lags: ignored
     assert store.executions[("ops", "run-1")]["status"]["phase"] == "Running"
+    store.put_execution(execution("Running", version="7"))  # the watch reaches our write
     store.put_job(job("run-1-a-1"))
     assert set(store.jobs[("ops", "run-1")]) == {"run-1-a-1"}
     store.put_execution(execution("Failed", version="8"))
@@ -186,3 +193,66 @@ def test_a_running_job_without_its_pod_makes_no_read() -> None:
     actions, api = actions_reading(store, [])
     (observed,) = actions.observed_jobs(("ops", "run-1"), "u1").values()
     assert observed.state == "Active" and api.selectors == []
+
+
+KEY = ("ops", "run-1")
+
+
+def phase(store: Store) -> str:
+    return str(store.executions[KEY]["status"]["phase"])
+
+
+def test_versions_are_opaque_and_ordered_by_the_watch() -> None:
+    """Versions that do not sort as numbers (or as strings) still order right: a write's
+    body is kept until the watch brings that same version, whatever lags behind it."""
+    store = Store()
+    store.put_execution(execution("Pending", version="zz-9"))
+    store.put_fresh_execution(execution("Running", version="aa-1"))
+    store.put_execution(execution("Queued", version="mm-5"))  # before our write: older
+    assert phase(store) == "Running"
+    store.put_execution(execution("Running", version="aa-1"))  # the watch reaches it
+    store.put_execution(execution("Succeeded", version="bb-0"))  # and goes past it
+    assert phase(store) == "Succeeded"
+
+
+def test_a_write_the_watch_already_passed_does_not_go_back() -> None:
+    store = Store()
+    store.put_execution(execution("Running", version="b"))
+    store.put_execution(execution("Succeeded", version="a"))  # the watch: a is newer
+    store.put_fresh_execution(execution("Running", version="b"))  # a late write result
+    assert phase(store) == "Succeeded"
+
+
+def test_a_read_after_the_watch_moved_on_takes_the_watchs_latest() -> None:
+    """Our write (v2) is pending; the watch skips it (a relist) and brings v3; a 409 and
+    re-read of v3 then takes the watch's body and stops waiting for v2."""
+    store = Store()
+    store.put_execution(execution("Pending", version="v1"))
+    store.put_fresh_execution(execution("Running", version="v2"))
+    store.put_execution(execution("Failed", version="v3"))  # held back: v2 pending
+    assert phase(store) == "Running"
+    store.put_fresh_execution(execution("Failed", version="v3"))
+    assert phase(store) == "Failed"
+    store.put_execution(execution("Cancelled", version="v4"))
+    assert phase(store) == "Cancelled"
+
+
+def test_a_newer_generation_from_the_watch_is_taken_at_once() -> None:
+    store = Store()
+    body = execution("Running", version="w")
+    store.put_fresh_execution(body)
+    newer = execution("Running", version="x")
+    newer["metadata"]["generation"] = int(body["metadata"].get("generation") or 0) + 1
+    store.put_execution(newer)
+    assert store.executions[KEY] is newer
+
+
+def test_caught_up_is_by_equality_of_versions() -> None:
+    store = Store()
+    store.put_execution(execution("Running", version="7"))
+    assert store.caught_up(KEY, "7") and not store.caught_up(KEY, "8")
+    store.put_execution(execution("Running", version="8"))
+    assert store.caught_up(KEY, "7") and store.caught_up(KEY, "8")
+    assert not store.caught_up(("ops", "never-seen"), "1")  # not brought yet
+    store.put_execution(execution("Running", version="9"), deleted=True)
+    assert store.caught_up(KEY, "10")  # gone: nothing newer will come

@@ -4,7 +4,9 @@ Cases: a Runbook's triggers are found by the alert name their equality matcher
 pins, and triggers that pin none are found for every name; a namespace filter; an
 invalid Runbook (bad matcher, or any other problem) is not indexed; a new version
 replaces the old triggers, removing the triggers or deleting the Runbook drops
-them; Runbooks without triggers never touch the index; a lookup costs the same
+them; the receiver's own start-up listing never replaces what the watch brought (its
+version cannot be ordered against the watch's: opaque), but fills in what the watch
+has not; Runbooks without triggers never touch the index; a lookup costs the same
 with 2,000 other Runbooks indexed (by what it returns, not by timing).
 """
 
@@ -64,6 +66,17 @@ def test_versions_replace_and_deletion_drops() -> None:
     index.observe(runbook("mem", ['alertname="C"'], version="4"))
     index.observe(runbook("mem", ['alertname="C"'], version="4"), deleted=True)
     assert names(index, "C") == []
+
+
+def test_a_listing_fills_in_but_never_replaces_the_watch() -> None:
+    index = TriggerIndex()
+    index.observe(runbook("mem", ['alertname="New"'], version="b"))  # the watch
+    index.observe(runbook("mem", ['alertname="Old"'], version="a"), listed=True)
+    assert names(index, "New") == ["mem[0]"] and names(index, "Old") == []
+    index.observe(runbook("cpu", ['alertname="Cpu"'], version="9"), listed=True)
+    assert names(index, "Cpu") == ["cpu[0]"]
+    index.observe(runbook("cpu", ['alertname="Cpu2"'], version="10"))  # then the watch
+    assert names(index, "Cpu2") == ["cpu[0]"] and names(index, "Cpu") == []
 
 
 def test_a_lookup_returns_only_its_name_among_thousands() -> None:

@@ -1,0 +1,145 @@
+"""What a replica that takes the lead knows of the circuits and may write (in memory).
+
+Cases:
+- a standby follows the CircuitPolicy status the leader writes (follow_status): the
+  circuit it read first is replaced by every later status, so an Open circuit the
+  leader opened after the standby started is Open on the standby (the failover bug:
+  the standby kept the picture it read at start);
+- the leader itself never goes back to a status it wrote earlier (its memory is newer);
+- reload from a fresh listing replaces every circuit (state, window counts, openUntil,
+  HalfOpen trials in flight) and drops the policies the listing no longer has, in the
+  namespaces it covers only;
+- a malformed circuit in a status is skipped, never a crash;
+- the write fence: fence_writes refuses POST/PUT/PATCH/DELETE when may_act() is false
+  and lets reads through, and the LeaderElector's may_act turns false once its last
+  renewal is older than renew_deadline by the monotonic clock (a freeze), even while
+  ``leading`` is still set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from runbook_operator.api.circuitpolicy import CircuitPolicySpec
+from runbook_operator.controllers.circuits import CircuitRegistry, status_of
+from runbook_operator.controllers.leader import LeaderElector
+from runbook_operator.engine import circuit
+from runbook_operator.engine.circuit import Call, CircuitState
+from runbook_operator.k8s.client import NotLeading, fence_writes
+
+NS = "ns"
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+SPEC: dict[str, Any] = {"slidingWindow": {"type": "Count", "size": 4}, "minimumCalls": 3,
+                        "failureRateThreshold": 50, "openDuration": "10m",
+                        "halfOpen": {"permittedCalls": 2}}
+POLICY = CircuitPolicySpec.model_validate(SPEC)
+
+
+def policy(states: dict[str, CircuitState], name: str = "sp",
+           namespace: str = NS) -> dict[str, Any]:
+    body: dict[str, Any] = {"metadata": {"namespace": namespace, "name": name,
+                                         "generation": 1},
+                            "spec": SPEC}
+    body["status"] = status_of(body, states)
+    return body
+
+
+def opened(failures: int = 3) -> CircuitState:
+    state = CircuitState()
+    for i in range(failures):
+        at = T0 + timedelta(seconds=i)
+        state, _ = circuit.record(state, POLICY, Call(at=at, failure=True), at)
+    assert state.state == "Open"
+    return state
+
+
+def held(reg: CircuitRegistry, key: str, name: str = "sp") -> CircuitState:
+    return reg.circuits(NS, [name])[(name, key)]
+
+
+def test_a_standby_follows_the_status_the_leader_writes() -> None:
+    standby = CircuitRegistry()
+    standby.observe_policy(policy({}), follow_status=True)  # what it read at start
+    standby.observe_policy(policy({"x": opened()}), follow_status=True)
+    state = held(standby, "x")
+    assert state.state == "Open" and state.calls == 3 and state.window.failures == 3
+    assert state.next_attempt_at == opened().next_attempt_at
+
+
+def test_the_leader_keeps_its_own_newer_picture() -> None:
+    leader = CircuitRegistry()
+    leader.observe_policy(policy({}))
+    leader.update(NS, {("sp", "x"): opened()})
+    leader.observe_policy(policy({}))  # its own older write comes back through the watch
+    assert held(leader, "x").state == "Open"
+
+
+def test_reload_replaces_everything_and_drops_what_is_gone() -> None:
+    trial = CircuitState(state="HalfOpen", last_transition_time=T0, consecutive_opens=1,
+                         opened_at=T0 - timedelta(minutes=10), half_open_in_flight=1)
+    reg = CircuitRegistry()
+    reg.observe_policy(policy({"x": CircuitState()}), follow_status=True)
+    reg.observe_policy(policy({}, name="gone"), follow_status=True)
+    reg.observe_policy(policy({}, name="elsewhere", namespace="other"), follow_status=True)
+    reg.reload([NS], [policy({"x": opened(), "y": trial})])
+    x, y = held(reg, "x"), held(reg, "y")
+    assert x.state == "Open" and x.window.failures == 3
+    assert x.next_attempt_at == opened().next_attempt_at
+    assert y.state == "HalfOpen" and y.half_open_in_flight == 1
+    assert not reg.known(NS, "gone")
+    assert reg.known("other", "elsewhere")  # not in the listing's namespaces
+
+
+def test_a_malformed_circuit_is_skipped() -> None:
+    body = policy({"x": opened()})
+    body["status"]["circuits"].append({"key": 12, "state": "Sideways"})
+    body["status"]["circuits"].append("not a circuit")
+    reg = CircuitRegistry()
+    reg.observe_policy(body, follow_status=True)
+    assert held(reg, "x").state == "Open"
+    assert set(reg.circuits(NS, ["sp"])) == {("sp", "x")}
+
+
+class Rest:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> str:
+        self.sent.append(method)
+        return "ok"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "patch"])
+def test_the_fence_refuses_writes_and_lets_reads_through(method: str) -> None:
+    rest = Rest()
+    api_client: Any = SimpleNamespace(rest_client=rest)
+    allowed = [False]
+    fence_writes(api_client, lambda: allowed[0])
+    assert api_client.rest_client.request("GET", "https://x/apis") == "ok"
+    with pytest.raises(NotLeading):
+        api_client.rest_client.request(method, "https://x/apis/runbooks.dev/v1alpha1/x")
+    assert rest.sent == ["GET"]
+    allowed[0] = True
+    assert api_client.rest_client.request(method, "https://x/y") == "ok"
+
+
+def test_a_leader_frozen_past_its_renew_deadline_may_not_act() -> None:
+    now = [1000.0]
+    elector = LeaderElector(SimpleNamespace(), "ns", "lease", "a",  # type: ignore[arg-type]
+                            monotonic=lambda: now[0])
+
+    async def lead() -> None:
+        elector.leading.set()
+
+    asyncio.run(lead())
+    elector.last_renewed = 1000.0
+    assert elector.may_act()
+    now[0] = 1009.9
+    assert elector.may_act()
+    now[0] = 1010.0  # woke from a 10 s freeze: still "leading", but may not write
+    assert elector.leading.is_set() and not elector.may_act()
