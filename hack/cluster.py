@@ -545,7 +545,9 @@ class LocalCluster:
             f"--client-ca-file={c.ca_crt}",
             "--authorization-mode=Node,RBAC",
             # Both are in the default set; naming them guards against that changing.
-            "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
+            "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook,"
+            # As OpenShift does: blockOwnerDeletion needs update on the owner's finalizers.
+            "OwnerReferencesPermissionEnforcement",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={c.sa_pub}",
             f"--service-account-signing-key-file={c.sa_key}",

@@ -136,6 +136,10 @@ class Kube:
         return self.batch.list_namespaced_job(
             self.ns, label_selector=f"runbooks.dev/execution={label_value(execution)}").items
 
+    def jobs_all(self) -> list[Any]:
+        """Every Job of the namespace."""
+        return self.batch.list_namespaced_job(self.ns).items
+
     def events(self, name: str) -> list[Any]:
         return self.core.list_namespaced_event(
             self.ns, field_selector=f"involvedObject.name={name}").items

@@ -59,6 +59,7 @@ class Sinks:
         self.first_delay: dict[str, float] = {}
         """Seconds the first request to a path is held before its answer."""
         self.requests: dict[str, list[tuple[dict[str, str], bytes]]] = defaultdict(list)
+        self.answered: dict[str, list[tuple[str | None, int]]] = defaultdict(list)
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._ready = threading.Event()
@@ -86,7 +87,12 @@ class Sinks:
             await asyncio.sleep(self.first_delay[path])
         script = self.scripts.get(path) or [200]
         answer = script.pop(0) if len(script) > 1 else script[0]
+        self.answered[path].append((request.headers.get("Idempotency-Key"), answer))
         return web.Response(status=answer)
+
+    def answers(self, path: str) -> list[tuple[str | None, int]]:
+        """(idempotency key, status answered) of each request to ``path``, in order."""
+        return list(self.answered[path])
 
     def __enter__(self) -> Sinks:
         self._thread.start()

@@ -26,10 +26,13 @@ README = REPO / "README.md"
 
 
 def matrix() -> list[tuple[str, str, str, bool]]:
-    """(verb, resource, subresource, allowed) rows of the README's table."""
-    text = README.read_text()
-    body = re.search(r"<!-- can-i matrix[^>]*-->\n(.*?)<!-- end can-i matrix -->", text, re.S)
-    assert body, "README.md has no can-i matrix between its markers"
+    """(verb, resource, subresource, allowed) rows of the documented table (README.md
+    or a page under docs/, wherever its markers are)."""
+    pattern = re.compile(r"<!-- can-i matrix[^>]*-->\n(.*?)<!-- end can-i matrix -->", re.S)
+    pages = [README, *sorted((REPO / "docs").glob("**/*.md"))]
+    body = next((m for p in pages if p.exists() and (m := pattern.search(p.read_text()))),
+                None)
+    assert body, "no page has the can-i matrix between its markers"
     rows = []
     for line in body.group(1).splitlines()[2:]:  # after the header and its rule
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
