@@ -16,6 +16,10 @@ from pydantic.alias_generators import to_camel
 GROUP = "runbooks.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+RUNBOOKS = "runbooks"
+"""The plurals of the three kinds, as the API's paths spell them."""
+EXECUTIONS = "runbookexecutions"
+CIRCUIT_POLICIES = "circuitpolicies"
 
 DURATION_PATTERN = r"^([0-9]+([.][0-9]+)?(ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")

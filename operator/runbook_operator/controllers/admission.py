@@ -21,15 +21,15 @@ from runbook_operator.api.execution import (
     RunbookRefStatus,
 )
 from runbook_operator.api.runbook import RunbookSpec
-from runbook_operator.controllers.store import Key
 from runbook_operator.engine.concurrency import Peer, admitted, concurrency_key, decide
 from runbook_operator.engine.params import resolve_params
 from runbook_operator.engine.severity import severity_of
 from runbook_operator.engine.start import failed_status
 from runbook_operator.k8s.client import retrying
+from runbook_operator.k8s.store import Key
 
 if TYPE_CHECKING:
-    from runbook_operator.controllers.store import Store
+    from runbook_operator.k8s.store import Store
 
 
 class Admission:

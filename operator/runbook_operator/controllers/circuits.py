@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from runbook_operator.api.circuitpolicy import CircuitPolicySpec, CircuitStatus
-from runbook_operator.api.common import GROUP, VERSION, Condition
+from runbook_operator.api.common import CIRCUIT_POLICIES, GROUP, VERSION, Condition
 from runbook_operator.engine import circuit, reservations
 from runbook_operator.engine.bulkhead import BulkheadRow
 from runbook_operator.engine.circuit import CircuitState, Transition
@@ -46,7 +46,7 @@ from runbook_operator.engine.validation import Problem
 
 log = logging.getLogger("runbook_operator.circuits")
 
-PLURAL = "circuitpolicies"
+PLURAL = CIRCUIT_POLICIES
 PolicyKey = tuple[str, str]
 """(namespace, policy name)."""
 

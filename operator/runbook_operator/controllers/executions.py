@@ -34,7 +34,6 @@ from runbook_operator.controllers.admission import Admission
 from runbook_operator.controllers.circuits import CircuitRegistry
 from runbook_operator.controllers.job_actions import JobActions
 from runbook_operator.controllers.retention import PLURAL, Retention
-from runbook_operator.controllers.store import Key, Store
 from runbook_operator.controllers.telemetry import Telemetry
 from runbook_operator.engine import bulkhead, merge
 from runbook_operator.engine.circuit import Transition
@@ -58,6 +57,7 @@ from runbook_operator.engine.start import (
 from runbook_operator.engine.timeutil import fmt
 from runbook_operator.k8s.client import Clients, read_object, retrying
 from runbook_operator.k8s.events import EventPoster
+from runbook_operator.k8s.store import Key, Store
 from runbook_operator.observability.logs import get_logger
 from runbook_operator.observability.metrics import Metrics
 from runbook_operator.observability.tracing import (

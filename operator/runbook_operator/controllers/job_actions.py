@@ -23,7 +23,6 @@ from runbook_operator.api.execution import (
     StepStatus,
 )
 from runbook_operator.api.runbook import RunbookSpec
-from runbook_operator.controllers.store import Key
 from runbook_operator.engine.names import generate_prefix, job_name, label_value
 from runbook_operator.engine.params import env_value, secret_names
 from runbook_operator.engine.planner import (
@@ -47,12 +46,13 @@ from runbook_operator.k8s.jobs import (
     observe_job,
     owner_reference,
 )
+from runbook_operator.k8s.store import Key
 
 if TYPE_CHECKING:
     from runbook_operator.api.runbook import Step
     from runbook_operator.controllers.circuits import CircuitRegistry
-    from runbook_operator.controllers.store import Store
     from runbook_operator.k8s.client import Clients
+    from runbook_operator.k8s.store import Store
     from runbook_operator.observability.tracing import ExecutionTracer
 
 JOB_LOST_GRACE = 10.0

@@ -30,7 +30,6 @@ from runbook_operator.controllers import circuits, runbooks, watches
 from runbook_operator.controllers.circuits import CircuitRegistry
 from runbook_operator.controllers.executions import PLURAL, ExecutionReconciler
 from runbook_operator.controllers.leader import LeaderElector
-from runbook_operator.controllers.store import Key, Store
 from runbook_operator.controllers.workqueue import WorkQueue
 from runbook_operator.engine import failures
 from runbook_operator.engine.params import secret_literals as param_secret_literals
@@ -52,6 +51,7 @@ from runbook_operator.k8s.jobs import (
     pod_outcome,
     pod_terminated,
 )
+from runbook_operator.k8s.store import Key, Store
 from runbook_operator.notify.deliver import Notifier
 from runbook_operator.observability.logs import log_context
 from runbook_operator.observability.metrics import Metrics, metrics_handler

@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING
 
 from kubernetes.client.exceptions import ApiException
 
-from runbook_operator.api.common import GROUP, VERSION
+from runbook_operator.api.common import EXECUTIONS, GROUP, VERSION
 from runbook_operator.engine import retention
 from runbook_operator.k8s.client import retrying
 
 if TYPE_CHECKING:
-    from runbook_operator.controllers.store import Store
     from runbook_operator.k8s.client import Clients
+    from runbook_operator.k8s.store import Store
 
 log = logging.getLogger("runbook_operator.executions")
 
-PLURAL = "runbookexecutions"
+PLURAL = EXECUTIONS
 
 
 class Retention:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from runbook_operator.api.common import Condition
+from runbook_operator.api.common import RUNBOOKS, Condition
 from runbook_operator.engine.podsecurity import SecurityPolicy
 from runbook_operator.engine.start import spec_hash
 from runbook_operator.engine.validation import validate_spec
 from runbook_operator.k8s.client import Clients, patch_status
 
-PLURAL = "runbooks"
+PLURAL = RUNBOOKS
 
 
 def ready_condition(spec: dict[str, Any], generation: int | None,

@@ -63,6 +63,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from runbook_operator.api.common import EXECUTIONS
 from runbook_operator.engine.history import appended
 from runbook_operator.engine.notify import (
     IDEMPOTENCY_HEADER,
@@ -99,7 +100,7 @@ from runbook_operator.observability.metrics import Metrics
 
 log = logging.getLogger("runbook_operator.notify")
 
-PLURAL = "runbookexecutions"
+PLURAL = EXECUTIONS
 BODY_DRAIN_SECONDS = 1.0
 """How long an answer's body is read after its status (for connection reuse)."""
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"

@@ -36,9 +36,8 @@ from typing import Any
 from aiohttp import StreamReader, web
 from kubernetes.client.exceptions import ApiException
 
-from runbook_operator.api.common import GROUP, VERSION
+from runbook_operator.api.common import EXECUTIONS, GROUP, VERSION
 from runbook_operator.api.execution import FINISHED_EXECUTION_PHASES
-from runbook_operator.controllers.store import Store
 from runbook_operator.engine.alerts import (
     LABEL_FINGERPRINT,
     MAX_BODY_BYTES,
@@ -65,6 +64,7 @@ from runbook_operator.k8s.client import (
     read_object,
     retrying,
 )
+from runbook_operator.k8s.store import Store
 from runbook_operator.observability.logs import LogThrottle, get_logger
 from runbook_operator.observability.metrics import Metrics
 from runbook_operator.observability.tracing import (
@@ -77,7 +77,7 @@ from runbook_operator.triggers.index import TriggerIndex
 log = logging.getLogger("runbook_operator.alerts")
 decisions_log = get_logger("runbook_operator.alerts")
 
-PLURAL = "runbookexecutions"
+PLURAL = EXECUTIONS
 PATH = "/alerts"
 
 

@@ -32,9 +32,8 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from runbook_operator.api.common import GROUP, VERSION
+from runbook_operator.api.common import EXECUTIONS, GROUP, RUNBOOKS, VERSION
 from runbook_operator.api.runbook import RunbookSpec
-from runbook_operator.controllers.store import Key, Store
 from runbook_operator.engine.schedule import (
     CompiledSchedule,
     Decision,
@@ -49,14 +48,13 @@ from runbook_operator.engine.schedule import (
 from runbook_operator.engine.timeutil import fmt, parse
 from runbook_operator.k8s.client import Clients, is_transient, read_object, retrying
 from runbook_operator.k8s.events import EventPoster
+from runbook_operator.k8s.store import Key, Store
 from runbook_operator.observability.logs import get_logger
 from runbook_operator.observability.metrics import Metrics
 
 log = logging.getLogger("runbook_operator.schedule")
 decisions_log = get_logger("runbook_operator.schedule")
 
-EXECUTIONS = "runbookexecutions"
-RUNBOOKS = "runbooks"
 
 
 @dataclass

@@ -34,12 +34,12 @@ from kubernetes.client.exceptions import ApiException
 
 from runbook_operator.controllers.executions import ExecutionReconciler, Outcome
 from runbook_operator.controllers.main import Operator, error_summary
-from runbook_operator.controllers.store import Key, Store
 from runbook_operator.controllers.workqueue import WorkQueue
 from runbook_operator.engine import failures
 from runbook_operator.engine.failures import Streak
 from runbook_operator.k8s.client import NotLeading, is_transient
 from runbook_operator.k8s.events import EventPoster
+from runbook_operator.k8s.store import Key, Store
 from runbook_operator.observability.metrics import Metrics
 from runbook_operator.settings import OperatorSettings
 

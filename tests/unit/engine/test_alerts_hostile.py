@@ -32,7 +32,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runbook_operator.controllers.store import slim_finished_execution
 from runbook_operator.engine.alerts import (
     MAX_ALERTS,
     MAX_EXECUTION_BYTES,
@@ -49,6 +48,7 @@ from runbook_operator.engine.alerts import (
     started_by_alert,
     stored_size,
 )
+from runbook_operator.k8s.store import slim_finished_execution
 
 from .test_alerts import payload, raw, trigger
 

@@ -25,10 +25,10 @@ from __future__ import annotations
 import json
 
 from runbook_operator.api.runbook import RunbookSpec
-from runbook_operator.controllers.store import Store
 from runbook_operator.engine.names import job_name
 from runbook_operator.engine.podsecurity import DEFAULT_CONTAINER_SECURITY
 from runbook_operator.k8s.jobs import JobContext, build_job, observe_job
+from runbook_operator.k8s.store import Store
 
 
 def context(execution: str, runbook: str, spec: RunbookSpec,

@@ -31,7 +31,7 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
-from runbook_operator.controllers.store import Store
+from runbook_operator.k8s.store import Store
 from runbook_operator.observability.metrics import Metrics
 from runbook_operator.observability.tracing import ExecutionTracer
 from runbook_operator.triggers.alertmanager import (

@@ -37,8 +37,8 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from runbook_operator.controllers.store import Store
 from runbook_operator.engine.schedule import slot_name
+from runbook_operator.k8s.store import Store
 from runbook_operator.observability.metrics import Metrics
 from runbook_operator.triggers.schedule import Scheduler
 

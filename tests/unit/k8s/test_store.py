@@ -26,7 +26,7 @@ from typing import Any
 from runbook_operator.api.common import API_VERSION
 from runbook_operator.api.execution import RunbookExecution
 from runbook_operator.controllers.job_actions import JobActions
-from runbook_operator.controllers.store import Store
+from runbook_operator.k8s.store import Store
 
 
 def execution(phase: str, version: str = "5") -> dict[str, Any]:
