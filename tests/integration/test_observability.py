@@ -1,7 +1,8 @@
 """Metrics, logs and redaction of the operator process during real executions.
 
 Cases: `/metrics` after a success, a failure and a retry holds the exact counter
-values per namespace and runbook; the active-executions gauge is right again
+values per namespace and runbook, and one step-duration sample per finished step
+(steps that end at once included); the active-executions gauge is right again
 after an operator restart, also when it lists one object per page; with a circuit
 opened by real failures, the calls by outcome, the transition, the state, the
 failure rate and the free bulkhead slots are exact, and the state gauges are
@@ -72,6 +73,12 @@ def test_metrics_count_executions_steps_and_retries(kube: Kube,
     assert value(m, "runbook_execution_duration_seconds_count", namespace=ns, runbook="ok",
                  phase="Succeeded") == 2
     assert (value(m, "runbook_step_transition_latency_seconds_count") or 0) >= 2
+    # Every finished step is one duration sample, steps that end at once included
+    # (2 + 2 + 1 + 1: ok's a and b twice, bad's x, flaky's f).
+    assert value(m, "runbook_step_duration_seconds_count", namespace=ns, runbook="ok") == 4
+    assert value(m, "runbook_step_duration_seconds_count", namespace=ns, runbook="bad") == 1
+    assert value(m, "runbook_step_duration_seconds_count", namespace=ns,
+                 runbook="flaky") == 1
 
 
 def test_active_gauge_is_rebuilt_after_restart(kube: Kube, operator: OperatorProcess) -> None:

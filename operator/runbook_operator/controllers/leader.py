@@ -152,8 +152,9 @@ def _record(body: dict[str, Any]) -> LeaseRecord:
 
 
 def _int(value: Any) -> int:
+    """A non-negative int32, as the API's fields are; anything else reads as 0."""
     try:
-        return max(0, int(value or 0))
+        return min(max(0, int(value or 0)), 2**31 - 1)
     except (TypeError, ValueError, OverflowError):
         return 0
 

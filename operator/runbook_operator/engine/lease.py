@@ -30,6 +30,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
+LONGEST_WAIT = 10
+"""A ``leaseDurationSeconds`` longer than this many configured durations (only a hand
+edit writes one: holders write the configured value) is waited out for that long, not
+for days with no leader."""
+
 
 @dataclass(frozen=True)
 class LeaseRecord:
@@ -112,7 +117,8 @@ def decide(current: LeaseRecord | None, previous: Observed | None, me: str, now:
                         observed, retry)
     if was_leading:
         return Decision("lost", None, observed, retry)
-    duration = max(current.duration, timings.lease_duration)
+    duration = min(max(current.duration, timings.lease_duration),
+                   LONGEST_WAIT * timings.lease_duration)
     silent = timedelta(seconds=now - observed.seen_at)
     if silent >= duration:
         return Decision("acquire", LeaseRecord(me, wall, timings.lease_duration,

@@ -13,7 +13,9 @@ Cases:
 - the write fence: fence_writes refuses POST/PUT/PATCH/DELETE when may_act() is false
   and lets reads through, and the LeaderElector's may_act turns false once its last
   renewal is older than renew_deadline by the monotonic clock (a freeze), even while
-  ``leading`` is still set.
+  ``leading`` is still set;
+- a Lease edited by hand with any value in any field (hypothesis) reads as a record
+  and gives a verdict, never an exception.
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runbook_operator.api.circuitpolicy import CircuitPolicySpec
 from runbook_operator.controllers.circuits import CircuitRegistry, status_of
-from runbook_operator.controllers.leader import LeaderElector
+from runbook_operator.controllers.leader import LeaderElector, _record
 from runbook_operator.engine import circuit
 from runbook_operator.engine.circuit import Call, CircuitState
+from runbook_operator.engine.lease import LeaseTimings, decide
 from runbook_operator.k8s.client import NotLeading, fence_writes
 
 NS = "ns"
@@ -143,3 +148,28 @@ def test_a_leader_frozen_past_its_renew_deadline_may_not_act() -> None:
     assert elector.may_act()
     now[0] = 1010.0  # woke from a 10 s freeze: still "leading", but may not write
     assert elector.leading.is_set() and not elector.may_act()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=3), max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["holderIdentity", "renewTime", "acquireTime",
+                                        "leaseDurationSeconds", "leaseTransitions"]),
+                       json_values),
+       json_values)
+def test_a_hand_edited_lease_never_crashes_the_election(spec: dict[str, Any],
+                                                        version: Any) -> None:
+    """Any value in any field of a Lease (wrong types, huge numbers, nesting) reads as a
+    record, and deciding on it gives a verdict, never an exception."""
+    record = _record({"metadata": {"resourceVersion": version}, "spec": spec})
+    for me in ("a", str(spec.get("holderIdentity"))):
+        d = decide(record, None, me, 0.0, T0, LeaseTimings(), was_leading=True)
+        assert d.verdict in ("renew", "lost", "acquire")
+        d = decide(record, None, me, 0.0, T0, LeaseTimings())
+        assert d.verdict in ("renew", "standby", "acquire")
+        if d.verdict == "standby":
+            assert d.retry_in <= LeaseTimings().retry_period

@@ -5,7 +5,8 @@ count); another holder's Lease means standby until it has not changed for the
 lease duration *as this candidate observed it*, then acquire with one more
 transition; a Lease whose record keeps changing is never taken, whatever its
 renewTime says (future, past, missing); a holder that does not exist, an empty
-holder and a missing or short duration are waited out for the configured duration;
+holder and a missing or short duration are waited out for the configured duration, a
+huge one for ten durations at most;
 a leader that reads someone else's holder is told it lost at once; the leader stops
 acting once it could not renew for renew_deadline; timings that would let two
 leaders overlap are refused. Properties: with wall clocks skewed by up to 30 s and
@@ -219,3 +220,10 @@ def test_a_healthy_leader_is_never_deposed(leader_wall: timedelta, standby_wall:
         lease = standby.round(lease, real, False, f"s{n}")
         assert lease is not None and lease.holder == "leader"
     assert leader.leading
+
+
+def test_a_huge_duration_is_waited_out_for_ten_durations_only() -> None:
+    lease = held_by("ghost", duration=timedelta(days=10_000))
+    d = decide(lease, None, "b", 0.0, T0, T)
+    assert decide(lease, d.observed, "b", 149.0, T0, T).verdict == "standby"
+    assert decide(lease, d.observed, "b", 150.0, T0, T).verdict == "acquire"
