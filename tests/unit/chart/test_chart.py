@@ -2,8 +2,10 @@
 
 Cases: the chart's crds/ equal the generated crds/; `helm lint` passes;
 `helm template` renders a Deployment running `runbook-operator run` as non-root
-with a read-only root filesystem, a ServiceAccount, and a ClusterRole whose rules
-are files/rbac-rules.yaml; runner accounts are created per listed namespace;
+with a read-only root filesystem, liveness on /healthz and readiness on /readyz, a
+ServiceAccount, and a ClusterRole whose rules are files/rbac-rules.yaml; with
+watchNamespaces, a Role and RoleBinding in each of them (the rules less the
+cluster-scoped ones, plus the named notification Secrets) and no ClusterRole; runner accounts are created per listed namespace;
 extra args and the tracing endpoint reach the container; runner accounts and
 privileged namespaces become --runner-service-account and
 --allow-privileged-namespace (none by default); a metrics Service always,
@@ -74,6 +76,7 @@ def test_rendered_objects() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     role = next(d for d in docs if d["kind"] == "ClusterRole")
     assert role["rules"] == yaml.safe_load((CHART / "files" / "rbac-rules.yaml").read_text())
     binding = next(d for d in docs if d["kind"] == "ClusterRoleBinding")
@@ -90,11 +93,25 @@ def test_notification_secrets_are_named() -> None:
     assert all(r.get("resourceNames") for r in secret_rules if "get" in r["verbs"])
 
 
-def test_watch_namespaces_become_flags() -> None:
-    docs = render("watchNamespaces={a,b}")
+def test_watch_namespaces_become_flags_and_roles_only_there() -> None:
+    docs = render("watchNamespaces={a,b}", "notifications.secretNames={hooks}")
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=a" in args and "--namespace=b" in args
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"
+             and d["metadata"]["name"] == "rbo"}
+    bindings = {d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding"
+                and d["metadata"]["name"] == "rbo"}
+    assert set(roles) == bindings == {"a", "b"}
+    cluster_scoped = [r for r in yaml.safe_load((CHART / "files" / "rbac-rules.yaml")
+                                                .read_text())
+                      if "apiextensions.k8s.io" in r["apiGroups"] or "namespaces" in
+                      r["resources"]]
+    for role in roles.values():
+        assert not [r for r in role["rules"] if r in cluster_scoped]
+        assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["hooks"],
+                "verbs": ["get"]} in role["rules"]
 
 
 MONITORING = REPO / "deploy" / "monitoring"
