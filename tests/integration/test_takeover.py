@@ -318,7 +318,12 @@ def run_work_in_flight(kube: Kube, replicas: Replicas, sinks: Sinks, count: int,
             r.get("state") == "Delivered" for i in range(5)
             for r in (kube.execution(f"notified-{i}").get("status") or {})
             .get("notifications", []))
-    wait_for("every notification delivered", delivered, timeout=180)
+    try:
+        wait_for("every notification delivered", delivered, timeout=180)
+    except AssertionError:
+        ledgers = {f"notified-{i}": (kube.execution(f"notified-{i}").get("status") or {})
+                   .get("notifications") for i in range(5)}
+        raise AssertionError(f"ledgers {ledgers}; answers {sinks.answers('/hook')}") from None
     # Each key got its 2xx once: after the first success nothing was sent again.
     successes = Counter(key for key, status in sinks.answers("/hook") if status == 200)
     assert set(successes.values()) == {1} and len(successes) == 5, successes

@@ -435,9 +435,10 @@ async def lead(operator: Operator) -> None:
     """
     await operator.leading.wait()
     settings = operator.settings
-    if operator.elector is not None:
-        await take_over(operator)
-    for body in list(operator.store.executions.values()):
+    listed = await take_over(operator) if operator.elector is not None else None
+    # Whole bodies: the store keeps finished executions slimmed, without the frozen
+    # spec and the ledger a notification owed after a takeover is computed from.
+    for body in listed if listed is not None else list(operator.store.executions.values()):
         operator.notifier.observe(body)
     await asyncio.to_thread(_reconcile_runbooks, operator)
     await asyncio.gather(
@@ -454,7 +455,7 @@ async def sync_caches(operator: Operator) -> None:
     every Runbook, execution and CircuitPolicy of a fresh listing."""
     while True:
         try:
-            await catch_up(operator, timeout=None)
+            await catch_up(operator, timeout=3 * CATCH_UP)
         except Exception as exc:  # the API is down: not ready; try again
             log.warning("could not list objects to check the caches (%s); again in 2s", exc)
             await asyncio.sleep(2.0)
@@ -464,11 +465,11 @@ async def sync_caches(operator: Operator) -> None:
 
 
 async def catch_up(operator: Operator, timeout: float | None = CATCH_UP
-                   ) -> list[dict[str, Any]]:
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """List Runbooks, executions and CircuitPolicies consistently; wait until the watches
     have brought each listed version (by equality: versions are opaque). Returns the
-    listed CircuitPolicies. Raises when the listing fails; gives up waiting (with a
-    warning) after ``timeout`` seconds (None: never)."""
+    listed CircuitPolicies and executions. Raises when the listing fails; gives up
+    waiting (with a warning) after ``timeout`` seconds (None: never)."""
     namespaces = operator.settings.namespaces or None
     started = time.monotonic()
     runbooks_, executions, policies = await asyncio.gather(
@@ -503,10 +504,10 @@ async def catch_up(operator: Operator, timeout: float | None = CATCH_UP
     log.info("caught up with a fresh listing in %.3fs (%d Runbooks, %d executions, %d "
              "CircuitPolicies)", time.monotonic() - started, len(runbooks_),
              len(executions), len(policies))
-    return policies
+    return policies, executions
 
 
-async def take_over(operator: Operator) -> None:
+async def take_over(operator: Operator) -> list[dict[str, Any]] | None:
     """Rebuild what the last leader held, from the API, before this replica's first write.
 
     Circuits (states, windows, ``openUntil``, HalfOpen trials) are read afresh from
@@ -515,19 +516,21 @@ async def take_over(operator: Operator) -> None:
     executions (bulkhead occupancy and lines, notification ledgers, failure streaks,
     secret values) and Runbooks (schedule slots) are the watch's, once it has caught
     up with a fresh listing: no pass plans from an older status than the old leader
-    left.
+    left. Returns the listed executions (whole: the notifier's ledgers), or None when
+    the API could not list them.
     """
     started = time.monotonic()
     try:
-        policies = await catch_up(operator)
+        policies, executions = await catch_up(operator)
     except Exception as exc:  # the API is down: the watch's picture is all there is
         log.error("new leader could not list objects (%s); acting on what the watch "
                   "brought, every write guarded by resourceVersion", exc)
-        return
+        return None
     operator.circuits.reload(operator.settings.namespaces or None, policies)
     operator.metrics.takeover(time.monotonic() - started)
     log.info("new leader: state rebuilt from the API in %.3fs",
              time.monotonic() - started)
+    return executions
 
 
 def _reconcile_runbooks(operator: Operator) -> None:

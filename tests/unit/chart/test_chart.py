@@ -5,7 +5,8 @@ Cases: the chart's crds/ equal the generated crds/; `helm lint` passes;
 with a read-only root filesystem, liveness on /healthz and readiness on /readyz, a
 ServiceAccount, and a ClusterRole whose rules are files/rbac-rules.yaml; with
 watchNamespaces, a Role and RoleBinding in each of them (the rules less the
-cluster-scoped ones, plus the named notification Secrets) and no ClusterRole; runner accounts are created per listed namespace;
+cluster-scoped ones, plus the named notification Secrets) and no ClusterRole;
+runner accounts are created per listed namespace;
 extra args and the tracing endpoint reach the container; runner accounts and
 privileged namespaces become --runner-service-account and
 --allow-privileged-namespace (none by default); a metrics Service always,
