@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -30,6 +29,7 @@ from runbook_operator.controllers import circuits, runbooks, watches
 from runbook_operator.controllers.circuits import CircuitRegistry
 from runbook_operator.controllers.executions import PLURAL, ExecutionReconciler
 from runbook_operator.controllers.leader import LeaderElector
+from runbook_operator.controllers.takeover import Caches, sync_caches, take_over
 from runbook_operator.controllers.workqueue import WorkQueue
 from runbook_operator.engine import failures
 from runbook_operator.engine.params import secret_literals as param_secret_literals
@@ -39,7 +39,6 @@ from runbook_operator.k8s.client import (
     Clients,
     NotLeading,
     is_transient,
-    list_raw,
     load_config,
     make_clients,
     observe_api_errors,
@@ -147,6 +146,9 @@ class Operator:
             self.watching, settings.leader_elect_namespace, settings.leader_elect_name,
             settings.leader_elect_identity or f"{socket.gethostname()}-{os.getpid()}",
         ) if settings.leader_elect else None
+        self.caches = Caches(self.watching, self.store, self.circuits,
+                             tuple(settings.namespaces), self.learn_secrets)
+        """What a fresh listing is checked against (``controllers.takeover``)."""
         self.synced = asyncio.Event()
         """Set once the watches have caught up with a fresh listing (``/readyz``)."""
         self.leading = self.elector.leading if self.elector else asyncio.Event()
@@ -435,7 +437,8 @@ async def lead(operator: Operator) -> None:
     """
     await operator.leading.wait()
     settings = operator.settings
-    listed = await take_over(operator) if operator.elector is not None else None
+    listed = await take_over(operator.caches, operator.metrics) \
+        if operator.elector is not None else None
     # Whole bodies: the store keeps finished executions slimmed, without the frozen
     # spec and the ledger a notification owed after a takeover is computed from.
     for body in listed if listed is not None else list(operator.store.executions.values()):
@@ -444,93 +447,6 @@ async def lead(operator: Operator) -> None:
     await asyncio.gather(
         *(operator.queue.work(operator.handle) for _ in range(settings.workers)),
         flush_circuits(operator), operator.scheduler.run())
-
-
-CATCH_UP = 10.0
-"""Seconds to wait for the watches to reach a fresh listing (at start, at takeover)."""
-
-
-async def sync_caches(operator: Operator) -> None:
-    """At start, on every replica: ready (``/readyz``) once the watches have brought
-    every Runbook, execution and CircuitPolicy of a fresh listing."""
-    while True:
-        try:
-            await catch_up(operator, timeout=3 * CATCH_UP)
-        except Exception as exc:  # the API is down: not ready; try again
-            log.warning("could not list objects to check the caches (%s); again in 2s", exc)
-            await asyncio.sleep(2.0)
-            continue
-        operator.synced.set()
-        return
-
-
-async def catch_up(operator: Operator, timeout: float | None = CATCH_UP
-                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """List Runbooks, executions and CircuitPolicies consistently; wait until the watches
-    have brought each listed version (by equality: versions are opaque). Returns the
-    listed CircuitPolicies and executions. Raises when the listing fails; gives up
-    waiting (with a warning) after ``timeout`` seconds (None: never)."""
-    namespaces = operator.settings.namespaces or None
-    started = time.monotonic()
-    runbooks_, executions, policies = await asyncio.gather(
-        asyncio.to_thread(list_raw, operator.watching, runbooks.PLURAL, namespaces),
-        asyncio.to_thread(list_raw, operator.watching, PLURAL, namespaces),
-        asyncio.to_thread(list_raw, operator.watching, circuits.PLURAL, namespaces))
-
-    def ident(body: dict[str, Any]) -> tuple[Key, str]:
-        meta = body.get("metadata") or {}
-        return (str(meta.get("namespace") or ""), str(meta.get("name") or "")), \
-            str(meta.get("resourceVersion") or "")
-
-    for body in executions:
-        if (body.get("status") or {}).get("phase") not in FINISHED_EXECUTION_PHASES:
-            operator.learn_secrets(ident(body)[0], body)
-    store = operator.store
-    missing = [("execution", *ident(b)) for b in executions] + \
-        [("runbook", *ident(b)) for b in runbooks_] + \
-        [("policy", *ident(b)) for b in policies]
-    while True:
-        missing = [(kind, key, version) for kind, key, version in missing if not (
-            store.caught_up(key, version) if kind == "execution" else
-            store.runbook_seen(key, version) if kind == "runbook" else
-            operator.circuits.known(*key))]
-        if not missing or (timeout is not None and time.monotonic() - started > timeout):
-            break
-        await asyncio.sleep(0.02)
-    if missing:
-        log.warning("the watches have not reached %d object(s) of a fresh listing after "
-                    "%.0fs (e.g. %s %s/%s); writes stay guarded by resourceVersion",
-                    len(missing), timeout, missing[0][0], *missing[0][1])
-    log.info("caught up with a fresh listing in %.3fs (%d Runbooks, %d executions, %d "
-             "CircuitPolicies)", time.monotonic() - started, len(runbooks_),
-             len(executions), len(policies))
-    return policies, executions
-
-
-async def take_over(operator: Operator) -> list[dict[str, Any]] | None:
-    """Rebuild what the last leader held, from the API, before this replica's first write.
-
-    Circuits (states, windows, ``openUntil``, HalfOpen trials) are read afresh from
-    every CircuitPolicy's status: the watch may lag behind the old leader's last
-    writes, and a standby's picture must never reopen or close a circuit. The
-    executions (bulkhead occupancy and lines, notification ledgers, failure streaks,
-    secret values) and Runbooks (schedule slots) are the watch's, once it has caught
-    up with a fresh listing: no pass plans from an older status than the old leader
-    left. Returns the listed executions (whole: the notifier's ledgers), or None when
-    the API could not list them.
-    """
-    started = time.monotonic()
-    try:
-        policies, executions = await catch_up(operator)
-    except Exception as exc:  # the API is down: the watch's picture is all there is
-        log.error("new leader could not list objects (%s); acting on what the watch "
-                  "brought, every write guarded by resourceVersion", exc)
-        return None
-    operator.circuits.reload(operator.settings.namespaces or None, policies)
-    operator.metrics.takeover(time.monotonic() - started)
-    log.info("new leader: state rebuilt from the API in %.3fs",
-             time.monotonic() - started)
-    return executions
 
 
 def _reconcile_runbooks(operator: Operator) -> None:
@@ -587,7 +503,7 @@ async def serve(settings: OperatorSettings, configuration: kubernetes.client.Con
         stop_flag=stop,
     ), name="kopf")
     tasks = [asyncio.create_task(refresh_gauges(operator), name="gauges"),
-             asyncio.create_task(sync_caches(operator), name="sync"),
+             asyncio.create_task(sync_caches(operator.caches, operator.synced), name="sync"),
              asyncio.create_task(lead(operator), name="lead")]
     if operator.elector is not None:
         tasks.append(asyncio.create_task(operator.elector.run(leadership_lost), name="elector"))

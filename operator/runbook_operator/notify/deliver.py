@@ -40,10 +40,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import os
-import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
@@ -51,9 +49,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 from kubernetes.client.exceptions import ApiException
 from tenacity import (
     AsyncRetrying,
@@ -69,7 +64,6 @@ from runbook_operator.engine.notify import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     Delivery,
-    blocked_address,
     classify,
     context_of,
     encode,
@@ -96,13 +90,12 @@ from runbook_operator.k8s.client import (
     retrying,
 )
 from runbook_operator.k8s.events import EventPoster
+from runbook_operator.notify.transport import Refused, Request, Transport
 from runbook_operator.observability.metrics import Metrics
 
 log = logging.getLogger("runbook_operator.notify")
 
 PLURAL = EXECUTIONS
-BODY_DRAIN_SECONDS = 1.0
-"""How long an answer's body is read after its status (for connection reuse)."""
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 FINISHED_KEPT = 10_000
 END_EVENTS = frozenset({"Succeeded", "Failed", "Cancelled"})
@@ -163,43 +156,6 @@ class SecretProblem(Exception):
     """A Secret or key the notification names cannot be read: final, nothing sent."""
 
 
-class Refused(Exception):
-    """The destination is not allowed (:func:`engine.notify.url_problem`): final."""
-
-
-class BlockedAddress(OSError):
-    """Every address a host name resolved to is one notifications may not reach."""
-
-
-class GuardedResolver(AbstractResolver):
-    """DNS resolution that drops addresses :func:`engine.notify.blocked_address` refuses.
-
-    Checked where the connection is made, so a name that resolves (or is rebound) to
-    169.254.169.254 is refused as surely as the literal address.
-    """
-
-    def __init__(self, inner: AbstractResolver | None = None) -> None:
-        self.inner = inner or ThreadedResolver()
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        found = await self.inner.resolve(host, port, family)
-        allowed = [r for r in found if not blocked_address(str(r["host"]))]
-        if found and not allowed:
-            raise BlockedAddress("the host resolves only to refused addresses")
-        return allowed
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
-@dataclass(frozen=True)
-class Request:
-    url: str
-    body: bytes
-    headers: Mapping[str, str]
-
-
 class Notifier:
     """Owns the delivery tasks of one operator process; see the module docstring."""
 
@@ -221,8 +177,8 @@ class Notifier:
         self._first_seen: dict[str, datetime] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._secrets: dict[tuple[str, str], tuple[float, Mapping[str, str]]] = {}
-        self._session: aiohttp.ClientSession | None = None
-        self._semaphore: asyncio.Semaphore | None = None
+        self.transport = Transport(self.settings.timeout, self.settings.concurrency,
+                                   may_act)
         self._storms: dict[tuple[str, str, int], _Storm] = {}
         self._resuming: set[tuple[str, str]] = set()
 
@@ -372,8 +328,7 @@ class Notifier:
         """Let running deliveries finish (a graceful stop); the rest resume after restart."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
-        if self._session is not None:
-            await self._session.close()
+        await self.transport.close()
 
     # -- one delivery ------------------------------------------------------------------
 
@@ -481,7 +436,7 @@ class Notifier:
                 with attempt:
                     attempts += 1
                     try:
-                        status, header = await self._post(request)
+                        status, header = await self.transport.post(request)
                     except Refused as exc:
                         return attempts, "Failed", str(exc)
                     verdict = classify(status)
@@ -499,46 +454,6 @@ class Notifier:
         except Retryable as exc:
             return attempts, "Failed", f"{exc.error} after {attempts} attempt(s)"
         return attempts, "Failed", "no attempts left"  # pragma: no cover
-
-    async def _post(self, request: Request) -> tuple[int | None, str | None]:
-        """(HTTP status, Retry-After) of one POST, or (None, why) without an answer.
-
-        Raises :class:`Refused` when the host resolves only to refused addresses.
-        """
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.settings.concurrency)
-        async with self._semaphore:
-            if not self.may_act():  # the fence: a frozen leader that woke sends nothing
-                raise NotLeading("notification not sent: this replica does not lead")
-            if self._session is None or self._session.closed:
-                self._session = aiohttp.ClientSession(
-                    timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-                    connector=aiohttp.TCPConnector(resolver=GuardedResolver()))
-            try:
-                async with self._session.post(request.url, data=request.body,
-                                              headers=dict(request.headers),
-                                              allow_redirects=False) as response:
-                    # The status is the answer. The body is only drained (never
-                    # logged), briefly: one that stalls or breaks must not turn a
-                    # 2xx into a timeout that is retried, i.e. sent again.
-                    answer = response.status, response.headers.get("Retry-After")
-                    with contextlib.suppress(TimeoutError, aiohttp.ClientError):
-                        await asyncio.wait_for(response.content.read(64 * 1024),
-                                               BODY_DRAIN_SECONDS)
-                    return answer
-            except TimeoutError:
-                return None, "timeout"
-            except aiohttp.ClientConnectorError as exc:
-                if isinstance(exc.os_error, BlockedAddress):
-                    raise Refused("URL refused: its host resolves to a link-local, "
-                                  "metadata, unspecified or multicast address") from None
-                return None, type(exc).__name__
-            except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError):
-                # What url_problem let through but the client will not send (yarl
-                # refuses e.g. 2852039166 as a non-canonical IPv4): no retry helps.
-                raise Refused("URL refused: the HTTP client does not accept it") from None
-            except aiohttp.ClientError as exc:
-                return None, type(exc).__name__
 
     # -- secrets and payloads (in a thread: the kubernetes client blocks) --------------
 

@@ -504,9 +504,9 @@ class FakeResolver:
 
 
 def test_a_name_resolving_to_metadata_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from runbook_operator.notify import deliver
+    from runbook_operator.notify import transport
     resolver = FakeResolver()
-    monkeypatch.setattr(deliver, "ThreadedResolver", lambda: resolver)
+    monkeypatch.setattr(transport, "ThreadedResolver", lambda: resolver)
 
     async def main() -> None:
         async with Sink() as sink:
