@@ -88,7 +88,6 @@ def test_open_circuit_survives_a_restart_then_half_opens(kube: Kube,
     before = wait_for("Open", lambda: (c := kube.circuits("ai").get("default")) and
                       c["state"] == "Open" and c)
     operator.kill()
-    time.sleep(1.0)
     operator.start()
     body = run(kube, "during", "good")  # still Open after the restart: rejected
     assert body["status"]["steps"]["call"]["reason"] == "CircuitOpen"
@@ -109,8 +108,11 @@ def test_forced_open_and_disabled_modes(kube: Kube) -> None:
     body = run(kube, "forced", "good")
     assert body["status"]["steps"]["call"]["reason"] == "CircuitOpen"
     assert kube.jobs("forced") == []
-    kube.patch("circuitpolicies", "ai", {"spec": {"mode": "Disabled"}})
-    time.sleep(1.0)
+    generation = kube.patch("circuitpolicies", "ai", {"spec": {"mode": "Disabled"}})[
+        "metadata"]["generation"]
+    wait_for("the operator sees mode Disabled", lambda: ((kube.get("circuitpolicies", "ai")
+                                                         or {}).get("status") or {})
+             .get("observedGeneration") == generation)
     kube.ready_runbook("bad", {"steps": [guarded("call", 1)]})
     for i in range(3):
         assert run(kube, f"bad-{i}", "bad")["status"]["steps"]["call"]["reason"] != \

@@ -28,6 +28,7 @@ exits 1 (the operator refuses it: ResumeStepUnknown).
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import shutil
 import subprocess
@@ -172,7 +173,10 @@ def test_watch_exit_codes(kube: Kube, cluster: Any) -> None:
     kube.wait_phase("w-cancel", "Running")
     watcher = subprocess.Popen(["kubectl", "runbook", "watch", "w-cancel", "-n", kube.ns],
                                stdout=subprocess.PIPE, text=True, env=plugin_env(cluster))
-    time.sleep(2)  # the watch is open before the change it must see
+    # The watch is open before the change it must see: it has printed the run's state.
+    assert watcher.stdout is not None
+    ready, _, _ = select.select([watcher.stdout], [], [], 120)
+    assert ready and "long" in watcher.stdout.readline()
     kube.patch("runbookexecutions", "w-cancel", {"spec": {"cancel": True}})
     out, _ = watcher.communicate(timeout=120)
     assert watcher.returncode == 2, out

@@ -8,8 +8,8 @@ Cases:
   `x-kubernetes-preserve-unknown-fields`; no `default` (the apiserver must never
   write into a GitOps-managed spec), no `$ref`, `anyOf`, `oneOf`, `allOf`, `not`
   (inside properties/items/additionalProperties);
-- the CRDs name the group, version, kinds and short names DESIGN.md gives, with the
-  status subresource;
+- the CRDs name the API's group, version, kinds and short names (runbooks.dev,
+  v1alpha1; rb, rbx or rbexec, cbp), with the status subresource;
 - every example manifest is accepted by its kind's pydantic model.
 """
 

@@ -85,7 +85,11 @@ def local(zone: ZoneInfo, *args: int, fold: int = 0) -> datetime:
 @pytest.mark.parametrize("cron", ["0 8 * * *", "*/2 * * * * *", "@daily", "@HOURLY",
                                   "0 0 L * *", "0 9 * * MON-FRI", "  0  8 * * * "])
 def test_compiles(cron: str) -> None:
-    compile_schedule(Schedule(cron=cron, time_zone="Europe/Berlin"))
+    compiled = compile_schedule(Schedule(cron=cron, time_zone="Europe/Berlin"))
+    after = datetime(2027, 1, 1, tzinfo=UTC)
+    first = next_slot(compiled, after)
+    assert after < first <= after + timedelta(days=31)  # each fires within a month
+    assert next_slot(compiled, first) > first
 
 
 @pytest.mark.parametrize(("cron", "zone", "deadline", "field"), [
