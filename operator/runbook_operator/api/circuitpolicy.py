@@ -10,7 +10,14 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from runbook_operator.api.common import API_VERSION, ApiModel, Condition, Duration, ObjectMeta
+from runbook_operator.api.common import (
+    API_VERSION,
+    CONDITIONS_LIST,
+    ApiModel,
+    Condition,
+    Duration,
+    ObjectMeta,
+)
 from runbook_operator.api.runbook import Retry
 
 CircuitState = Literal["Closed", "Open", "HalfOpen"]
@@ -69,7 +76,8 @@ class CircuitStatus(ApiModel):
 
 
 class CircuitPolicyStatus(ApiModel):
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list,
+                                        json_schema_extra=CONDITIONS_LIST)
     observed_generation: int | None = None
     circuits: list[CircuitStatus] = Field(default_factory=list, max_length=1000)
     open_circuits: int = 0

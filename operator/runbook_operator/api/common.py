@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 GROUP = "runbooks.dev"
 VERSION = "v1alpha1"
@@ -105,6 +106,12 @@ class Condition(ApiModel):
     message: str = Field(default="", max_length=4096)
     last_transition_time: str | None = None
     observed_generation: int | None = None
+
+
+CONDITIONS_LIST: JsonDict = {"x-kubernetes-list-type": "map",
+                             "x-kubernetes-list-map-keys": ["type"]}
+"""Conditions are a map keyed by ``type`` (the API conventions): at most one per type,
+and server-side apply merges them by type."""
 
 
 class ObjectMeta(BaseModel):

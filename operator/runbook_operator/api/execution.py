@@ -14,6 +14,7 @@ from pydantic import Field
 
 from runbook_operator.api.common import (
     API_VERSION,
+    CONDITIONS_LIST,
     NAME_PATTERN,
     ApiModel,
     Condition,
@@ -219,7 +220,8 @@ class RunbookExecutionStatus(ApiModel):
     phase: ExecutionPhase = "Pending"
     reason: str | None = None
     message: str | None = Field(default=None, max_length=4096)
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list,
+                                        json_schema_extra=CONDITIONS_LIST)
     observed_generation: int | None = None
     runbook: RunbookRefStatus | None = None
     runbook_spec: JSONObject | None = None

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from runbook_operator.api.common import (
     API_VERSION,
+    CONDITIONS_LIST,
     NAME_PATTERN,
     ApiModel,
     Condition,
@@ -375,7 +376,8 @@ class ScheduleStatus(ApiModel):
 class RunbookStatus(ApiModel):
     """What the operator found: Ready or not, and why."""
 
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list,
+                                        json_schema_extra=CONDITIONS_LIST)
     observed_generation: int | None = None
     step_count: int | None = None
     spec_hash: str | None = None

@@ -388,6 +388,8 @@ class ExecutionReconciler(JobActions, Admission, Retention, Telemetry):
         old = body.get("status") or {}
         # Every write says which spec it acted on (an approval or cancel bumps it).
         status.observed_generation = (body.get("metadata") or {}).get("generation")
+        for condition in status.conditions:
+            condition.observed_generation = status.observed_generation
         new = status.to_k8s()
         patch = merge.diff(old, new)
         if not patch:

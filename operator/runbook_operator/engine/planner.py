@@ -765,8 +765,12 @@ class _Pass(Guards):
         current = next((c for c in self.status.conditions if c.type == "Succeeded"), None)
         if current is not None and current.status == value and current.reason == reason:
             return
+        # The time of the last change of *status*: a new reason alone keeps it.
+        since = current.last_transition_time if current is not None and \
+            current.status == value else None
         condition = Condition(type="Succeeded", status=value, reason=reason,
-                              message=_clip(message, 4000), last_transition_time=fmt(self.now))
+                              message=_clip(message, 4000),
+                              last_transition_time=since or fmt(self.now))
         self.status.conditions = [c for c in self.status.conditions if c.type != "Succeeded"]
         self.status.conditions.append(condition)
 

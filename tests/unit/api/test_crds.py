@@ -10,7 +10,8 @@ Cases:
   (inside properties/items/additionalProperties);
 - the CRDs name the API's group, version, kinds and short names (runbooks.dev,
   v1alpha1; rb, rbx or rbexec, cbp), with the status subresource;
-- every example manifest is accepted by its kind's pydantic model.
+- every example manifest is accepted by its kind's pydantic model;
+- every kind's status.conditions is a list map keyed by type, each with observedGeneration.
 """
 
 from __future__ import annotations
@@ -90,3 +91,15 @@ def test_examples_parse_with_their_model(path: Path) -> None:
     doc = load(path)
     assert doc["apiVersion"] == "runbooks.dev/v1alpha1"
     MODELS[doc["kind"]].model_validate(doc)
+
+
+def test_conditions_are_a_map_keyed_by_type() -> None:
+    """The API conventions: at most one condition per type, merged by type."""
+    for path in sorted(CRDS.glob("*.yaml")):
+        status = yaml.safe_load(path.read_text())["spec"]["versions"][0]["schema"][
+            "openAPIV3Schema"]["properties"]["status"]
+        conditions = status["properties"]["conditions"]
+        assert conditions["x-kubernetes-list-type"] == "map", path.name
+        assert conditions["x-kubernetes-list-map-keys"] == ["type"], path.name
+        assert "type" in conditions["items"]["required"], path.name
+        assert "observedGeneration" in conditions["items"]["properties"], path.name

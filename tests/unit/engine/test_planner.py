@@ -404,6 +404,25 @@ def test_approval_approved() -> None:
     assert sim.run().phase == "Succeeded"
 
 
+def test_a_new_reason_alone_keeps_the_conditions_transition_time() -> None:
+    """Running -> WaitingForApproval -> Running: the Succeeded condition stays Unknown,
+    so its lastTransitionTime stays the start's while its reason follows the phase."""
+    sim = sim_of([{"name": "first"}, *[dict(s, dependsOn=["first"]) if s["name"] ==
+                                       "approve" else s for s in APPROVAL_STEPS]])
+    sim.step()
+    started = next(c for c in sim.status.conditions if c.type == "Succeeded")
+    sim.advance(60)  # the first step's Job ends (after 10 s) meanwhile
+    sim.step()
+    waiting = next(c for c in sim.status.conditions if c.type == "Succeeded")
+    assert (waiting.status, waiting.reason) == ("Unknown", "WaitingForApproval")
+    assert waiting.last_transition_time == started.last_transition_time
+    sim.advance(60)
+    sim.approvals.append(ApprovalDecision(step="approve", decision="Approve", by="alice"))
+    assert sim.run().phase == "Succeeded"
+    done = next(c for c in sim.status.conditions if c.type == "Succeeded")
+    assert done.status == "True" and done.last_transition_time != started.last_transition_time
+
+
 def test_approval_rejected() -> None:
     sim = sim_of(APPROVAL_STEPS)
     sim.step()
