@@ -43,9 +43,10 @@ test: venv controlplane tools lint docs
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 # The documentation site (docs/, mkdocs.yml), built strictly: a broken link, a page
-# missing from the nav or any other warning fails. Output in build/site (ignored).
+# missing from the nav or any other warning fails (not --quiet: it hides warnings from
+# --strict). Output in build/site (ignored).
 docs: venv
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 # The generated reference pages (docs/reference/: API from the CRD schemas, the kubectl
 # plugin's and the operator's flags from their parsers); a unit test checks they are current.
