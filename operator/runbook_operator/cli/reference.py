@@ -19,8 +19,13 @@ say it (some defaults come from the environment, e.g. ``$POD_NAMESPACE``).
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
+import inspect
+import itertools
 import re
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -277,6 +282,44 @@ def _anchor(words: list[str]) -> str:
     return "-".join(w.lower().strip("_") for w in words)
 
 
+# ----------------------------------------------------------------------------- settings
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """The docstring under each annotated attribute of a class body (read with ast)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, after in itertools.pairwise(body):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)):
+            docs[node.target.id] = after.value.value
+    return docs
+
+
+def settings_reference() -> str:
+    """The fields of OperatorSettings (what `run`'s flags fill), defaults and meaning."""
+    from runbook_operator.settings import OperatorSettings
+
+    docs = _attribute_docs(OperatorSettings)
+    lines = ["## Operator settings\n",
+             "What `runbook-operator run` builds from its flags (`runbook_operator/settings.py`, "
+             "`OperatorSettings`), with the dataclass defaults; a setting no flag sets keeps "
+             "its default.\n",
+             "| setting | default | meaning |", "| --- | --- | --- |"]
+    for item in dataclasses.fields(OperatorSettings):
+        if item.default is not dataclasses.MISSING:
+            default = repr(item.default)
+        elif item.default_factory is not dataclasses.MISSING:
+            default = repr(item.default_factory())
+        else:
+            default = ""
+        lines.append(f"| {code(item.name)} | {code(default)} | "
+                     f"{cell(docs.get(item.name, ''))} |")
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------- pages
 
 
@@ -296,7 +339,8 @@ def render_all() -> dict[str, str]:
             operator_cli.build_parser(), "runbook-operator reference",
             "The operator's command line, made from its argparse parser. The chart passes "
             "more flags through `extraArgs`; [Operations](../operations.md) says what "
-            "they change.", "the parser in runbook_operator/cli/operator.py"),
+            "they change.", "the parser in runbook_operator/cli/operator.py and "
+            "runbook_operator/settings.py") + "\n" + settings_reference(),
     }
 
 

@@ -7,6 +7,7 @@ Cases:
 - every flag of `runbook-operator run` and every listed `kubectl runbook` command
   appears in its page (the stale README list lacked --leader-elect*, --log-level
   and --alerts-address);
+- every field of OperatorSettings has a row, with its attribute docstring;
 - every field of every CRD schema has a row in the API page;
 - a help text with a pipe or a newline stays one table cell; pipes in code spans
   are kept (the tables extension does not split there), and ``<name>`` is text.
@@ -15,12 +16,14 @@ Cases:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 from pathlib import Path
 
 from runbook_operator.api.crdgen import KINDS, crd
 from runbook_operator.cli import kubectl_plugin, reference
 from runbook_operator.cli import operator as operator_cli
+from runbook_operator.settings import OperatorSettings
 
 REFERENCE = Path(__file__).resolve().parents[3] / "docs" / "reference"
 RENDERED = reference.render_all()
@@ -85,3 +88,10 @@ def test_cells_stay_one_cell() -> None:
     page = reference.cli_reference(parser, "x", "intro", "a test")
     row = next(line for line in page.splitlines() if line.startswith("| `--mode"))
     assert len(re.findall(r"(?<!\\)\|", row)) == 4 and "one of \\| these" in row
+
+
+def test_every_operator_setting_is_documented_with_its_docstring() -> None:
+    page = RENDERED["operator.md"]
+    for item in dataclasses.fields(OperatorSettings):
+        assert f"| `{item.name}` |" in page, item.name
+    assert "| `job_ttl_seconds` | `3600` | ``ttlSecondsAfterFinished`` of step Jobs" in page
