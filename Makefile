@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv controlplane tools lint unit integration test demo demo-down crds cluster-up cluster-down bench lock install-plugin
+.PHONY: venv controlplane tools lint unit integration test demo demo-down crds cluster-up cluster-down bench lock install-plugin docs docs-ref
 
 venv: $(VENV)/.installed
 
@@ -39,8 +39,19 @@ integration: venv controlplane
 
 # The test command: lint, type checks, unit and property tests, then integration
 # tests against a real local control plane that the test session starts and stops.
-test: venv controlplane tools lint
+test: venv controlplane tools lint docs
 	$(PY) -m pytest tests -q -p no:cacheprovider
+
+# The documentation site (docs/, mkdocs.yml), built strictly: a broken link, a page
+# missing from the nav or any other warning fails (not --quiet: it hides warnings from
+# --strict). Output in build/site (ignored).
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
+
+# The generated reference pages (docs/reference/: API from the CRD schemas, the kubectl
+# plugin's and the operator's flags from their parsers); a unit test checks they are current.
+docs-ref: venv
+	$(PY) -m runbook_operator.cli.reference docs/reference
 
 # Pin the runtime dependencies with hashes (the image and `make install-plugin` use it).
 lock: venv

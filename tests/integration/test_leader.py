@@ -106,7 +106,7 @@ def test_one_leader_acts_and_a_standby_takes_over(kube: Kube,
     replicas[leader].kill()
     wait_for("the standby takes the Lease", lambda: holder(kube, lease) == standby,
              timeout=60, interval=0.1)
-    # The figure the README quotes (run with -s to see it); no threshold on this machine.
+    # The figure docs/ha.md quotes (run with -s to see it); no threshold on this machine.
     print(f"\ntakeover: the standby held the Lease {time.monotonic() - killed:.1f} s "
           "after the leader's SIGKILL")
     body = kube.wait_finished(name, timeout=120)

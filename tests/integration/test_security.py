@@ -1,7 +1,7 @@
-"""The README's `kubectl auth can-i` matrix of the operator's rights is the truth.
+"""The Security page's `kubectl auth can-i` matrix of the operator's rights is the truth.
 
 Cases:
-- every row of the matrix in README.md (between the ``can-i matrix`` markers) is
+- every row of the matrix in docs/security.md (between the ``can-i matrix`` markers) is
   what ``kubectl auth can-i VERB RESOURCE [--subresource S] --as`` answers for a
   ServiceAccount bound to the chart's ClusterRole (files/rbac-rules.yaml) on the
   local control plane (asked in a test namespace; the role is cluster-wide);
@@ -22,17 +22,14 @@ from cluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "charts" / "runbook-operator" / "files" / "rbac-rules.yaml"
-README = REPO / "README.md"
+PAGE = REPO / "docs" / "security.md"
 
 
 def matrix() -> list[tuple[str, str, str, bool]]:
-    """(verb, resource, subresource, allowed) rows of the documented table (README.md
-    or a page under docs/, wherever its markers are)."""
-    pattern = re.compile(r"<!-- can-i matrix[^>]*-->\n(.*?)<!-- end can-i matrix -->", re.S)
-    pages = [README, *sorted((REPO / "docs").glob("**/*.md"))]
-    body = next((m for p in pages if p.exists() and (m := pattern.search(p.read_text()))),
-                None)
-    assert body, "no page has the can-i matrix between its markers"
+    """(verb, resource, subresource, allowed) rows of the Security page's table."""
+    text = PAGE.read_text()
+    body = re.search(r"<!-- can-i matrix[^>]*-->\n(.*?)<!-- end can-i matrix -->", text, re.S)
+    assert body, "docs/security.md has no can-i matrix between its markers"
     rows = []
     for line in body.group(1).splitlines()[2:]:  # after the header and its rule
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -53,10 +50,10 @@ def test_matrix_names_every_grant() -> None:
             continue  # kopf's own discovery; listed in the rules file's comments
         full = f"{name}.{group}" if group else name
         assert (full, sub) in yes or (full, "") in yes or (name, sub) in yes, (
-            f"README's can-i matrix has no 'yes' row for {resource} ({group or 'core'})")
+            f"docs/security.md's can-i matrix has no 'yes' row for {resource} ({group or 'core'})")
 
 
-def test_operator_rights_match_the_readme(cluster: LocalCluster, k8s_api: Any, crds: None,
+def test_operator_rights_match_the_docs(cluster: LocalCluster, k8s_api: Any, crds: None,
                                           namespace: str) -> None:
     rbac = kubernetes.client.RbacAuthorizationV1Api(k8s_api)
     core = kubernetes.client.CoreV1Api(k8s_api)
@@ -80,7 +77,7 @@ def test_operator_rights_match_the_readme(cluster: LocalCluster, k8s_api: Any, c
             answer = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
             assert answer in ("yes", "no"), out.stdout + out.stderr
             if (answer == "yes") != expected:
-                wrong.append(f"{verb} {resource} {sub}: README says "
+                wrong.append(f"{verb} {resource} {sub}: docs/security.md says "
                              f"{'yes' if expected else 'no'}, the API server {answer}")
         assert not wrong, "\n".join(wrong)
     finally:

@@ -16,16 +16,19 @@ from pathlib import Path
 from runbook_operator.settings import OperatorSettings
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``runbook-operator`` (docs/reference/operator.md is made from it)."""
     parser = argparse.ArgumentParser(prog="runbook-operator", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the operator against the current cluster")
     run.add_argument("-n", "--namespace", action="append", default=[],
                      help="namespace to watch (repeatable); default: all namespaces")
     run.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster, $KUBECONFIG)")
-    run.add_argument("--health-port", type=int, default=8080, help="port of /healthz")
-    run.add_argument("--log-format", choices=["json", "console"], default="json")
-    run.add_argument("--log-level", default="INFO")
+    run.add_argument("--health-port", type=int, default=8080, help="port of /healthz and /metrics")
+    run.add_argument("--log-format", choices=["json", "console"], default="json",
+                     help="one JSON object per line, or console lines for a terminal")
+    run.add_argument("--log-level", default="INFO",
+                     help="root log level: DEBUG, INFO, WARNING, ERROR (default INFO)")
     run.add_argument("--workers", type=int, default=8,
                      help="executions reconciled at once (default 8)")
     run.add_argument("--no-events", action="store_true",
@@ -64,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
                      "host name and pid)")
     crds = sub.add_parser("crds", help="write the CRD YAML generated from the API models")
     crds.add_argument("-o", "--output", default="crds", help="directory (default: crds)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     if args.command == "crds":
         from runbook_operator.api.crdgen import write_all

@@ -24,7 +24,7 @@ Cases:
 - circuits table: Open with its retry time (`due` once past), rates as percent, a
   policy without circuits;
 - progress from status.progress, else counted; the live view shows bar and elapsed;
-- the README's sample of `get` is this exact text.
+- the sample of `get` in docs/cli.md is this exact text.
 """
 
 from __future__ import annotations
@@ -336,6 +336,6 @@ def test_progress_and_live_view() -> None:
     assert "kubectl runbook approve x gate -n n" in text
 
 
-def test_readme_sample_is_exact() -> None:
-    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
-    assert "```text\n" + EXPECTED_GET + "```" in readme
+def test_docs_sample_is_exact() -> None:
+    page = (Path(__file__).parents[3] / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert "```text\n" + EXPECTED_GET + "```" in page

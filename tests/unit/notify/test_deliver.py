@@ -725,7 +725,7 @@ def test_pending_delivery_too_old_after_an_outage_is_closed_not_left_pending() -
 def test_signing_key_and_url_from_files_lose_their_trailing_newline() -> None:
     """`kubectl create secret --from-file` keeps the file's newline: the URL still
     works and the HMAC is keyed with the value less surrounding whitespace, as the
-    README tells receivers."""
+    Notifications page (docs/notifications.md) tells receivers."""
     async def main() -> None:
         hook = [{"on": ["Failed"], "webhook": {
             "urlSecretRef": {"name": "hooks", "key": "url"},
