@@ -2,7 +2,8 @@
 killed (SIGKILL) or frozen (SIGSTOP) mid-work, on the local control plane.
 
 Cases:
-- the failover bug of issue 17, with two and with three replicas, killed and frozen:
+- the failover bug of issue 17, with two replicas (the leader killed) and three (the
+  leader frozen):
   key ``x`` opened on the first leader stays Open with the same counts, openedAt and
   nextAttemptAt through the takeover and while the new leader opens ``y``; a run
   keyed ``x`` after the takeover fails fast (CircuitOpen, no Job); a frozen leader
@@ -130,8 +131,7 @@ def fail_runs(kube: Kube, runbook: str, key: str, prefix: str, count: int = 3) -
 KEPT = ("state", "calls", "openedAt", "nextAttemptAt", "transitions", "failureRate")
 
 
-@pytest.mark.parametrize(("count", "how"), [(2, "kill"), (2, "freeze"), (3, "kill"),
-                                            (3, "freeze")])
+@pytest.mark.parametrize(("count", "how"), [(2, "kill"), (3, "freeze")])
 def test_open_circuits_survive_a_failover(kube: Kube, start_replicas: Callable[..., Replicas],
                                           count: int, how: str) -> None:
     replicas = start_replicas(count)
