@@ -79,7 +79,18 @@ def test_rendered_objects() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     role = next(d for d in docs if d["kind"] == "ClusterRole")
-    assert role["rules"] == yaml.safe_load((CHART / "files" / "rbac-rules.yaml").read_text())
+    rules = yaml.safe_load((CHART / "files" / "rbac-rules.yaml").read_text())
+    # Secret parameters only where steps run: a Role in each runner namespace.
+    assert role["rules"] == [r for r in rules if "secrets" not in r["resources"]]
+    params = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"
+              and d["metadata"]["name"] == "rbo-params"}
+    assert set(params) == {"production", "staging"}
+    assert all(p["rules"] == [{"apiGroups": [""], "resources": ["secrets"],
+                               "verbs": ["create"]}] for p in params.values())
+    assert {d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding"
+            and d["metadata"]["name"] == "rbo-params"} == {"production", "staging"}
+    everywhere = next(d for d in render() if d["kind"] == "ClusterRole")
+    assert everywhere["rules"] == rules  # no runner namespaces: steps may run anywhere
     binding = next(d for d in docs if d["kind"] == "ClusterRoleBinding")
     assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
 
