@@ -57,11 +57,8 @@ class Telemetry:
             if st.phase in FINISHED_STEP_PHASES and (old is None or old.phase != st.phase):
                 # Every finished step is one sample: a step that ended before it was
                 # seen Running takes its start from its Job (the planner's record).
-                end = ended.get(name)
-                started = st.started_at or (old.started_at if old else None) or _started(end)
-                finished = st.finished_at or (fmt(end.finished_at) if end else None)
                 self.metrics.step_finished(namespace, runbook, name, st.phase,
-                                           _seconds(started, finished))
+                                           step_duration(st, old, ended.get(name)))
         steps = {s.name: s for s in spec.all_steps()}
         for record in result.attempts:
             if not isinstance(record, AttemptStarted):
@@ -131,6 +128,24 @@ class Telemetry:
             self.tracer.execution_span(info, phase=after.phase, started_at=after.started_at,
                                        finished_at=after.finished_at, reason=after.reason,
                                        message=after.message)
+
+
+def step_duration(st: StepStatus, old: StepStatus | None,
+                  end: AttemptEnded | None) -> float | None:
+    """Seconds from a finished step's start to its end, for its one duration sample.
+
+    From the status' times (the first attempt's start to the end); a step that ended
+    before it was seen Running takes its start from its Job (``end``). The end comes
+    from the pod, in whole seconds, so a step that ends within the second it started
+    can read as ending before its start: that is a step shorter than a second, never
+    a reason to drop its sample.
+    """
+    started = st.started_at or (old.started_at if old else None) or _started(end)
+    finished = st.finished_at or (fmt(end.finished_at) if end else None)
+    seconds = _seconds(started, finished)
+    if (seconds is None or seconds < 0) and end is not None and end.started_at is not None:
+        seconds = (end.finished_at - end.started_at).total_seconds()  # one clock: the pod's
+    return None if seconds is None else max(0.0, seconds)
 
 
 def _started(record: AttemptEnded | None) -> str | None:
