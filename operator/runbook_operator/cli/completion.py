@@ -11,7 +11,6 @@ complete is pure (``complete``), with the name lookup passed in.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Sequence
 
 # name lookup: (kind, namespace or None) -> names; kinds: executions, runbooks,
@@ -150,16 +149,3 @@ def cluster_names(kind: str, namespace: str | None) -> list[str]:
 
 def script(shell: str) -> str:
     return BASH if shell == "bash" else ZSH
-
-
-def kubectl_complete_main() -> int:
-    """``kubectl_complete-runbook``: what kubectl runs to complete ``kubectl runbook ...``.
-
-    Prints one candidate a line, then cobra's directive ``:4`` (no file completion).
-    """
-    from runbook_operator.cli.kubectl_plugin import build_parser
-
-    for candidate in complete(build_parser(), sys.argv[1:], cluster_names):
-        print(candidate)
-    print(":4")
-    return 0

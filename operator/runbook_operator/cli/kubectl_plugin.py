@@ -143,6 +143,19 @@ def cmd_complete(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def kubectl_complete_main() -> int:
+    """``kubectl_complete-runbook``: what kubectl runs to complete ``kubectl runbook ...``.
+
+    Prints one candidate a line, then cobra's directive ``:4`` (no file completion).
+    """
+    from runbook_operator.cli.completion import cluster_names, complete
+
+    for candidate in complete(build_parser(), sys.argv[1:], cluster_names):
+        print(candidate)
+    print(":4")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
