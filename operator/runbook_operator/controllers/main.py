@@ -131,7 +131,7 @@ class Operator:
                                               metrics=self.metrics, tracer=self.tracer,
                                               circuits=self.circuits,
                                               security=settings.security())
-        self._secrets_learned: dict[Key, tuple[Any, Any, bool]] = {}
+        self._secrets_learned: dict[Key, tuple[str, str, bool]] = {}
         """Per execution: the (uid, generation, started) whose secrets were learned."""
         self.failures: dict[Key, failures.Streak] = {}
         """Per execution: the last reconcile error's summary, and how often in a row
@@ -164,22 +164,25 @@ class Operator:
                                           namespaces=tuple(settings.namespaces)))
 
     def learn_secrets(self, key: Key, body: dict[str, Any]) -> None:
-        """Teach the redactor a running execution's secret values (once per generation)."""
-        meta = body.get("metadata") or {}
-        status = body.get("status") or {}
-        if status.get("phase") in FINISHED_EXECUTION_PHASES:
+        """Teach the redactor a running execution's secret values (once per generation).
+
+        From the raw watch body, whatever its shape: never raises."""
+        meta = _mapping(body.get("metadata"))
+        status = _mapping(body.get("status"))
+        spec = _mapping(body.get("spec"))
+        phase = status.get("phase")
+        if isinstance(phase, str) and phase in FINISHED_EXECUTION_PHASES:
             self._secrets_learned.pop(key, None)
             return
         frozen = status.get("runbookSpec")
-        mark = (meta.get("uid"), meta.get("generation"), frozen is not None)
+        mark = (str(meta.get("uid")), str(meta.get("generation")), frozen is not None)
         if self._secrets_learned.get(key) == mark:
             return
         if frozen is None:  # not started yet: the Runbook it will freeze
-            runbook = ((body.get("spec") or {}).get("runbookRef") or {}).get("name")
-            frozen = (self.store.runbooks.get((key[0], str(runbook))) or {}).get("spec")
-        declared = frozen.get("params") if isinstance(frozen, dict) else None
-        SECRETS.learn(key, param_secret_literals(declared, (body.get("spec") or {}).get(
-            "params")))
+            runbook = _mapping(spec.get("runbookRef")).get("name")
+            frozen = _mapping(self.store.runbooks.get((key[0], str(runbook)))).get("spec")
+        declared = _mapping(frozen).get("params")
+        SECRETS.learn(key, param_secret_literals(declared, spec.get("params")))
         self._secrets_learned[key] = mark
 
     def may_act(self) -> bool:
@@ -365,6 +368,10 @@ def connection_info(config: kubernetes.client.Configuration) -> kopf.ConnectionI
         scheme="Bearer" if token else None,
         token=token or None,
     )
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _body(event: kopf.RawEvent) -> dict[str, Any]:

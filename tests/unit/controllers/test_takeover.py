@@ -14,6 +14,8 @@ Cases:
   and lets reads through, and the LeaderElector's may_act turns false once its last
   renewal is older than renew_deadline by the monotonic clock (a freeze), even while
   ``leading`` is still set;
+- a replica learns a running execution's secret values from its watch event (started:
+  the frozen spec; not yet: the Runbook), from any body without raising;
 - a Lease edited by hand with any value in any field (hypothesis) reads as a record
   and gives a verdict, never an exception.
 """
@@ -173,3 +175,55 @@ def test_a_hand_edited_lease_never_crashes_the_election(spec: dict[str, Any],
         assert d.verdict in ("renew", "standby", "acquire")
         if d.verdict == "standby":
             assert d.retry_in <= LeaseTimings().retry_period
+
+
+def test_a_replica_learns_a_running_executions_secrets_from_its_watch_event() -> None:
+    """Before any pass of its own: a standby, or a new leader, redacts them at once."""
+    from runbook_operator.controllers.main import Operator
+    from runbook_operator.engine.redact import SECRETS
+    from runbook_operator.k8s.store import Store
+
+    op = Operator.__new__(Operator)
+    op.store = Store()
+    op._secrets_learned = {}
+    key = ("ns", "run-1")
+    body = {"metadata": {"namespace": "ns", "name": "run-1", "uid": "u", "generation": 1},
+            "spec": {"runbookRef": {"name": "rb"}, "params": {"token": "s3cr3t-canary-77"}},
+            "status": {"phase": "Running", "runbookSpec": {"params": [
+                {"name": "token", "secret": True}, {"name": "plain"}]}}}
+    try:
+        op.learn_secrets(key, body)
+        assert "s3cr3t-canary-77" not in SECRETS.text("token is s3cr3t-canary-77")
+        # Not started yet: the secret flags come from the Runbook it will freeze.
+        pending = {"metadata": {"namespace": "ns", "name": "run-2", "uid": "v"},
+                   "spec": {"runbookRef": {"name": "rb"}, "params": {"token": "other-secret-9"}}}
+        op.store.put_runbook({"metadata": {"namespace": "ns", "name": "rb"},
+                              "spec": {"params": [{"name": "token", "secret": True}]}})
+        op.learn_secrets(("ns", "run-2"), pending)
+        assert "other-secret-9" not in SECRETS.text("x other-secret-9 y")
+    finally:
+        SECRETS.forget(key)
+        SECRETS.forget(("ns", "run-2"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values, json_values)
+def test_learning_secrets_from_any_body_never_raises(spec: Any, status: Any) -> None:
+    from runbook_operator.controllers.main import Operator
+    from runbook_operator.engine.redact import SECRETS
+    from runbook_operator.k8s.store import Store
+
+    op = Operator.__new__(Operator)
+    op.store = Store()
+    op._secrets_learned = {}
+    bodies: list[Any] = [
+        {"metadata": {"namespace": "ns", "name": "x"}, "spec": spec, "status": status},
+        {"metadata": spec, "spec": {"params": spec, "runbookRef": status},
+         "status": {"phase": status, "runbookSpec": {"params": spec}}},
+        {"metadata": {}, "spec": {"params": status},
+         "status": {"phase": "Running", "runbookSpec": {"params": [spec, status]}}}]
+    try:
+        for body in bodies:
+            op.learn_secrets(("ns", "x"), body)
+    finally:
+        SECRETS.forget(("ns", "x"))
