@@ -1,0 +1,93 @@
+"""The web view's request checks: the token, the Host header and the Origin header.
+
+Why it exists: a server on 127.0.0.1 is reachable by every web page the user has
+open. Three checks keep those pages out, all pure so that they are property-tested
+against hostile input:
+
+* the random token (in the URL, as Jupyter does) must be on every request, event
+  streams included: another local user or page cannot guess it;
+* the ``Host`` header must name this server (a loopback name and our port, or the
+  ``--address`` given): a DNS-rebinding page reaches us under its own host name;
+* an ``Origin`` header, when the browser sends one, must be this server's own
+  origin: a cross-site form or fetch (CSRF) carries the attacker's.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import re
+import secrets
+from collections.abc import Iterable
+
+TOKEN_BYTES = 32
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def new_token() -> str:
+    """A fresh random token (URL-safe, 256 bits)."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def token_ok(expected: str, given: str | None) -> bool:
+    """Whether ``given`` is the token, compared in constant time."""
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(expected.encode("utf-8"),
+                               given.encode("utf-8", "surrogateescape"))
+
+
+def host_name(address: str) -> str:
+    """An address as it appears in a Host header (IPv6 in brackets)."""
+    try:
+        if ipaddress.ip_address(address).version == 6:
+            return f"[{address}]"
+    except ValueError:
+        pass
+    return address.lower()
+
+
+def allowed_hosts(address: str, port: int, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The ``host:port`` values a request may carry in its Host header."""
+    names = set(LOOPBACK_NAMES)
+    if address not in WILDCARDS:
+        names.add(host_name(address))
+    names.update(host_name(name) for name in extra if name)
+    return frozenset(f"{name}:{port}" for name in names)
+
+
+def host_ok(host: str | None, allowed: frozenset[str]) -> bool:
+    """Whether the Host header names this server (exactly, case-insensitively)."""
+    return bool(host) and isinstance(host, str) and host.lower() in allowed
+
+
+def origin_ok(origin: str | None, allowed: frozenset[str]) -> bool:
+    """An absent Origin passes (same-origin GETs, non-browser clients); a present one
+    must be ``http://`` and an allowed host. ``null`` (sandboxed frames, file pages)
+    never passes."""
+    if origin is None:
+        return True
+    scheme, sep, rest = origin.partition("://")
+    if not sep or scheme.lower() != "http" or "/" in rest:
+        return False
+    return rest.lower() in allowed
+
+
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def object_name(value: object) -> bool:
+    """Whether ``value`` is a Kubernetes object name (so it is safe in an API path)."""
+    return isinstance(value, str) and _DNS_SUBDOMAIN.fullmatch(value) is not None \
+        and ".." not in value
+
+
+def namespace_name(value: object) -> bool:
+    return isinstance(value, str) and _DNS_LABEL.fullmatch(value) is not None
+
+
+def step_name(value: object) -> bool:
+    """Whether ``value`` can be a step name (so it is safe in a label selector)."""
+    return isinstance(value, str) and _DNS_LABEL.fullmatch(value) is not None
