@@ -25,6 +25,7 @@ from runbook_operator.cli.inspect_commands import CommandError
 from runbook_operator.cli.rest import ApiError, custom_path
 from runbook_operator.cli.ui import guard, model
 from runbook_operator.cli.ui.kube import Api
+from runbook_operator.cli.ui.state import STATE
 from runbook_operator.cli.views import GROUP, VERSION
 
 EXECUTIONS = "runbookexecutions"
@@ -91,7 +92,7 @@ def decision_patch(execution: Mapping[str, Any], step: str, decision: str, by: s
 
 
 async def decide(request: web.Request) -> web.Response:
-    api: Api = request.app["api"]
+    api: Api = request.app[STATE].api
     body = await read_body(request)
     ns, name = target(body)
     step = field(body, "step", guard.step_name)
@@ -120,7 +121,7 @@ async def decide(request: web.Request) -> web.Response:
 
 
 async def cancel(request: web.Request) -> web.Response:
-    api: Api = request.app["api"]
+    api: Api = request.app[STATE].api
     ns, name = target(await read_body(request))
     try:
         await api.merge_patch(custom_path(EXECUTIONS, ns, name), {"spec": {"cancel": True}})
@@ -130,7 +131,7 @@ async def cancel(request: web.Request) -> web.Response:
 
 
 async def retry(request: web.Request) -> web.Response:
-    api: Api = request.app["api"]
+    api: Api = request.app[STATE].api
     body = await read_body(request)
     ns, name = target(body)
     from_step = field(body, "from", guard.step_name, optional=True)
@@ -166,7 +167,7 @@ def run_params(declared: list[Any], given: Any) -> dict[str, Any]:
 
 
 async def run(request: web.Request) -> web.Response:
-    api: Api = request.app["api"]
+    api: Api = request.app[STATE].api
     body = await read_body(request)
     ns, name = target(body)
     try:
@@ -187,8 +188,8 @@ async def run(request: web.Request) -> web.Response:
 async def runbooks(request: web.Request) -> web.Response:
     """The runbooks in scope with their run forms (read once per visit: they rarely
     change during an incident, and the page says when a run is refused)."""
-    api: Api = request.app["api"]
-    namespace: str | None = request.app["namespace"]
+    api: Api = request.app[STATE].api
+    namespace: str | None = request.app[STATE].namespace
     try:
         items = (await api.get(custom_path("runbooks", namespace))).get("items") or []
     except ApiError as exc:
@@ -197,11 +198,11 @@ async def runbooks(request: web.Request) -> web.Response:
 
 
 async def whoami(request: web.Request) -> web.Response:
-    api: Api = request.app["api"]
+    api: Api = request.app[STATE].api
     try:
         user = await api.whoami()
     except ApiError as exc:
         return refused(exc)
     return web.json_response({"ok": True, "user": model.text(user, 256),
-                              "namespace": request.app["namespace"] or "",
-                              "allNamespaces": request.app["namespace"] is None})
+                              "namespace": request.app[STATE].namespace or "",
+                              "allNamespaces": request.app[STATE].namespace is None})

@@ -34,8 +34,8 @@ def token_ok(expected: str, given: str | None) -> bool:
     """Whether ``given`` is the token, compared in constant time."""
     if not given or not expected:
         return False
-    return hmac.compare_digest(expected.encode("utf-8"),
-                               given.encode("utf-8", "surrogateescape"))
+    return hmac.compare_digest(expected.encode("utf-8", "surrogatepass"),
+                               given.encode("utf-8", "surrogatepass"))
 
 
 def host_name(address: str) -> str:

@@ -28,6 +28,15 @@ def _get(value: Any, *path: str) -> Any:
     return views._get(value, *path)
 
 
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    """``value`` if it is a list, else empty (a field of the wrong type shows nothing)."""
+    return value if isinstance(value, list) else []
+
+
 def text(value: Any, limit: int = MAX_TEXT) -> str:
     """Any value as a redacted string of at most ``limit`` characters."""
     if value is None:
@@ -38,11 +47,20 @@ def text(value: Any, limit: int = MAX_TEXT) -> str:
     return cut if len(cut) <= limit else cut[: limit - 1] + "…"
 
 
+def _safely(function: Any, *args: Any) -> Any:
+    """The CLI's formatter on an object of any shape; empty if it cannot (a field of
+    the wrong type must not take the page down)."""
+    try:
+        return function(*args)
+    except (TypeError, ValueError, AttributeError, KeyError):
+        return ""
+
+
 def secret_names(*specs: Any) -> frozenset[str]:
     """Names of the parameters declared ``secret: true`` in any of the runbook specs."""
     names: set[str] = set()
     for spec in specs:
-        for param in (_get(spec, "params") or []) if isinstance(spec, Mapping) else []:
+        for param in _list(_get(spec, "params")) if isinstance(spec, Mapping) else []:
             if isinstance(param, Mapping) and param.get("secret") is True:
                 names.add(str(param.get("name")))
     return frozenset(names)
@@ -58,8 +76,7 @@ def redacted_params(params: Any, secret: frozenset[str]) -> dict[str, str]:
 
 def execution_row(body: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     """One line of the executions list."""
-    spec = body.get("spec") or {}
-    status = body.get("status") or {}
+    spec, status = _map(body.get("spec")), _map(body.get("status"))
     return {
         "namespace": text(_get(body, "metadata", "namespace"), 253),
         "name": text(_get(body, "metadata", "name"), 253),
@@ -67,25 +84,24 @@ def execution_row(body: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         "phase": text(status.get("phase") or "Pending", 64),
         "progress": text(status.get("progress"), 64),
         "severity": text(severity_of(spec), 64),
-        "trigger": text(views.trigger_of(spec), 64),
+        "trigger": text(_safely(views.trigger_of, spec), 64),
         "started": text(status.get("startedAt"), 64),
-        "age": views.age(body, now),
+        "age": _safely(views.age, body, now),
         "resourceVersion": text(_get(body, "metadata", "resourceVersion"), 64),
     }
 
 
 def _approval(step: Mapping[str, Any]) -> dict[str, Any]:
-    approval = step.get("approval") or {}
-    approvers = approval.get("approvers") or {}
-    return {"users": [text(u, 256) for u in approvers.get("users") or []],
-            "groups": [text(g, 256) for g in approvers.get("groups") or []]}
+    approvers = _map(_map(step.get("approval")).get("approvers"))
+    return {"users": [text(u, 256) for u in _list(approvers.get("users"))],
+            "groups": [text(g, 256) for g in _list(approvers.get("groups"))]}
 
 
 def step_view(step: Mapping[str, Any], st: Mapping[str, Any], deps: list[str],
               is_finally: bool, now: datetime) -> dict[str, Any]:
     """One node of the DAG: what it is, where it stands, and why."""
     kind = str(step.get("type") or "run")
-    policy = _get(step, "circuit", "policy") if isinstance(step.get("circuit"), Mapping) else None
+    policy = _map(step.get("circuit")).get("policy")
     view: dict[str, Any] = {
         "name": text(step.get("name"), 63),
         "type": text(kind, 32),
@@ -99,8 +115,8 @@ def step_view(step: Mapping[str, Any], st: Mapping[str, Any], deps: list[str],
         "outputs": text(st.get("outputs")) if st.get("outputs") is not None else "",
         "circuit": text(st.get("circuit") or policy, 256),
         "circuitTrial": st.get("circuitTrial") is True,
-        "duration": views.human_duration(views.span(st.get("startedAt"),
-                                                    st.get("finishedAt"), now)),
+        "duration": _safely(lambda: views.human_duration(views.span(
+            st.get("startedAt"), st.get("finishedAt"), now))),
         "nextAttemptAt": text(st.get("nextAttemptAt"), 64),
         "when": text(step.get("when"), 256),
     }
@@ -133,8 +149,7 @@ def execution_view(body: Mapping[str, Any], live_spec: Mapping[str, Any] | None,
                    now: datetime) -> dict[str, Any]:
     """Everything the execution page shows, computed from the object alone (plus the
     live Runbook's spec while the run has no frozen copy yet)."""
-    spec = body.get("spec") or {}
-    status = body.get("status") or {}
+    spec, status = _map(body.get("spec")), _map(body.get("status"))
     frozen = status.get("runbookSpec")
     rb_spec: Mapping[str, Any] = frozen if isinstance(frozen, Mapping) else \
         (live_spec if isinstance(live_spec, Mapping) else {})
@@ -143,18 +158,19 @@ def execution_view(body: Mapping[str, Any], live_spec: Mapping[str, Any] | None,
     states: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     steps = []
     for is_finally, key in ((False, "steps"), (True, "finally")):
-        for step in rb_spec.get(key) or []:
+        for step in _list(rb_spec.get(key)):
             if not isinstance(step, Mapping):
                 continue
             name = str(step.get("name"))
-            deps = [str(d) for d in step.get("dependsOn") or []] if not is_finally else []
+            deps = [str(d) for d in _list(step.get("dependsOn"))] if not is_finally else []
             st = states.get(name)
             steps.append(step_view(step, st if isinstance(st, Mapping) else {}, deps,
                                    is_finally, now))
     main = [s for s in steps if not s["finally"]]
     finals = [s["name"] for s in steps if s["finally"]]
-    header = [(k, text(v, 512)) for k, v in views.header_lines(
-        {**body, "spec": {**spec, "params": {}}}, now)]
+    header = [(k, text(v, 512)) for k, v in _safely(views.header_lines, {
+        **body, "spec": {**spec, "params": {}}, "status": status}, now) or
+        [("Name", _get(body, "metadata", "name")), ("Phase", status.get("phase"))]]
     return {
         "namespace": text(_get(body, "metadata", "namespace"), 253),
         "name": text(_get(body, "metadata", "name"), 253),
@@ -166,11 +182,11 @@ def execution_view(body: Mapping[str, Any], live_spec: Mapping[str, Any] | None,
         "params": redacted_params(spec.get("params"), secret),
         "steps": steps,
         "layers": layers(main) + ([finals] if finals else []),
-        "history": [history_row(h) for h in status.get("history") or []
+        "history": [history_row(h) for h in _list(status.get("history"))
                     if isinstance(h, Mapping)],
         "approvals": [{"step": text(a.get("step"), 63), "decision": text(a.get("decision"), 16),
                        "by": text(a.get("by"), 256), "comment": text(a.get("comment"), 1024)}
-                      for a in spec.get("approvals") or [] if isinstance(a, Mapping)],
+                      for a in _list(spec.get("approvals")) if isinstance(a, Mapping)],
         "waiting": [s["name"] for s in steps if s["phase"] == "WaitingForApproval"],
     }
 
@@ -203,15 +219,15 @@ def param_field(param: Mapping[str, Any]) -> dict[str, Any]:
                                                     default if isinstance(default, str)
                                                     else json.dumps(default)),
             "enum": [e if isinstance(e, str) else json.dumps(e)
-                     for e in param.get("enum") or []][:64],
+                     for e in _list(param.get("enum"))][:64],
             "pattern": text(param.get("pattern"), 256)}
 
 
 def runbook_row(body: Mapping[str, Any]) -> dict[str, Any]:
     """A runbook with its run form's fields."""
-    ready = next((c for c in _get(body, "status", "conditions") or []
+    ready = next((c for c in _list(_get(body, "status", "conditions"))
                   if isinstance(c, Mapping) and c.get("type") == "Ready"), {})
-    params = _get(body, "spec", "params") or []
+    params = _list(_get(body, "spec", "params"))
     return {"namespace": text(_get(body, "metadata", "namespace"), 253),
             "name": text(_get(body, "metadata", "name"), 253),
             "ready": ready.get("status") == "True",
@@ -228,7 +244,7 @@ def circuit_rows(policies: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         base = {"namespace": text(_get(policy, "metadata", "namespace"), 253),
                 "policy": text(_get(policy, "metadata", "name"), 253),
                 "mode": text(_get(policy, "spec", "mode") or "Normal", 32)}
-        circuits = [c for c in _get(policy, "status", "circuits") or []
+        circuits = [c for c in _list(_get(policy, "status", "circuits"))
                     if isinstance(c, Mapping)]
         if not circuits:
             rows.append({**base, "key": "", "state": "", "failureRate": "", "calls": "",

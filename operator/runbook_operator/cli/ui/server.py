@@ -28,6 +28,7 @@ from aiohttp import web
 from runbook_operator.cli import rest
 from runbook_operator.cli.ui import actions, guard, streams
 from runbook_operator.cli.ui.kube import Api
+from runbook_operator.cli.ui.state import STATE, State
 
 TOKEN_HEADER = "X-Runbook-Token"
 MAX_BODY = 64 * 1024
@@ -58,14 +59,14 @@ def bundle_size() -> int:
 
 @web.middleware
 async def checks(request: web.Request, handler: Handler) -> web.StreamResponse:
-    allowed: frozenset[str] = request.app["hosts"]
+    allowed: frozenset[str] = request.app[STATE].hosts
     if not guard.host_ok(request.headers.get("Host"), allowed):
         return web.Response(status=403, text="refused: the Host header does not name this "
                                              "server (DNS rebinding?)\n")
     if not guard.origin_ok(request.headers.get("Origin"), allowed):
         return web.Response(status=403, text="refused: a request from another origin\n")
     given = request.headers.get(TOKEN_HEADER) or request.query.get("token")
-    if not guard.token_ok(request.app["token"], given):
+    if not guard.token_ok(request.app[STATE].token, given):
         return web.Response(status=401, text="a valid token is required: open the URL "
                                              "`kubectl runbook ui` printed\n")
     if request.method == "POST" and request.headers.get(TOKEN_HEADER) is None:
@@ -84,7 +85,7 @@ async def headers(request: web.Request, response: web.StreamResponse) -> None:
 
 
 async def index(request: web.Request) -> web.Response:
-    token = html.escape(request.app["token"], quote=True)
+    token = html.escape(request.app[STATE].token, quote=True)
     page = asset("index.html").decode().replace("{{TOKEN}}", token)
     return web.Response(text=page, content_type="text/html", charset="utf-8")
 
@@ -112,7 +113,7 @@ def valid_path(handler: Handler) -> Handler:
 def make_app(api: Api, namespace: str | None, token: str, hosts: frozenset[str]
              ) -> web.Application:
     app = web.Application(middlewares=[checks], client_max_size=MAX_BODY)
-    app["api"], app["namespace"], app["token"], app["hosts"] = api, namespace, token, hosts
+    app[STATE] = State(api, namespace, token, hosts)
     app.on_response_prepare.append(headers)
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static)

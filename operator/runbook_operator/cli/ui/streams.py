@@ -23,6 +23,7 @@ from runbook_operator.cli import views
 from runbook_operator.cli.rest import ApiError, custom_path
 from runbook_operator.cli.ui import model
 from runbook_operator.cli.ui.kube import Api
+from runbook_operator.cli.ui.state import STATE
 from runbook_operator.engine.names import label_value
 
 WATCH_SECONDS = 240
@@ -122,8 +123,8 @@ async def relay(request: web.Request,
 
 async def executions(request: web.Request) -> web.StreamResponse:
     """The executions list of the namespace the UI was started for (or all)."""
-    api: Api = request.app["api"]
-    namespace: str | None = request.app["namespace"]
+    api: Api = request.app[STATE].api
+    namespace: str | None = request.app[STATE].namespace
 
     async def render(response: web.StreamResponse, tag: str, kind: str, obj: Any) -> None:
         if kind == "SYNC":
@@ -139,7 +140,7 @@ async def executions(request: web.Request) -> web.StreamResponse:
 
 async def execution(request: web.Request) -> web.StreamResponse:
     """One execution, its DAG and history, and its Events."""
-    api: Api = request.app["api"]
+    api: Api = request.app[STATE].api
     ns, name = request.match_info["namespace"], request.match_info["name"]
     live: dict[str, Any] = {}
 
@@ -173,8 +174,8 @@ async def execution(request: web.Request) -> web.StreamResponse:
 
 async def circuits(request: web.Request) -> web.StreamResponse:
     """Every circuit of every CircuitPolicy in scope, live."""
-    api: Api = request.app["api"]
-    namespace: str | None = request.app["namespace"]
+    api: Api = request.app[STATE].api
+    namespace: str | None = request.app[STATE].namespace
     policies: dict[str, Any] = {}
 
     async def render(response: web.StreamResponse, tag: str, kind: str, obj: Any) -> None:
@@ -193,7 +194,7 @@ async def circuits(request: web.Request) -> web.StreamResponse:
 
 async def logs(request: web.Request) -> web.StreamResponse:
     """A step's pod logs, every attempt, followed while the pod runs."""
-    api: Api = request.app["api"]
+    api: Api = request.app[STATE].api
     ns, name = request.match_info["namespace"], request.match_info["name"]
     step = request.match_info["step"]
     response = await open_sse(request)
