@@ -24,7 +24,7 @@ from runbook_operator.cli.cluster_commands import convert, retry_body
 from runbook_operator.cli.inspect_commands import CommandError
 from runbook_operator.cli.rest import ApiError, custom_path
 from runbook_operator.cli.ui import guard, model
-from runbook_operator.cli.ui.kube import Api
+from runbook_operator.cli.ui.kube import Api, describe
 from runbook_operator.cli.ui.state import STATE
 from runbook_operator.cli.views import GROUP, VERSION
 
@@ -44,7 +44,7 @@ def reply(status: int, message: str, **extra: Any) -> web.Response:
 def refused(exc: ApiError) -> web.Response:
     """The API server's refusal, passed on with its status (5xx when unreachable)."""
     status = exc.status if 400 <= exc.status < 600 else 502
-    return reply(status, exc.message)
+    return reply(status, describe(exc))
 
 
 async def read_body(request: web.Request) -> dict[str, Any]:
@@ -115,7 +115,7 @@ async def decide(request: web.Request) -> web.Response:
     except ApiError as exc:
         done = "approved" if decision == "Approve" else "rejected"
         response = refused(exc)
-        return reply(response.status, f"{name}: step {step} not {done}: {exc.message}")
+        return reply(response.status, f"{name}: step {step} not {done}: {describe(exc)}")
     done = "approved" if decision == "Approve" else "rejected"
     return reply(200, f"{name}: step {step} {done} by {by}")
 

@@ -22,6 +22,11 @@ STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=No
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
+def describe(exc: ApiError) -> str:
+    """What to tell the user: the API server's message, or why it could not be asked."""
+    return exc.reason if exc.status == 0 else exc.message
+
+
 class Api:
     """GET, POST, merge-PATCH and streamed GETs to one API server as one user."""
 

@@ -32,7 +32,7 @@ from runbook_operator.cli.ui.state import STATE, State
 
 TOKEN_HEADER = "X-Runbook-Token"
 MAX_BODY = 64 * 1024
-STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
+STATIC = {"app.js": "text/javascript", "app.css": "text/css", "icon.svg": "image/svg+xml"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "

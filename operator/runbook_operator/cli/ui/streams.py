@@ -22,7 +22,7 @@ from aiohttp import web
 from runbook_operator.cli import views
 from runbook_operator.cli.rest import ApiError, custom_path
 from runbook_operator.cli.ui import model
-from runbook_operator.cli.ui.kube import Api
+from runbook_operator.cli.ui.kube import Api, describe
 from runbook_operator.cli.ui.state import STATE
 from runbook_operator.engine.names import label_value
 
@@ -80,20 +80,30 @@ Render = Callable[[web.StreamResponse, str, str, Any], Awaitable[None]]
 """Writes one change (the source's tag, the change's type, the object) as SSE."""
 
 
-async def relay(request: web.Request,
-                sources: dict[str, AsyncIterator[tuple[str, Any]]], render: Render
+Source = Callable[[], AsyncIterator[tuple[str, Any]]]
+"""Opens a watch (``list_then_watch`` with its arguments) afresh."""
+
+
+async def relay(request: web.Request, sources: dict[str, Source], render: Render
                 ) -> web.StreamResponse:
     """Merge several watches into one SSE response, with heartbeats, until the client
-    goes away; an API refusal becomes an ``error`` message naming it."""
+    goes away. An API refusal or an unreachable API server becomes an ``error``
+    message naming it, and that watch is opened again after a pause (doubling up to
+    30 s): rights granted meanwhile, or a server back, show up without a reload."""
     response = await open_sse(request)
     queue: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
 
-    async def pump(tag: str, source: AsyncIterator[tuple[str, Any]]) -> None:
-        try:
-            async for kind, obj in source:
-                await queue.put((tag, kind, obj))
-        except ApiError as exc:
-            await queue.put((tag, "API_ERROR", exc.message))
+    async def pump(tag: str, source: Source) -> None:
+        pause = 1.0
+        while True:
+            try:
+                async for kind, obj in source():
+                    pause = 1.0
+                    await queue.put((tag, kind, obj))
+            except ApiError as exc:
+                await queue.put((tag, "API_ERROR", describe(exc)))
+            await asyncio.sleep(pause)
+            pause = min(30.0, pause * 2)
 
     tasks = [asyncio.create_task(pump(tag, source)) for tag, source in sources.items()]
     try:
@@ -134,7 +144,7 @@ async def executions(request: web.Request) -> web.StreamResponse:
         else:
             await send(response, "upsert", model.execution_row(obj, now()))
 
-    return await relay(request, {"executions": list_then_watch(
+    return await relay(request, {"executions": lambda: list_then_watch(
         api, custom_path("runbookexecutions", namespace))}, render)
 
 
@@ -164,11 +174,11 @@ async def execution(request: web.Request) -> web.StreamResponse:
                 await send(response, "execution", await view(body))
 
     return await relay(request, {
-        "execution": list_then_watch(api, custom_path("runbookexecutions", ns),
-                                     fieldSelector=f"metadata.name={name}"),
-        "events": list_then_watch(api, f"/api/v1/namespaces/{ns}/events",
-                                  fieldSelector=f"involvedObject.name={name},"
-                                                "involvedObject.kind=RunbookExecution")},
+        "execution": lambda: list_then_watch(api, custom_path("runbookexecutions", ns),
+                                             fieldSelector=f"metadata.name={name}"),
+        "events": lambda: list_then_watch(api, f"/api/v1/namespaces/{ns}/events",
+                                          fieldSelector=f"involvedObject.name={name},"
+                                                        "involvedObject.kind=RunbookExecution")},
         render)
 
 
@@ -188,7 +198,7 @@ async def circuits(request: web.Request) -> web.StreamResponse:
             policies[views._get(obj, "metadata", "uid")] = obj
         await send(response, "circuits", model.circuit_rows(policies.values()))
 
-    return await relay(request, {"circuits": list_then_watch(
+    return await relay(request, {"circuits": lambda: list_then_watch(
         api, custom_path("circuitpolicies", namespace))}, render)
 
 
@@ -223,11 +233,11 @@ async def logs(request: web.Request) -> web.StreamResponse:
                             "text": model.text(raw.decode("utf-8", "replace").rstrip("\n"))})
                 except ApiError as exc:
                     await send(response, "note", {"text": model.text(
-                        f"{step}/{attempt}: pod {pod_name}: logs unavailable: {exc.message}",
+                        f"{step}/{attempt}: pod {pod_name}: logs unavailable: {describe(exc)}",
                         1024)})
         await send(response, "end", {})
     except ApiError as exc:
-        await send(response, "error", {"message": model.text(exc.message, 1024)})
+        await send(response, "error", {"message": model.text(describe(exc), 1024)})
     except ConnectionResetError:
         pass
     return response
