@@ -114,7 +114,8 @@ async def relay(request: web.Request, sources: dict[str, Source], render: Render
                 await response.write(b": keep-alive\n\n")
                 continue
             if kind == "API_ERROR":
-                await send(response, "error", {"message": model.text(obj, 1024)})
+                await send(response, "error", {"source": tag,
+                                               "message": model.text(obj, 1024)})
                 continue
             await render(response, tag, kind, obj)
     except (ConnectionResetError, asyncio.CancelledError):

@@ -53,7 +53,10 @@ function listen(path, handlers) {
     stream.addEventListener(name, (event) => handle(JSON.parse(event.data)));
   }
   stream.addEventListener("error", (event) => {
-    if (event.data) flash(JSON.parse(event.data).message, false);
+    if (!event.data) return;  // the connection dropped: EventSource reconnects by itself
+    const error = JSON.parse(event.data);
+    if (handlers.failed && handlers.failed(error)) return;
+    flash(error.message, false);
   });
 }
 
@@ -167,6 +170,12 @@ function executionPage(ns, name) {
   listen("/api/stream/execution/" + encodeURIComponent(ns) + "/" + encodeURIComponent(name), {
     execution: draw,
     missing: () => head.replaceChildren(el("p", { class: "muted" }, "No execution " + name + " in " + ns + " (yet, or any more).")),
+    failed: (error) => {  // Events unreadable (RBAC) is a note there, not an alarm
+      if (error.source !== "events") return false;
+      events.replaceChildren(el("tr", {}, el("td", { colspan: "5", class: "muted" }, "Events not readable: " + error.message)));
+      eventRows.clear();
+      return true;
+    },
     event: (e) => {
       const row = el("tr", {}, el("td", {}, e.time), el("td", {}, e.type), el("td", {}, e.reason),
         el("td", {}, e.message), el("td", {}, String(e.count)));
