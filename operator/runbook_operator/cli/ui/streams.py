@@ -118,7 +118,7 @@ async def relay(request: web.Request, sources: dict[str, Source], render: Render
                                                "message": model.text(obj, 1024)})
                 continue
             await render(response, tag, kind, obj)
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:  # the page went away
         pass
     finally:
         for task in tasks:

@@ -139,7 +139,11 @@ function executionPage(ns, name) {
     return el("div", { class: "step " + s.phase, "data-step": s.name }, lines);
   };
 
+  let shown = "";
   const draw = (view) => {
+    const seen = JSON.stringify(view);
+    if (seen === shown) return;  // nothing new: keep focus and selection where they are
+    shown = seen;
     head.replaceChildren(el("table", { class: "kv" }, view.header.map(([k, v]) =>
       el("tr", {}, el("th", {}, k), el("td", { class: k === "Phase" ? "phase " + v : "", id: k === "Phase" ? "phase" : null }, v)))));
     const byName = new Map(view.steps.map((s) => [s.name, s]));
