@@ -10,8 +10,8 @@ CRDs (bench/engine.py's bench_cluster; no operator), creates one
 RunbookExecution, opens the web view (`kubectl-runbook ui`, its own process) and
 reads its executions event stream, and beside it a plain watch of the API server
 (the floor: what any client of the watch API sees). Then it patches a label of the
-execution ``--changes`` times, one at a time, and times from the PATCH's answer to
-the change arriving (a) on the plain watch and (b) on the web view's stream.
+execution ``--changes`` times, one at a time, and times from sending the PATCH to the
+change arriving (a) on the plain watch and (b) on the web view's stream.
 Prints p50/p95 of both and their difference (what the relay adds); never asserts.
 """
 
@@ -99,17 +99,17 @@ def latency(changes: int, kubeconfig: str | None) -> None:
         floor: list[float] = []
         ui: list[float] = []
         for n in range(changes):
+            sent = time.perf_counter()
             done = cluster.merge_patch(rest.custom_path("runbookexecutions", ns, "bench"),
                                        {"metadata": {"labels": {"n": str(n)}}})
-            answered = time.perf_counter()
             version = done["metadata"]["resourceVersion"]
             for source, into in ((watched, floor), (relayed, ui)):
                 while True:
                     at, seen = source.get(timeout=30)
                     if seen.get("resourceVersion") == version:
-                        into.append((at - answered) * 1000)
+                        into.append((at - sent) * 1000)
                         break
-        print(f"# {changes} label patches, one at a time; ms from the PATCH's answer to "
+        print(f"# {changes} label patches, one at a time; ms from sending the PATCH to "
               "the change arriving; local control plane on this machine")
         for name, values in (("watch API (floor)", floor), ("web view SSE", ui)):
             q = statistics.quantiles(values, n=20)
