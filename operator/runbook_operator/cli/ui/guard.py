@@ -48,18 +48,42 @@ def host_name(address: str) -> str:
     return address.lower()
 
 
+ANY_IP = "*ip*"
+"""In an allowed set, ``*ip*:PORT`` admits any IP literal with our port (``--address
+0.0.0.0``: the address a client uses is not known). Rebinding needs a DNS name in the
+Host header, never an IP literal, so this keeps that defence."""
+
+
 def allowed_hosts(address: str, port: int, extra: Iterable[str] = ()) -> frozenset[str]:
     """The ``host:port`` values a request may carry in its Host header."""
     names = set(LOOPBACK_NAMES)
-    if address not in WILDCARDS:
+    if address in WILDCARDS:
+        names.add(ANY_IP)
+    else:
         names.add(host_name(address))
     names.update(host_name(name) for name in extra if name)
     return frozenset(f"{name}:{port}" for name in names)
 
 
+def _ip_literal(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name[1:-1] if name.startswith("[") and name.endswith("]")
+                             else name)
+    except ValueError:
+        return False
+    return name.startswith("[") == (":" in name)  # IPv6 only in brackets
+
+
 def host_ok(host: str | None, allowed: frozenset[str]) -> bool:
     """Whether the Host header names this server (exactly, case-insensitively)."""
-    return bool(host) and isinstance(host, str) and host.lower() in allowed
+    if not host or not isinstance(host, str):
+        return False
+    host = host.lower()
+    if host in allowed and not host.startswith(ANY_IP):
+        return True
+    name, sep, port = host.rpartition(":")
+    return bool(sep) and port.isdigit() and f"{ANY_IP}:{port}" in allowed and \
+        port == str(int(port)) and _ip_literal(name)
 
 
 def origin_ok(origin: str | None, allowed: frozenset[str]) -> bool:
@@ -71,7 +95,7 @@ def origin_ok(origin: str | None, allowed: frozenset[str]) -> bool:
     scheme, sep, rest = origin.partition("://")
     if not sep or scheme.lower() != "http" or "/" in rest:
         return False
-    return rest.lower() in allowed
+    return host_ok(rest, allowed)
 
 
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")

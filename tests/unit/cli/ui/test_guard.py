@@ -7,6 +7,7 @@ raises, and never lets through anything but the exact allowed values).
 
 from __future__ import annotations
 
+import ipaddress
 import string
 
 from hypothesis import given
@@ -53,10 +54,21 @@ def test_foreign_hosts_are_refused() -> None:
         assert not guard.host_ok(host, HOSTS), host
 
 
-def test_an_explicit_address_is_allowed_too_and_wildcards_are_not_names() -> None:
+def test_an_explicit_address_is_allowed_too() -> None:
     assert guard.host_ok("10.1.2.3:80", guard.allowed_hosts("10.1.2.3", 80))
     assert guard.host_ok("[fd00::1]:80", guard.allowed_hosts("fd00::1", 80))
-    assert not guard.host_ok("0.0.0.0:80", guard.allowed_hosts("0.0.0.0", 80))
+    assert not guard.host_ok("10.1.2.4:80", guard.allowed_hosts("10.1.2.3", 80))
+
+
+def test_on_a_wildcard_address_any_ip_literal_passes_but_no_dns_name() -> None:
+    hosts = guard.allowed_hosts("0.0.0.0", 80)
+    for host in ("10.1.2.3:80", "[fd00::1]:80", "127.0.0.1:80", "localhost:80"):
+        assert guard.host_ok(host, hosts), host
+    for host in ("evil.example:80", "10.1.2.3:81", "10.1.2.3", "fd00::1:80", "[10.1.2.3]:80",
+                 "10.1.2.3:080", "10.1.2.3:+80", "1.2.3.4.evil:80", "*ip*:80"):
+        assert not guard.host_ok(host, hosts), host
+    assert guard.origin_ok("http://10.1.2.3:80", hosts)
+    assert not guard.origin_ok("http://evil.example:80", hosts)
 
 
 def test_origin_absent_or_ours_passes_foreign_or_null_is_refused() -> None:
@@ -75,6 +87,15 @@ def test_host_and_origin_checks_accept_only_allowed_values(value: str | None) ->
         assert value is not None and value.lower() in HOSTS
     if guard.origin_ok(value, HOSTS):
         assert value is None or value.lower() in {f"http://{h}" for h in HOSTS}
+
+
+@given(st.one_of(st.none(), st.text(max_size=200)))
+def test_on_a_wildcard_only_ip_literals_with_our_port_pass(value: str | None) -> None:
+    if guard.host_ok(value, guard.allowed_hosts("0.0.0.0", 8123)):
+        assert value is not None
+        name, _, port = value.lower().rpartition(":")
+        assert port == "8123"
+        assert name in ("localhost", "[::1]") or ipaddress.ip_address(name.strip("[]"))
 
 
 @given(st.text(max_size=300))

@@ -7,7 +7,10 @@ form) is 403; every response, refusals included, carries the strict CSP and the
 other security headers; the page has no inline script or style and loads its
 assets from this server only; a hostile name in a stream's path or an action's
 body is a 400 naming the problem before any call to the API server (here there is
-none to call); the bundle size is what the assets weigh.
+none to call); the bundle size is what the assets weigh; the command binds
+127.0.0.1 on a free port and prints a URL with the token, and warns on stderr when
+``--address`` binds more (a wildcard then admits any IP literal in Host, never a
+DNS name).
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -166,3 +172,31 @@ def test_an_unreachable_api_server_is_a_502_with_its_reason() -> None:
 def test_bundle_size_is_the_assets() -> None:
     assert 0 < server.bundle_size() < 64 * 1024
     assert isinstance(aiohttp.__version__, str)
+
+
+def run_ui(tmp: Any, *args: str) -> tuple[str, str]:
+    """`kubectl-runbook ui --no-browser ARGS` until it prints its URL; (URL, stderr)."""
+    config = Path(tmp) / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: x, context: {cluster: c, user: u, namespace: ops}}]\n")
+    binary = Path(sys.executable).parent / "kubectl-runbook"
+    proc = subprocess.Popen([str(binary), "ui", "--no-browser", "--kubeconfig", str(config),
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = next((line.strip() for line in proc.stdout or [] if line.startswith("http")), "")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    return url, err
+
+
+def test_it_binds_loopback_on_a_free_port_unless_told(tmp_path: Any) -> None:
+    url, err = run_ui(tmp_path)
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=[\w-]{43,}", url), url
+    assert "WARNING" not in err
+    url, err = run_ui(tmp_path, "--address", "0.0.0.0")
+    assert url.startswith("http://127.0.0.1:")
+    assert "WARNING: serving on 0.0.0.0, not only on this machine" in err, err
