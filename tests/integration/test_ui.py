@@ -16,6 +16,10 @@ Cases:
   page shows the gate Succeeded and the run Succeeded, and the API records the
   decision by carol with her comment. Screenshots: the execution page mid-run
   (waiting for approval) and after the approval;
+- the run form of a runbook (integer, enum with a default, secret) starts a run with
+  the typed value, the enum's default preselected and the secret shown redacted;
+  Cancel cancels it; Retry from a step creates the resumed run; the circuits page
+  lists a CircuitPolicy;
 - a step's message `<img src=x onerror=alert(1)>` appears on the page as those
   characters: no img element, no alert;
 - without the token the page, an asset and an event stream are 401 (the browser
@@ -233,6 +237,52 @@ def test_no_token_is_401_and_a_foreign_host_is_refused(kube: Kube, cluster: Any,
             assert status(f"/?token={token}", host) == 403, host
             assert status(f"/api/stream/executions?token={token}", host) == 403, host
         assert status(f"/?token={token}") == 200
+
+
+def test_run_from_the_form_then_cancel_and_retry_from_a_step(kube: Kube, cluster: Any,
+                                                              browser: Any) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    kube.ready_runbook("formed", {
+        "params": [{"name": "replicas", "type": "integer", "required": True},
+                   {"name": "mode", "enum": ["fast", "safe"], "default": "safe"},
+                   {"name": "key", "secret": True}],
+        "steps": [step("work", duration="10m")]})
+    kube.circuit_policy("ui-policy")
+    with ui_process(cluster.kubeconfig, kube.ns) as url:
+        browser.get(url + "#/runbooks")
+        form = on_page(browser, "the run form", lambda: browser.find_element(
+            "css selector", 'form[data-runbook="formed"]'))
+        form.find_element("css selector", '[data-param="replicas"]').send_keys("3")
+        secret = form.find_element("css selector", '[data-param="key"]')
+        assert secret.get_attribute("type") == "password"
+        secret.send_keys("hunter22-secret")
+        form.find_element("css selector", 'button[type="submit"]').click()
+        name = on_page(browser, "the new run's page", lambda: (text_of(browser, "#name") or "")
+                       .startswith("formed-") and text_of(browser, "#name"))
+        on_page(browser, "its parameters", lambda: text_of(
+            browser, '[data-param="replicas"]') == "3")
+        assert text_of(browser, '[data-param="key"]') == "[REDACTED]"
+        assert "hunter22-secret" not in browser.page_source
+        body = kube.get(RBX, name) or {}
+        assert body["spec"]["params"]["replicas"] == 3  # the declared type, as the CLI sends
+        assert body["spec"]["params"]["mode"] == "safe"  # the enum's default, preselected
+        on_page(browser, "work Running", lambda: text_of(
+            browser, '[data-phase="work"]') == "Running")
+        browser.find_element("id", "cancel").click()
+        browser.switch_to.alert.accept()  # "Cancel NAME? finally steps still run."
+        on_page(browser, "the run Cancelled", lambda: text_of(browser, "#phase") == "Cancelled")
+        assert (kube.get(RBX, name) or {})["spec"]["cancel"] is True
+        Select(browser.find_element("id", "retry-from")).select_by_value("work")
+        browser.find_element("id", "retry").click()
+        retried = on_page(browser, "the retry's page", lambda: text_of(browser, "#name") not in
+                          (None, name) and text_of(browser, "#name"))
+        assert (kube.get(RBX, retried) or {})["spec"]["resumeFrom"] == {"execution": name,
+                                                                       "step": "work"}
+        browser.get(url + "#/circuits")
+        on_page(browser, "the CircuitPolicy", lambda: "ui-policy" in (
+            text_of(browser, "#circuits") or ""))
+        assert no_alert(browser)
 
 
 @pytest.mark.usefixtures("policies")
