@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv controlplane tools lint unit integration test demo demo-down crds cluster-up cluster-down bench lock install-plugin docs docs-ref
+.PHONY: venv controlplane tools browser lint unit integration test demo demo-down crds cluster-up cluster-down bench lock install-plugin docs docs-ref
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ tools:
 	bash hack/build-helm.sh >/dev/null
 	bash hack/build-alerting.sh >/dev/null
 
+# Debian's Chromium and chromedriver for the web view's browser tests (apt; no-op if there).
+browser:
+	bash hack/install-browser.sh >/dev/null
+
 lint: venv
 	$(VENV)/bin/ruff check operator tests hack bench
 	$(VENV)/bin/mypy
@@ -34,12 +38,12 @@ lint: venv
 unit: venv
 	$(PY) -m pytest tests/unit -q
 
-integration: venv controlplane
+integration: venv controlplane browser
 	$(PY) -m pytest tests/integration -q
 
 # The test command: lint, type checks, unit and property tests, then integration
 # tests against a real local control plane that the test session starts and stops.
-test: venv controlplane tools lint docs
+test: venv controlplane tools browser lint docs
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 # The documentation site (docs/, mkdocs.yml), built strictly: a broken link, a page

@@ -43,7 +43,7 @@ stop() {  # the processes this script started, by their pid files only
   done
 }
 down() {
-  stop alertmanager operator sink
+  stop ui alertmanager operator sink
   # the operator of the demo before this one kept its pid here
   if [ -f "$state/operator.pid" ] && kill -0 "$(cat "$state/operator.pid")" 2>/dev/null; then
     kill "$(cat "$state/operator.pid")" || true
@@ -266,6 +266,14 @@ kubectl runbook get "$execution" -n "$ns"
 
 say "kubectl runbook circuits"
 kubectl runbook circuits -n "$ns"
+
+say "The web view, as carol (kubectl runbook ui; the token in the URL guards it)"
+(umask 077; : >"$demo/ui.log")  # it holds the URL with the token
+PYTHONUNBUFFERED=1 kubectl runbook ui -n "$ns" --no-browser --kubeconfig "$carol" \
+  >>"$demo/ui.log" 2>&1 </dev/null &
+echo $! >"$demo/ui.pid"
+for _ in $(seq 200); do grep -q '^http://' "$demo/ui.log" 2>/dev/null && break; sleep 0.05; done
+echo "    $(grep -m1 '^http://' "$demo/ui.log" || echo "(not up: see $demo/ui.log)")#/execution/$ns/$execution"
 
 say "Done in $(elapsed) (watch exit status $outcome). Look around, then: make demo-down"
 echo "    export KUBECONFIG=$KUBECONFIG PATH=$venv_bin:\$PATH"

@@ -24,8 +24,10 @@ Alertmanager's API, not only what it printed:
   Alertmanager's. Skipped, with the reason, when the Alertmanager binary is not
   cached (the demo then posts the webhook payload itself and says so);
 - without Alertmanager the demo says so, and the receiver answered its payload;
+- it ends by printing the web view's URL (``kubectl runbook ui`` as carol), which
+  answers with the token and 401 without;
 - ``hack/demo.sh down`` (``make demo-down``) leaves no process of the demo (operator,
-  sink, Alertmanager) nor of the control plane running, and no demo state.
+  sink, Alertmanager, web view) nor of the control plane running, and no demo state.
 """
 
 from __future__ import annotations
@@ -173,6 +175,19 @@ def test_what_it_printed(demo: Demo) -> None:
     assert any(line.split()[:4] == ["ai-providers", "Normal", "openai", "Open"]
                for line in circuits), circuits
     assert narration[-1].startswith("==> Done in "), narration[-1]
+
+
+def test_it_prints_the_web_views_url_and_serves_it(demo: Demo) -> None:
+    urls = [line.strip() for line in demo.output.splitlines()
+            if line.strip().startswith("http://127.0.0.1:") and "token=" in line]
+    assert len(urls) == 1, demo.output[-2000:]
+    assert urls[0].endswith(f"#/execution/default/{demo.execution}"), urls
+    page = urls[0].split("#")[0]
+    with urllib.request.urlopen(page, timeout=30) as response:  # as carol, with the token
+        assert response.status == 200
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(page.split("?")[0], timeout=30)
+    assert refused.value.code == 401
 
 
 def test_the_alert_came_through_alertmanager(demo: Demo) -> None:

@@ -14,6 +14,7 @@ CI job catches the mistake before Argo CD or Flux applies it. No cluster needed.
     kubectl runbook cancel EXECUTION
     kubectl runbook list|get|watch|logs|graph|circuits|circuit  (inspect_commands)
     kubectl runbook completion bash|zsh                          (completion)
+    kubectl runbook ui [-n NS | -A] [--port 0] [--no-browser]    (ui: a live web view)
 
 Startup matters (every Tab press runs it): the kubernetes client, rich, pydantic
 and the validator are imported by the handlers that need them, not here.
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from runbook_operator.cli import inspect_commands
 from runbook_operator.cli.cluster_commands import add_commands
+from runbook_operator.cli.ui.command import add_command as add_ui_command
 from runbook_operator.cli.views import GROUP
 
 if TYPE_CHECKING:
@@ -119,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=cmd_validate)
     add_commands(sub)
     inspect_commands.add_commands(sub)
+    add_ui_command(sub)
     completion = sub.add_parser("completion", help="print a bash or zsh completion script")
     completion.add_argument("shell", choices=["bash", "zsh"])
     completion.set_defaults(handler=cmd_completion)

@@ -50,7 +50,7 @@ def complete(*words: str) -> list[str]:
 def test_subcommands() -> None:
     assert complete("") == sorted(["validate", "run", "retry", "approve", "reject", "cancel",
                                    "list", "ls", "get", "describe", "watch", "logs", "graph",
-                                   "circuits", "circuit", "completion"])
+                                   "circuits", "circuit", "completion", "ui"])
     assert complete("ci") == ["circuit", "circuits"]
 
 
