@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from runbook_operator.engine.redact import REDACTED, redact
 from runbook_operator.engine.severity import severity_of
 from runbook_operator.engine.timeutil import parse
 
@@ -376,9 +377,20 @@ def header_lines(body: Mapping[str, Any], now: datetime) -> list[tuple[str, str]
         rows.append(("Reason", ": ".join(str(p) for p in (status.get("reason"),
                                                           _one_line(status.get("message"), 200))
                                          if p)))
-    if spec.get("params"):
-        rows.append(("Params", fold_outputs(spec["params"], 120)))
+    if isinstance(spec.get("params"), Mapping) and spec["params"]:
+        rows.append(("Params", fold_outputs(shown_params(spec["params"], status), 120)))
     return [(k, v) for k, v in rows if v]
+
+
+def shown_params(params: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's parameters as a screen may show them: those its frozen Runbook declares
+    ``secret: true`` are ``[REDACTED]``, and so are values under sensitive keys."""
+    frozen = status.get("runbookSpec")
+    declared = frozen.get("params") if isinstance(frozen, Mapping) else None
+    secret = {p.get("name") for p in declared or [] if isinstance(p, Mapping)
+              and p.get("secret") is True} if isinstance(declared, list) else set()
+    shown = redact(dict(params))
+    return {k: REDACTED if k in secret else v for k, v in shown.items()}
 
 
 def resumed_from(spec: Mapping[str, Any], status: Mapping[str, Any]) -> str:

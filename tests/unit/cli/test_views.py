@@ -24,7 +24,9 @@ Cases:
 - circuits table: Open with its retry time (`due` once past), rates as percent, a
   policy without circuits;
 - progress from status.progress, else counted; the live view shows bar and elapsed;
-- the sample of `get` in docs/cli.md is this exact text.
+- the sample of `get` in docs/cli.md is this exact text;
+- get never shows a parameter the frozen Runbook declares secret, nor a value under a
+  sensitive key.
 """
 
 from __future__ import annotations
@@ -339,3 +341,14 @@ def test_progress_and_live_view() -> None:
 def test_docs_sample_is_exact() -> None:
     page = (Path(__file__).parents[3] / "docs" / "cli.md").read_text(encoding="utf-8")
     assert "```text\n" + EXPECTED_GET + "```" in page
+
+
+def test_get_never_shows_a_secret_parameter() -> None:
+    body = {"metadata": {"name": "r", "namespace": "ops"},
+            "spec": {"runbookRef": {"name": "rb"},
+                     "params": {"token": "s3cr3t-77", "service": "api", "api_key": "k-99"}},
+            "status": {"phase": "Running", "runbookSpec": {"params": [
+                {"name": "token", "secret": True}, {"name": "service"}]}}}
+    rows = dict(views.header_lines(body, datetime(2026, 12, 8, tzinfo=UTC)))
+    assert "s3cr3t-77" not in rows["Params"] and "k-99" not in rows["Params"]
+    assert "api" in rows["Params"] and "[REDACTED]" in rows["Params"]
