@@ -125,9 +125,29 @@ def compile_schedule(schedule: Schedule) -> CompiledSchedule:
     return CompiledSchedule(cron, zone, deadline, schedule.suspend)
 
 
+_DST_MARGIN = timedelta(hours=3)
+"""Longer than any DST shift (at most 2 h) with room: see :func:`_start`."""
+
+
+def _start(schedule: CompiledSchedule, after: datetime) -> datetime:
+    """Where forward iteration starts to find the slots after ``after``.
+
+    cronsim's Debian rules move a slot of a skipped local time (spring forward) to
+    the end of the gap, but only when the iteration starts before the gap by some
+    margin: started just before it, the moved slot is passed over. So near a change of
+    the zone's offset the iteration starts ``_DST_MARGIN`` earlier and the slots up to
+    ``after`` are skipped; elsewhere it starts at ``after`` (no cost for dense crons).
+    """
+    zone = schedule.zone
+    before, later = after - _DST_MARGIN, after + _DST_MARGIN
+    if before.astimezone(zone).utcoffset() != later.astimezone(zone).utcoffset():
+        return before
+    return after
+
+
 def next_slot(schedule: CompiledSchedule, after: datetime) -> datetime:
     """The first slot strictly after ``after`` (UTC)."""
-    it = schedule._iter(after)
+    it = schedule._iter(_start(schedule, after))
     while True:
         slot = next(it).astimezone(UTC)
         if slot > after:
@@ -138,7 +158,7 @@ def slots_between(schedule: CompiledSchedule, after: datetime, until: datetime,
                   limit: int = MAX_SCAN) -> tuple[list[datetime], bool]:
     """Slots in ``(after, until]``, at most ``limit``; and whether more were left out."""
     slots: list[datetime] = []
-    it = schedule._iter(after)
+    it = schedule._iter(_start(schedule, after))
     while True:
         slot = next(it).astimezone(UTC)
         if slot <= after or (slots and slot <= slots[-1]):

@@ -456,3 +456,16 @@ def test_a_daily_job_runs_once_every_day(zone: str, second: int, minute: int, ho
     end = (start + timedelta(days=1)).astimezone(UTC) - timedelta(microseconds=1)
     slots, _ = slots_between(s, begin, end)
     assert len(slots) == 1, (cron, zone, day, slots)
+
+
+def test_a_slot_moved_out_of_a_midnight_gap_is_found_from_just_before_it() -> None:
+    """Sao Paulo sprang forward at midnight (2003-10-19 00:00 -> 01:00): a slot of the
+    skipped hour runs at 01:00 local (03:00 UTC) whether the search starts hours before
+    the gap or a microsecond before (found by hypothesis: cronsim passed it over when
+    its iteration started just before the gap)."""
+    s = sched("*/1 */2 */2 * */2", "America/Sao_Paulo")
+    moved = datetime(2003, 10, 19, 3, 0, tzinfo=UTC)
+    for start in (datetime(2003, 10, 18, 20, 0, tzinfo=UTC),
+                  moved - timedelta(minutes=30), moved - timedelta(microseconds=1)):
+        assert next_slot(s, start) == moved, start
+    assert latest_slot(s, moved) == moved
