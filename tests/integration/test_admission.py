@@ -28,7 +28,9 @@ Cases:
   an approval for a step the run does not have, and one given at creation (no
   frozen runbook yet), are refused; a step listing only users lets erin decide and
   not dave;
-- step Jobs: mallory, who may create and patch Jobs, makes the Job of the run's
+- step Jobs: mallory, who may create, patch and delete Jobs and update the runs'
+  finalizers (so OwnerReferencesPermissionEnforcement lets her set owners), makes
+  the Job of the run's
   next step (its name, the run as controller, the step's labels) before the
   operator and is refused, the message naming the mark and why; so are a Job with
   only an owner reference (another apiVersion, any case, not controller), only a
@@ -350,11 +352,15 @@ def approval(user: str, by: str | None = None, step_name: str = "gate",
 
 def test_only_the_operator_marks_step_jobs(kube: Kube, users: LocalCluster,
                                           policies: None) -> None:
+    # Delete on Jobs and update on the runs' finalizers: enough to pass
+    # OwnerReferencesPermissionEnforcement (on in the local control plane), so what
+    # refuses mallory's Jobs below is the policy itself.
     grant(kube, "mallory", [
         {"apiGroups": ["batch"], "resources": ["jobs"],
-         "verbs": ["get", "create", "update", "patch"]},
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "patch"]},
-        {"apiGroups": [GROUP], "resources": [RBX], "verbs": ["get", "list"]}])
+         "verbs": ["get", "create", "update", "patch", "delete"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "patch", "delete"]},
+        {"apiGroups": [GROUP], "resources": [RBX], "verbs": ["get", "list"]},
+        {"apiGroups": [GROUP], "resources": [f"{RBX}/finalizers"], "verbs": ["update"]}])
     kube.ready_runbook("marked", {"steps": [
         {"name": "gate", "type": "approval"},
         step("check", after=["gate"], message='{"healthy": false}'),
