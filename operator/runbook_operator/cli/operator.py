@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--leader-elect-identity", default=os.environ.get("POD_NAME", ""),
                      metavar="ID", help="this replica's identity (default: $POD_NAME, else "
                      "host name and pid)")
+    run.add_argument("--query-source", action="append", default=[], metavar="SPEC",
+                     help="a Prometheus query steps may use: name=N,url=U[,tokenFile=F]"
+                     "[,caFile=F][,namespaces=a|b] (repeatable; none: query steps fail "
+                     "UnknownSource)")
     crds = sub.add_parser("crds", help="write the CRD YAML generated from the API models")
     crds.add_argument("-o", "--output", default="crds", help="directory (default: crds)")
     args = parser.parse_args(argv)
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         leader_elect=args.leader_elect, leader_elect_namespace=args.leader_elect_namespace,
         leader_elect_name=args.leader_elect_name,
         leader_elect_identity=args.leader_elect_identity,
+        query_sources=args.query_source,
     )
     return run_operator(settings)
 

@@ -116,6 +116,7 @@ class Operator:
                                               metrics=self.metrics, tracer=self.tracer,
                                               circuits=self.circuits,
                                               security=settings.security())
+        self.executions.query_sources = settings.sources()
         self.failures: dict[Key, tuple[str, int]] = {}
         """Per execution: the last reconcile error's summary, and how often in a row."""
         self.triggers = TriggerIndex(
