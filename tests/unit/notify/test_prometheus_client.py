@@ -8,6 +8,7 @@ token goes in the header and never into a message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -33,12 +34,10 @@ def server(handle: Handler) -> Iterator[tuple[str, list[dict[str, str]]]]:
     seen: list[dict[str, str]] = []
 
     class H(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             seen.append({"path": self.path, **dict(self.headers)})
-            try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 handle(self)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
 
         def log_message(self, *args: object) -> None:
             pass
