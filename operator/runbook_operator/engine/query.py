@@ -340,6 +340,7 @@ def apply_check(query: Query, state: QueryState, check: Check, retry: Retry | No
     s.successes = 0
     detail = check.message or check.reason or check.kind
     if check.kind == "Timeout":
+        s.errors = 0  # the run of unanswered checks (retries) is broken
         s.failures += 1
         s.last_outcome = "Timeout"
         progress = f"check {s.checks} timed out ({detail}); {s.failures}/" \

@@ -186,3 +186,42 @@ def test_validation_accepts_a_good_query_and_checks_its_cel() -> None:
     assert "result and params" in bad[0].message
     missing = validate_spec({"steps": [{"name": "q", "type": "query"}]})
     assert missing[0].reason == "InvalidStep"
+
+
+KINDS = st.sampled_from(["low", "high", "mid", "none", "timeout", "down"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(kinds=st.lists(KINDS, max_size=40), count=st.integers(1, 5),
+       limit=st.integers(1, 4), retries=st.integers(0, 3))
+def test_apply_check_properties(kinds: list[str], count: int, limit: int, retries: int) -> None:
+    """Over any run of checks: counts stay consistent, and the step ends exactly when
+    ``count`` successes in a row, ``failureLimit`` failed checks or too many
+    unanswered checks say so, never earlier and never both."""
+    query = QUERY.model_copy(update={"count": count, "failure_limit": limit})
+    retry = Retry(limit=retries, backoff=Backoff(initial="1s", jitter=0.0)) if retries else None
+    state, at = QueryState(), T0
+    run = failed = errors = 0
+    for n, kind in enumerate(kinds, 1):
+        if kind == "timeout":
+            check = Check("Timeout", at, message="slow")
+        elif kind == "down":
+            check = Check("Unavailable", at, reason="SourceUnavailable", message="refused")
+        else:
+            value = {"low": "0.01", "high": "0.9", "mid": "0.2", "none": None}[kind]
+            check = Check("Result", at, read_response(_vector() if value is None
+                                                      else _vector(value)))
+        verdict = apply_check(query, state, check, retry, {}, "seed")
+        state = verdict.state
+        run = run + 1 if kind == "low" else 0
+        failed += kind in ("high", "timeout")
+        errors = errors + 1 if kind == "down" else 0
+        assert state.checks == n
+        assert (state.successes, state.failures, state.errors) == (run, failed, errors)
+        expected = ("Failed" if failed >= limit or errors > retries else
+                    "Succeeded" if run >= count else "Running")
+        assert verdict.phase == expected, (kinds[:n], verdict)
+        if verdict.phase != "Running":
+            break
+        assert verdict.wake_at is not None and verdict.wake_at > at
+        at = verdict.wake_at
