@@ -147,10 +147,16 @@ def check(source: Source, expr: str, timeout: float, clock: Callable[[], datetim
     Its time is ``clock()`` once the request is over (the next check counts from it).
     """
     try:
+        _token(source)
+    except (OSError, UnicodeDecodeError) as exc:
+        return Check("Unavailable", clock(), reason="SourceUnavailable",
+                     message=f"the token file of source {source.name} cannot be read "
+                             f"({type(exc).__name__})")
+    try:
         answer = fetch(source, expr, timeout)
     except TimeoutError as exc:
         return Check("Timeout", clock(), reason="QueryTimeout", message=str(exc))
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         what = type(exc).__name__
         return Check("Unavailable", clock(), reason="SourceUnavailable",
                      message=f"source {source.name} did not answer ({what})")

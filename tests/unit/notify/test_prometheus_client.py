@@ -154,3 +154,11 @@ def test_one_byte_a_second_is_a_timed_out_check_not_a_hung_worker() -> None:
     assert (made.kind, made.reason) == ("Timeout", "QueryTimeout")
     # The check gave up at its deadline, long before the whole answer had trickled in.
     assert sent_by_then < len(ONE)
+
+
+def test_an_unreadable_token_file_is_said_without_a_request(tmp_path: Path) -> None:
+    with server(lambda h: _send(h, 200, ONE)) as (url, seen):
+        source = parse_source(f"name=prom,url={url},tokenFile={tmp_path / 'missing'}")
+        made = check(source, "up", 5, _now)
+    assert made.kind == "Unavailable" and "token file" in (made.message or "")
+    assert seen == []
