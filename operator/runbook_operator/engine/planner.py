@@ -586,9 +586,11 @@ class _Pass(Guards, QuerySteps):
         dag = steps is self.dag
         for step in _topological(steps):
             st = self.st(step.name)
-            if st.phase == "Waiting" and step.type == "run":  # in a bulkhead's line
-                if stop is None or not dag:
+            if st.phase == "Waiting" and step.type in ("run", "query"):  # a bulkhead's line
+                if (stop is None or not dag) and step.type == "run":
                     self.start_job(step, 1)
+                elif stop is None or not dag:
+                    self.start_query(step, st)
                 else:
                     self.transition(step.name, "Skipped", stop if stop != "StepFailed"
                                     else "UpstreamFailed", f"not run: {stop}")

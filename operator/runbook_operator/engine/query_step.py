@@ -20,7 +20,7 @@ from runbook_operator.engine.query import QueryState, apply_check, step_deadline
 from runbook_operator.engine.timeutil import fmt, parse
 
 if TYPE_CHECKING:
-    from runbook_operator.engine.planner import Observation
+    from runbook_operator.engine.planner import Observation, ObservedJob
 
 
 def due_checks(steps: list[Step], statuses: dict[str, StepStatus],
@@ -62,7 +62,16 @@ class QuerySteps:
 
         def retry_of(self, step: Step) -> Retry | None: ...
 
+        def admit(self, step: Step, st: StepStatus) -> bool: ...
+
+        def record_call(self, step: Step, st: StepStatus, job: ObservedJob,
+                        failed: bool) -> None: ...
+
     def start_query(self, step: Step, st: StepStatus) -> None:
+        """Start checking; a guarded step is one call through its circuit (``Guards``):
+        an open circuit acts as ``onOpen`` says before any check."""
+        if step.circuit is not None and not self.admit(step, st):
+            return
         st.started_at = fmt(self.now)
         st.query = QueryStatus(next_check_at=fmt(self.now))
         source = step.query.source if step.query else "?"
@@ -89,6 +98,8 @@ class QuerySteps:
             message = verdict.message + (f"; {warning}" if warning else "")
             if verdict.phase != "Running":
                 st.finished_at = fmt(check.check.at)
+                self.query_call(step, st, started, check.check.at, verdict.phase == "Failed",
+                                timed_out=verdict.outcome == "Timeout")
                 self.transition(step.name, verdict.phase, verdict.reason, message,
                                 warning=verdict.phase == "Failed")
                 return
@@ -98,9 +109,22 @@ class QuerySteps:
         deadline = step_deadline(started, step.timeout)
         if deadline is not None and self.now >= deadline:
             st.finished_at = fmt(deadline)
+            self.query_call(step, st, started, deadline, True, timed_out=True)
             self.transition(step.name, "Failed", "DeadlineExceeded",
                             f"timeout {step.timeout} reached after {q.checks} checks "
                             f"({q.successes}/{query.count} in a row)", warning=True)
             return
         at = parse(q.next_check_at) or self.now
         self.wake(max(at, self.now) if deadline is None else min(max(at, self.now), deadline))
+
+    def query_call(self, step: Step, st: StepStatus, started: datetime, ended: datetime,
+                   failed: bool, timed_out: bool) -> None:
+        """The finished query step as the one call its circuit sees."""
+        if step.circuit is None:
+            return
+        from runbook_operator.engine.planner import ObservedJob  # the planner imports this
+
+        self.record_call(step, st, ObservedJob(
+            name="", step=step.name, attempt=1, state="Failed" if failed else "Succeeded",
+            reason="DeadlineExceeded" if timed_out else None, started_at=started,
+            finished_at=ended), failed)

@@ -54,9 +54,6 @@ def step_problems(step: Step, declared: dict[str, bool]) -> list[tuple[str, str,
                      step.name)]
         return []
     problems: list[tuple[str, str, str]] = []
-    if step.circuit is not None:
-        problems.append(("InvalidStep", "a query step cannot name a circuit yet: its retries "
-                         "follow retry", step.name))
     for name in dict.fromkeys(placeholders(query.expr)):
         if name not in declared:
             problems.append(("InvalidQuery", f"query.expr uses ${name}, which is not a "

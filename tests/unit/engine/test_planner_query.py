@@ -17,6 +17,7 @@ from typing import Any
 
 from tests.unit.engine.simulator import T0, Simulator
 
+from runbook_operator.api.circuitpolicy import CircuitPolicySpec
 from runbook_operator.engine.planner import CreateJob, Plan, plan
 from runbook_operator.engine.query import Check, NumberedCheck, read_response
 from runbook_operator.engine.query_step import due_checks
@@ -49,6 +50,7 @@ def _pass(sim: Simulator, value: str | None, persist: bool = True) -> Plan:
     if persist:
         sim.status = result.status
         sim.wake_at = result.wake_at
+    sim.circuits = {**getattr(sim, "circuits", {}), **result.circuits}
     return result
 
 
@@ -136,3 +138,44 @@ def test_the_step_timeout_ends_the_checks() -> None:
     _pass(sim, None)  # no check made this pass: the deadline alone ends it
     st = sim.status.steps["verify"]
     assert (st.phase, st.reason) == ("Failed", "DeadlineExceeded")
+
+
+POLICY = CircuitPolicySpec.model_validate({
+    "slidingWindow": {"type": "Count", "size": 4}, "minimumCalls": 2,
+    "failureRateThreshold": 50, "openDuration": "60s"})
+
+
+def test_a_guarded_query_step_is_one_call_and_an_open_circuit_stops_it_before_any_check(
+) -> None:
+    guarded = {**VERIFY, "circuit": {"policy": "prom"}}
+    circuits: dict[Any, Any] = {}
+    for _ in range(2):  # two runs whose Prometheus is down: two failed calls
+        sim = _sim([guarded])
+        sim.policies = {"prom": POLICY}
+        sim.circuits = dict(circuits)
+        _pass(sim, None)
+        assert sim.status.steps["verify"].circuit_admitted_at is not None
+        down = Check("Unavailable", sim.now, reason="SourceUnavailable", message="refused")
+        result = plan(replace(sim.observation(), checks={"verify": NumberedCheck(1, down)}))
+        assert result.status.steps["verify"].reason == "SourceUnavailable"
+        assert [c[2] for c in result.calls] == ["failure"]
+        circuits = {**circuits, **result.circuits}
+    assert circuits[("prom", "default")].state == "Open"
+    sim = _sim([guarded])
+    sim.policies = {"prom": POLICY}
+    sim.circuits = dict(circuits)
+    _pass(sim, None)
+    st = sim.status.steps["verify"]
+    assert (st.phase, st.reason) == ("Failed", "CircuitOpen")
+    assert st.query is None  # no check was ever due
+    assert due_checks(list(sim.spec.all_steps()), sim.status.steps, sim.now) == []
+
+
+def test_a_succeeding_guarded_query_step_records_a_success() -> None:
+    sim = _sim([{**VERIFY, "query": {**VERIFY["query"], "count": 1},  # type: ignore[dict-item]
+                 "circuit": {"policy": "prom"}}])
+    sim.policies = {"prom": POLICY}
+    _pass(sim, None)
+    result = _pass(sim, "0.1")
+    assert sim.status.steps["verify"].phase == "Succeeded"
+    assert [c[2] for c in result.calls] == ["success"]
