@@ -8,7 +8,8 @@ Cases:
 - a verify step fails at ``failureLimit`` (QueryFailed) while the value stays high;
 - a later step branches on the measured value (``steps.measure.outputs.value``);
 - Prometheus stopped mid-run: the checks are retried per ``retry``, then the step
-  fails SourceUnavailable;
+  fails SourceUnavailable, which opens the CircuitPolicy's circuit: the next run's
+  query step fails CircuitOpen without a check;
 - a source not allowed in the namespace fails SourceNotAllowed and its server never
   receives a request;
 - SIGKILL of the operator between checks: the run of consecutive successes is
@@ -182,11 +183,12 @@ def test_a_later_step_branches_on_the_measured_value(
     assert (steps["leave"]["phase"], steps["leave"]["reason"]) == ("Skipped", "WhenFalse")
 
 
-def test_prometheus_stopped_mid_run_retries_then_fails(
+def test_prometheus_stopped_mid_run_retries_then_the_circuit_opens(
         kube: Kube, query_operator: OperatorProcess, exporter: Exporter, bin_dir: Path,
         tmp_path: Path) -> None:
     service = f"{kube.ns}-d"
     latency(exporter, service, 9.0)
+    kube.circuit_policy("prom", minimumCalls=1)
     # Its own Prometheus: stopping it must not take the module's down.
     own = Prometheus(bin_dir, tmp_path / "prom", exporter=exporter)
     own.start()
@@ -196,22 +198,29 @@ def test_prometheus_stopped_mid_run_retries_then_fails(
                                      f"--query-source=name=own,url={own.url}"]
         query_operator.start()
         kube.ready_runbook("recover", spec({
-            **verify_step(count=3, source="own"),
+            **verify_step(count=3, source="own"), "circuit": {"policy": "prom"},
             "retry": {"limit": 2, "backoff": {"initial": "1s", "factor": 1, "jitter": 0}}}))
         kube.execute("run", "recover", {"service": service})
         wait_for("a check answered by Prometheus",
                  lambda: query_status(kube, "run").get("checks", 0) >= 1 or None, timeout=60)
         own.stop()
         done = kube.wait_finished("run")
+        st = done["status"]["steps"]["verify"]
+        assert (st["phase"], st["reason"]) == ("Failed", "SourceUnavailable")
+        assert st["query"]["errors"] == 3  # the first failure and its two retries
+        assert "2 retries used" in st["message"]
+        # That failed call opened the circuit: the next run does not ask at all.
+        wait_for("the circuit Open", lambda: kube.circuits("prom").get("default", {})
+                 .get("state") == "Open" or None, timeout=60)
+        kube.execute("run2", "recover", {"service": service})
+        again = kube.wait_finished("run2")["status"]["steps"]["verify"]
+        assert (again["phase"], again["reason"]) == ("Failed", "CircuitOpen")
+        assert "query" not in again  # no check was made
     finally:
         own.stop()
         query_operator.extra_args = query_operator.extra_args[:-1]
         query_operator.stop()
         query_operator.start()
-    st = done["status"]["steps"]["verify"]
-    assert (st["phase"], st["reason"]) == ("Failed", "SourceUnavailable")
-    assert st["query"]["errors"] == 3  # the first failure and its two retries
-    assert "2 retries used" in st["message"]
 
 
 def test_a_source_not_allowed_in_the_namespace_is_refused_before_any_query(
