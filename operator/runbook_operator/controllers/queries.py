@@ -78,7 +78,9 @@ class QueryChecks:
                             "runbook.step": step.name, "query.source": query.source,
                             "query.check": number, "query.kind": made.kind,
                             "query.reason": made.reason or ""})
-            self.metrics.query_checked(query.source, _outcome(made, query.success_condition,
+            # A name no admin defined is the author's free text: one series for them all.
+            label = query.source if query.source in self.query_sources else "(unknown)"
+            self.metrics.query_checked(label, _outcome(made, query.success_condition,
                                                               query.failure_condition, params),
                                        time.perf_counter() - started)
             checks[step.name] = NumberedCheck(number, made)

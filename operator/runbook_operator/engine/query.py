@@ -61,6 +61,10 @@ MAX_SAMPLES = 100
 MAX_LABELS = 32
 """Labels per series kept; the rest are dropped (``truncated`` says so)."""
 MAX_LABEL_CHARS = 256
+MAX_OUTPUT_LABELS = 16
+"""Labels per series the outputs keep, each value cut to ``MAX_OUTPUT_LABEL_CHARS``: a
+step's outputs stay under ~45 KB whatever the series carry."""
+MAX_OUTPUT_LABEL_CHARS = 128
 
 CheckKind = Literal["Result", "Timeout", "Unavailable", "BadResponse", "Refused"]
 Outcome = Literal["Success", "Failure", "Inconclusive", "Timeout", "Unavailable",
@@ -239,7 +243,9 @@ def outputs_of(result: Mapping[str, Any]) -> dict[str, Any]:
     out.update(_finite(result))
     if "text" in result:
         out["text"] = result["text"]
-    out["series"] = [{"labels": s.get("labels", {}), **_finite(s)}
+    out["series"] = [{"labels": {k[:MAX_OUTPUT_LABEL_CHARS]: v[:MAX_OUTPUT_LABEL_CHARS]
+                                for k, v in list(s.get("labels", {}).items())[:MAX_OUTPUT_LABELS]},
+                      **_finite(s)}
                      for s in list(result.get("series", []))[:MAX_OUTPUT_SERIES]]
     if result.get("truncated") or result.get("count", 0) > MAX_OUTPUT_SERIES:
         out["truncated"] = True

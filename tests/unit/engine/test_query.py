@@ -225,3 +225,12 @@ def test_apply_check_properties(kinds: list[str], count: int, limit: int, retrie
             break
         assert verdict.wake_at is not None and verdict.wake_at > at
         at = verdict.wake_at
+
+
+def test_outputs_stay_small_whatever_the_series_carry() -> None:
+    fat = {f"label_{i:02d}": "v" * 1000 for i in range(40)}
+    body = _answer("vector", [{"metric": {**fat, "i": str(n)}, "value": [1, "1"]}
+                              for n in range(50)])
+    out = outputs_of(read_response(body))
+    assert len(json.dumps(out)) < 48 * 1024
+    assert out["truncated"] and len(out["series"]) == 10
