@@ -14,7 +14,9 @@ Cases:
   receives a request;
 - SIGKILL of the operator between checks: the run of consecutive successes is
   neither lost nor doubled (every check of a steady low value is a success, so the
-  step ends with exactly ``count`` checks).
+  step ends with exactly ``count`` checks);
+- a hostile parameter value (``"} or vector(1) #`` and a newline) reaches Prometheus
+  as a label value: the query matches nothing instead of answering 1.
 
 The session's operator is restarted with the sources for this module and restored
 after it.
@@ -252,3 +254,19 @@ def test_sigkill_between_checks_neither_loses_nor_doubles_the_count(
     assert done["status"]["phase"] == "Succeeded"
     # Not lost (the kept successes count toward 6) and not doubled (no check twice).
     assert q["successes"] == q["checks"] == 6
+
+
+def test_a_hostile_parameter_is_a_label_value_not_promql(
+        kube: Kube, query_operator: OperatorProcess, exporter: Exporter) -> None:
+    """Were ``"} or vector(1) #`` spliced in as text, Prometheus would answer 1."""
+    latency(exporter, f"{kube.ns}-f", 9.0)
+    hostile = '"} or vector(1) #\n{a=~".*'
+    measure = {"name": "measure", "type": "query", "query": {
+        "source": "prometheus", "expr": f"max({METRIC}{{service=$service}})",
+        "successCondition": "result.empty"}}
+    kube.ready_runbook("probe", spec(measure))
+    kube.execute("run", "probe", {"service": hostile})
+    done = kube.wait_finished("run")
+    st = done["status"]["steps"]["measure"]
+    assert (done["status"]["phase"], st["reason"]) == ("Succeeded", "QuerySucceeded")
+    assert st["outputs"]["empty"] is True and "value" not in st["outputs"]
