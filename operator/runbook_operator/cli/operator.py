@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from runbook_operator.engine.query_sources import SourceError
 from runbook_operator.settings import OperatorSettings
 
 
@@ -93,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         leader_elect_identity=args.leader_elect_identity,
         query_sources=args.query_source,
     )
+    try:
+        settings.sources()  # a bad --query-source stops here, with what is wrong
+    except SourceError as exc:
+        parser.error(str(exc))
     return run_operator(settings)
 
 
