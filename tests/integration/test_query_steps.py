@@ -24,7 +24,10 @@ after it.
 
 from __future__ import annotations
 
+import json
 import threading
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -114,6 +117,18 @@ def query_operator(operator: OperatorProcess, prometheus: Prometheus,
 
 def latency(exporter: Exporter, service: str, seconds: float) -> None:
     exporter.set(METRIC, {"service": service}, seconds)
+
+
+def seen(prometheus: Prometheus, service: str, value: float) -> None:
+    """Wait until Prometheus has scraped ``value`` for ``service`` (a check before that
+    would find no series)."""
+    expr = urllib.parse.urlencode({"query": f'{METRIC}{{service="{service}"}}'})
+
+    def probe() -> bool | None:
+        with urllib.request.urlopen(f"{prometheus.url}/api/v1/query?{expr}", timeout=5) as r:
+            result = json.load(r)["data"]["result"]
+        return (bool(result) and float(result[0]["value"][1]) == value) or None
+    wait_for(f"Prometheus to see {service} = {value}", probe, timeout=60)
 
 
 def verify_step(**query: Any) -> dict[str, Any]:
@@ -238,9 +253,11 @@ def test_a_source_not_allowed_in_the_namespace_is_refused_before_any_query(
 
 
 def test_sigkill_between_checks_neither_loses_nor_doubles_the_count(
-        kube: Kube, query_operator: OperatorProcess, exporter: Exporter) -> None:
+        kube: Kube, query_operator: OperatorProcess, exporter: Exporter,
+        prometheus: Prometheus) -> None:
     service = f"{kube.ns}-e"
     latency(exporter, service, 1.0)  # low from the start: every check is a success
+    seen(prometheus, service, 1.0)
     kube.ready_runbook("recover", spec(verify_step(count=6, interval="2s")))
     kube.execute("run", "recover", {"service": service})
     wait_for("two successes in a row",
