@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from runbook_operator.engine.podsecurity import SecurityPolicy
+from runbook_operator.engine.query_sources import Source, parse_sources
 
 
 @dataclass
@@ -63,6 +64,14 @@ class OperatorSettings:
     leader_elect_identity: str = ""
     """This replica's identity in the Lease (the chart: the pod name); default: host name
     and process id."""
+
+    query_sources: list[str] = field(default_factory=list)
+    """``--query-source`` values: the Prometheus sources query steps may name
+    (``engine.query_sources``); a bad one stops the operator at start."""
+
+    def sources(self) -> dict[str, Source]:
+        """The named Prometheus sources; raises ``SourceError`` on a bad definition."""
+        return parse_sources(self.query_sources)
 
     def security(self) -> SecurityPolicy:
         """The allowances the engine's pod-security checks are given."""

@@ -71,6 +71,12 @@ INVALID = {
     "bad-fallback": ({"steps": [step("a", circuit={"policy": "p", "onOpen": "Fallback",
                                                    "fallback": "ghost"})]},
                      "UnknownFallback", "'a'"),
+    "bad-promql": ({"params": [{"name": "service"}], "steps": [{
+        "name": "verify", "type": "query", "query": {
+            "source": "prometheus", "expr": "avg(latency{service=$service}) bar",
+            "successCondition": "result.value < 5.0"}}]},
+        "InvalidQuery", "step 'verify': query.expr does not parse: invalid promql query "
+                        "(line 1, column 32)"),
 }
 
 

@@ -148,6 +148,20 @@ class RunbookExecutionSpec(ApiModel):
     """Reuse the finished steps of an earlier execution: its frozen spec and params run again."""
 
 
+class QueryStatus(ApiModel):
+    """A query step's counts, written with every check so a restart resumes them."""
+
+    checks: int = 0
+    successes: int = 0
+    """Consecutive successful checks."""
+    failures: int = 0
+    """Failed checks so far."""
+    errors: int = 0
+    """Consecutive checks the source did not answer (retries used)."""
+    next_check_at: str | None = None
+    last_outcome: str | None = Field(default=None, max_length=32)
+
+
 class StepStatus(ApiModel):
     """Everything known about one step of one execution."""
 
@@ -167,6 +181,8 @@ class StepStatus(ApiModel):
     circuit_trial: bool | None = None
     """The current attempt holds a HalfOpen trial permit."""
     circuit_admitted_at: str | None = None
+    query: QueryStatus | None = None
+    """A query step's checks so far (``engine.query``)."""
 
 
 class HistoryEntry(ApiModel):

@@ -30,7 +30,7 @@ MAX_STEPS = 500
 MAX_FINALLY_STEPS = 50
 
 ParamType = Literal["string", "integer", "number", "boolean", "array", "object"]
-StepType = Literal["run", "approval", "wait"]
+StepType = Literal["run", "approval", "wait", "query"]
 ConcurrencyPolicy = Literal["Allow", "Forbid", "Queue", "Replace"]
 OnOpen = Literal["Fail", "Skip", "Wait", "Fallback"]
 
@@ -138,6 +138,36 @@ class Wait(ApiModel):
     duration: Duration
 
 
+MAX_QUERY_CHARS = 4096
+
+
+class Query(ApiModel):
+    """A step the operator evaluates itself: PromQL checked at ``interval`` (``engine.query``).
+
+    What the conditions see is ``result`` (``engine.query.to_cel``): ``result.value``
+    (the one number, NaN when there is none), ``result.series`` (capped), ``result.count``,
+    ``result.empty``, ``result.type``; plus ``params``, as ``when`` does.
+    """
+
+    source: str = Field(max_length=63, pattern=NAME_PATTERN)
+    """A Prometheus the cluster admin named (operator flag ``--query-source``): never a URL."""
+    expr: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    """PromQL; ``$name`` (outside string literals) is the parameter ``name`` as an
+    escaped PromQL string literal, e.g. ``{service=$service}``: it is never code."""
+    success_condition: str = Field(max_length=2048)
+    """CEL over ``result``: a check where it is true counts toward ``count``."""
+    failure_condition: str | None = Field(default=None, max_length=2048)
+    """CEL over ``result``: a check where it is true is a failed check."""
+    interval: Duration = "30s"
+    """Time between checks."""
+    count: int = Field(default=1, ge=1, le=1000)
+    """Consecutive successful checks that make the step succeed (``4`` at ``30s``:
+    "below the threshold for two minutes"). A check that is not a success resets it."""
+    failure_limit: int = Field(default=1, ge=1, le=1000)
+    """Failed checks (failureCondition true, or the query timed out) that make the step
+    fail: ``1`` fails at the first one. Counted over the step, not consecutively."""
+
+
 class PodMetadata(ApiModel):
     """Labels and annotations added to the step's pods."""
 
@@ -154,7 +184,7 @@ class EnvVar(ApiModel):
 
 
 class Step(ApiModel):
-    """One node of the DAG: a Job (``run``), an approval or a wait."""
+    """One node of the DAG: a Job (``run``), an approval, a wait or a metric query."""
 
     model_config = ApiModel.model_config | {
         "json_schema_extra": {
@@ -166,6 +196,10 @@ class Step(ApiModel):
                 {
                     "rule": "!has(self.type) || self.type != 'wait' || has(self.wait)",
                     "message": "a wait step needs wait.duration",
+                },
+                {
+                    "rule": "!has(self.type) || self.type != 'query' || has(self.query)",
+                    "message": "a query step needs query (source, expr, successCondition)",
                 },
             ]
         }
@@ -195,6 +229,7 @@ class Step(ApiModel):
     circuit: CircuitRef | None = None
     approval: Approval | None = None
     wait: Wait | None = None
+    query: Query | None = None
 
 
 class Concurrency(ApiModel):

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from runbook_operator.engine.query_sources import SourceError
 from runbook_operator.settings import OperatorSettings
 
 
@@ -65,13 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--leader-elect-identity", default=os.environ.get("POD_NAME", ""),
                      metavar="ID", help="this replica's identity (default: $POD_NAME, else "
                      "host name and pid)")
+    run.add_argument("--query-source", action="append", default=[], metavar="SPEC",
+                     help="a Prometheus query steps may use: name=N,url=U[,tokenFile=F]"
+                     "[,caFile=F][,namespaces=a|b] (repeatable; none: query steps fail "
+                     "UnknownSource)")
     crds = sub.add_parser("crds", help="write the CRD YAML generated from the API models")
     crds.add_argument("-o", "--output", default="crds", help="directory (default: crds)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
 
     if args.command == "crds":
         from runbook_operator.api.crdgen import write_all
@@ -94,7 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         leader_elect=args.leader_elect, leader_elect_namespace=args.leader_elect_namespace,
         leader_elect_name=args.leader_elect_name,
         leader_elect_identity=args.leader_elect_identity,
+        query_sources=args.query_source,
     )
+    try:
+        settings.sources()  # a bad --query-source stops here, with what is wrong
+    except SourceError as exc:
+        parser.error(str(exc))
     return run_operator(settings)
 
 

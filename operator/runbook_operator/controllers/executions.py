@@ -33,6 +33,7 @@ from runbook_operator.controllers import circuits
 from runbook_operator.controllers.admission import Admission
 from runbook_operator.controllers.circuits import CircuitRegistry
 from runbook_operator.controllers.job_actions import JobActions
+from runbook_operator.controllers.queries import QueryChecks
 from runbook_operator.controllers.retention import PLURAL, Retention
 from runbook_operator.controllers.telemetry import Telemetry
 from runbook_operator.engine import bulkhead, merge
@@ -81,7 +82,7 @@ class Outcome:
     """Other executions to look at now (queued ones, when a slot frees)."""
 
 
-class ExecutionReconciler(JobActions, Admission, Retention, Telemetry):
+class ExecutionReconciler(JobActions, Admission, Retention, Telemetry, QueryChecks):
     """One pass over one execution: observe, plan, act (Jobs, status), then telemetry."""
 
     def __init__(self, clients: Clients, store: Store, events: EventPoster,
@@ -223,6 +224,8 @@ class ExecutionReconciler(JobActions, Admission, Retention, Telemetry):
             approvals=execution.spec.approvals,
             runbook=execution.spec.runbook_ref.name,
             security=self.security,
+            checks=self.query_checks(key[0], execution.spec.runbook_ref.name, spec, params,
+                                     status),
         )
         guarded = sorted({s.circuit.policy for s in spec.all_steps() if s.circuit})
         token = f"{key[0]}/{key[1]}"

@@ -131,6 +131,7 @@ class Operator:
                                               metrics=self.metrics, tracer=self.tracer,
                                               circuits=self.circuits,
                                               security=settings.security())
+        self.executions.query_sources = settings.sources()
         self._secrets_learned: dict[Key, tuple[str, str, bool]] = {}
         """Per execution: the (uid, generation, started) whose secrets were learned."""
         self.failures: dict[Key, failures.Streak] = {}

@@ -46,6 +46,8 @@ from runbook_operator.engine.podsecurity import (
     allowance_hint,
     check_step_security,
 )
+from runbook_operator.engine.query import NumberedCheck
+from runbook_operator.engine.query_step import QuerySteps
 from runbook_operator.engine.redact import Redactor, redact, redact_text
 from runbook_operator.engine.reservations import CircuitOp
 from runbook_operator.engine.timeutil import fmt, parse
@@ -153,6 +155,8 @@ class Observation:
     """Jobs under a step's name that the operator did not build (another image or
     command, a planted Job), by Job name, with why: never adopted, and the step whose
     attempt it names fails ``ForeignJob`` instead of running (``k8s.adoption``)."""
+    checks: Mapping[str, NumberedCheck] = field(default_factory=dict)
+    """Query steps' checks the shell made for this pass, by step (``engine.query_step``)."""
 
 
 @dataclass(frozen=True)
@@ -277,7 +281,7 @@ def _scrub_plan(result: Plan, forms: Sequence[str]) -> None:
     result.events = [replace(e, message=scrub(e.message)) for e in result.events]
 
 
-class _Pass(Guards):
+class _Pass(Guards, QuerySteps):
     """One planning pass; mutates ``plan.status`` and collects actions."""
 
     def __init__(self, obs: Observation, result: Plan) -> None:
@@ -450,6 +454,8 @@ class _Pass(Guards):
                 self.advance_wait(step, st, started)
             elif step.type == "approval" and st.phase == "WaitingForApproval":
                 self.advance_approval(step, st, started)
+            elif step.type == "query" and st.phase == "Running":
+                self.advance_query(step, st)
 
     def advance_wait(self, step: Step, st: StepStatus, started: datetime | None) -> None:
         if step.wait is None or started is None:
@@ -582,9 +588,11 @@ class _Pass(Guards):
         dag = steps is self.dag
         for step in _topological(steps):
             st = self.st(step.name)
-            if st.phase == "Waiting" and step.type == "run":  # in a bulkhead's line
-                if stop is None or not dag:
+            if st.phase == "Waiting" and step.type in ("run", "query"):  # a bulkhead's line
+                if (stop is None or not dag) and step.type == "run":
                     self.start_job(step, 1)
+                elif stop is None or not dag:
+                    self.start_query(step, st)
                 else:
                     self.transition(step.name, "Skipped", stop if stop != "StepFailed"
                                     else "UpstreamFailed", f"not run: {stop}")
@@ -643,6 +651,8 @@ class _Pass(Guards):
             self.transition(step.name, "Running", "Waiting", f"waiting {step.wait.duration}"
                             if step.wait else "waiting")
             self.advance_wait(step, st, self.now)
+        elif step.type == "query":
+            self.start_query(step, st)
         else:
             st.started_at = fmt(self.now)
             message = step.approval.message if step.approval and step.approval.message else \

@@ -31,6 +31,7 @@ from runbook_operator.engine.podsecurity import (
     check_step_security,
     malformed,
 )
+from runbook_operator.engine.query_validation import query_problems
 from runbook_operator.engine.schedule import ScheduleError, compile_schedule
 
 SECURITY_REASONS = frozenset({"PrivilegedStep", "ServiceAccountNotAllowed"})
@@ -44,7 +45,7 @@ class Problem:
     reason: str
     """CamelCase, stable: InvalidSpec, DuplicateName, UnknownDependency, DependencyCycle,
     InvalidExpression, InvalidDefault, UnknownFallback, InvalidStep, PrivilegedStep,
-    ServiceAccountNotAllowed, InvalidTrigger, InvalidSchedule."""
+    ServiceAccountNotAllowed, InvalidTrigger, InvalidSchedule, InvalidQuery."""
     message: str
     step: str | None = None
 
@@ -83,6 +84,7 @@ def validate_spec(raw: Mapping[str, Any] | RunbookSpec,
     problems += _check_schedule(spec)
     problems += security_problems(spec, security or SecurityPolicy(), namespace)
     problems += _secret_keys(spec)
+    problems += [Problem(r, m, s) for r, m, s in query_problems(spec)]
     return problems
 
 
@@ -169,6 +171,8 @@ def _check_durations(spec: RunbookSpec) -> list[Problem]:
             fields.append((step.name, "approval.timeout", step.approval.timeout))
         if step.wait:
             fields.append((step.name, "wait.duration", step.wait.duration))
+        if step.query:
+            fields.append((step.name, "query.interval", step.query.interval))
     problems = []
     for step_name, field, value in fields:
         if value is None:
@@ -364,6 +368,9 @@ def _check_kind(step: Step) -> list[Problem]:
         return [Problem("InvalidStep", "a run step needs an image", step.name)]
     if step.type == "wait" and step.wait is None:
         return [Problem("InvalidStep", "a wait step needs wait.duration", step.name)]
+    if step.type == "query" and step.query is None:
+        return [Problem("InvalidStep", "a query step needs query (source, expr, "
+                        "successCondition)", step.name)]
     if step.type != "run" and (step.image or step.command or step.args):
         return [Problem("InvalidStep", f"a {step.type} step runs no container; "
                         "remove image, command and args", step.name)]

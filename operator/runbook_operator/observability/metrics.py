@@ -155,6 +155,14 @@ class Metrics:
             "runbook_notifications_total",
             "Notifications finished, by channel, execution event and outcome "
             "(delivered, failed).", ["channel", "event", "outcome"], registry=r)
+        self.query_checks = Counter(
+            "runbook_query_checks_total", "Checks of query steps, by source and outcome "
+            "(Success, Failure, Inconclusive, Timeout, Unavailable, BadResponse, Refused).",
+            ["source", "outcome"], registry=r)
+        self.query_check_duration = Histogram(
+            "runbook_query_check_duration_seconds",
+            "Time of one query step check, the request to Prometheus included.",
+            ["source"], buckets=b.alert_request, registry=r)
         for outcome in sorted(ALERT_OUTCOMES):  # every series exists from the start
             self.alerts_received.labels(outcome)
         self._execution_series: set[tuple[str, str]] = set()
@@ -260,6 +268,10 @@ class Metrics:
     def alert_request(self, code: int, duration_s: float) -> None:
         """One webhook request was answered with ``code`` after ``duration_s``."""
         self.alert_request_duration.labels(str(code)).observe(duration_s)
+
+    def query_checked(self, source: str, outcome: str, duration_s: float) -> None:
+        self.query_checks.labels(source, outcome).inc()
+        self.query_check_duration.labels(source).observe(duration_s)
 
     def watch_restarted(self, resource: str) -> None:
         """A watch on ``resource`` (e.g. ``runbookexecutions``) was restarted."""

@@ -292,3 +292,28 @@ def test_replicas_are_spread_and_drained_one_at_a_time() -> None:
                     ".nodeSelectorTerms[0].matchExpressions[0].operator=Exists")
     pod = next(d for d in custom if d["kind"] == "Deployment")["spec"]["template"]
     assert list(pod["spec"]["affinity"]) == ["nodeAffinity"]
+
+
+def test_query_sources_become_flags_and_mounted_secrets() -> None:
+    docs = render("querySources[0].name=prometheus",
+                  "querySources[0].url=http://prom.monitoring:9090",
+                  "querySources[0].namespaces={ops,payments}",
+                  "querySources[0].secret.name=prom-creds",
+                  "querySources[0].secret.tokenKey=token",
+                  "querySources[1].name=plain", "querySources[1].url=http://p:9090",
+                  "alerts.enabled=false")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    flags = [a for a in container["args"] if a.startswith("--query-source=")]
+    assert flags == [
+        "--query-source=name=prometheus,url=http://prom.monitoring:9090,"
+        "tokenFile=/etc/runbook-operator/query/prometheus/token,namespaces=ops|payments",
+        "--query-source=name=plain,url=http://p:9090"]
+    assert container["volumeMounts"] == [{"name": "query-prometheus", "readOnly": True,
+                                          "mountPath": "/etc/runbook-operator/query/prometheus"}]
+    assert pod["volumes"] == [{"name": "query-prometheus", "secret": {"secretName": "prom-creds"}}]
+    # Each flag is what the operator parses at start.
+    from runbook_operator.engine.query_sources import parse_sources
+    sources = parse_sources(f.split("=", 1)[1] for f in flags)
+    assert sources["prometheus"].namespaces == frozenset({"ops", "payments"})

@@ -41,6 +41,8 @@ EXPECTED_FAMILIES = {
     "runbook_schedule_missed": ("counter", {"namespace", "runbook"}),
     "runbook_schedule_runs": ("counter", {"namespace", "runbook", "outcome"}),
     "runbook_notifications": ("counter", {"channel", "event", "outcome"}),
+    "runbook_query_checks": ("counter", {"source", "outcome"}),
+    "runbook_query_check_duration_seconds": ("histogram", {"source"}),
 }
 
 
@@ -81,6 +83,7 @@ def record_everything(m: Metrics) -> None:
     m.schedule_missed_slots("ops", "restart", 3)
     m.schedule_run("ops", "restart", "created")
     m.notification("slack", "Failed", "delivered")
+    m.query_checked("prometheus", "Success", 0.012)
 
 
 def test_families_names_types_and_labels() -> None:
