@@ -36,6 +36,7 @@ EXPECTED_FAMILIES = {
     "runbook_operator_reconcile_duration_seconds": ("histogram", {"kind"}),
     "runbook_operator_api_errors": ("counter", {"code"}),
     "runbook_operator_watch_restarts": ("counter", {"resource"}),
+    "runbook_operator_takeover_seconds": ("gauge", set()),
     "runbook_alerts_received": ("counter", {"outcome"}),
     "runbook_alert_request_duration_seconds": ("histogram", {"code"}),
     "runbook_schedule_missed": ("counter", {"namespace", "runbook"}),
