@@ -48,6 +48,7 @@ from runbook_operator.engine.podsecurity import (
 )
 from runbook_operator.engine.redact import Redactor, redact, redact_text
 from runbook_operator.engine.reservations import CircuitOp
+from runbook_operator.engine.staging import LiftGate, Staging
 from runbook_operator.engine.timeutil import fmt, parse
 
 POD_GRACE = timedelta(seconds=5)
@@ -83,6 +84,10 @@ class ObservedJob:
     """Whether the pod's terminated state (exit code, message) has been seen."""
     deadline_seconds: int | None = None
     """The Job's ``activeDeadlineSeconds``, when the step has a timeout."""
+    staged: bool = False
+    """Built gated (``engine.staging``): its pod waits for the operator to lift the gate."""
+    gated: bool = False
+    """Staged and its pod not seen without the gate (or not seen at all)."""
 
     @property
     def timed_out(self) -> bool:
@@ -153,6 +158,8 @@ class Observation:
     """Jobs under a step's name that the operator did not build (another image or
     command, a planted Job), by Job name, with why: never adopted, and the step whose
     attempt it names fails ``ForeignJob`` instead of running (``k8s.adoption``)."""
+    prestage: bool = False
+    """Create first attempts gated ahead of time (``engine.staging``)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,8 @@ class CreateJob:
     step: str
     attempt: int
     name: str
+    staged: bool = False
+    """Built gated, ahead of its step's start (``engine.staging``)."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +187,7 @@ class Event:
     """That step's attempt, once it has one."""
 
 
-Action = CreateJob | DeleteJob
+Action = CreateJob | DeleteJob | LiftGate
 
 
 @dataclass(frozen=True)
@@ -277,7 +286,7 @@ def _scrub_plan(result: Plan, forms: Sequence[str]) -> None:
     result.events = [replace(e, message=scrub(e.message)) for e in result.events]
 
 
-class _Pass(Guards):
+class _Pass(Guards, Staging):
     """One planning pass; mutates ``plan.status`` and collects actions."""
 
     def __init__(self, obs: Observation, result: Plan) -> None:
@@ -323,8 +332,10 @@ class _Pass(Guards):
             self.abort_dag(stop)
         self.start_due_retries(stop)
         self.schedule(self.dag, stop)
+        self.stage_ahead(self.stop_reason())
         if self.dag_finished():
             self.schedule(self.finally_, None)
+        self.sweep_staged(self.stop_reason(), self.by_name)
         self.finish_or_summarise()
 
     def adopt_jobs(self) -> None:
@@ -332,7 +343,7 @@ class _Pass(Guards):
         for job in self.obs.jobs.values():
             st = self.status.steps.get(job.step)
             if st is None or job.attempt <= st.attempts or job.name in self.obs.foreign_jobs \
-                    or job.name in self.obs.unverified_jobs:
+                    or job.name in self.obs.unverified_jobs or self.held_back(job):
                 continue
             st.attempts = job.attempt
             st.job = job.name
@@ -363,6 +374,10 @@ class _Pass(Guards):
                                   state="Failed", reason="JobDeleted",
                                   message="the Job was deleted before it finished",
                                   finished_at=self.now, pod_terminated=True)
+            late = self.staged_deadline(step, st, job) if job is not None else None
+            if late is not None:  # timed out by the operator's clock (engine.staging)
+                self.drop_job(late.name)
+                job = late
             if job is None or job.state == "Active":
                 continue
             if not job.pod_terminated and job.finished_at is not None:
@@ -665,7 +680,10 @@ class _Pass(Guards):
         st.exit_code = None
         st.started_at = st.started_at or fmt(self.now)
         st.finished_at = None
-        self.plan.actions.append(CreateJob(step.name, attempt, name))
+        if attempt == 1 and self.staged_job(name) is not None:
+            self.lift(step, name)
+        else:
+            self.plan.actions.append(CreateJob(step.name, attempt, name))
         self.plan.attempts.append(AttemptStarted(step.name, attempt, name, self.now))
         self.running_jobs += 1
         self.transition(step.name, "Running", "JobCreated", f"attempt {attempt}: Job {name}")
@@ -688,6 +706,13 @@ class _Pass(Guards):
         if failure is not None:
             return failure.reason, _clip(f"attempt {attempt}: Job {name}: {failure.message}")
         return None
+
+    def stage_job(self, step: Step, name: str) -> None:
+        self.plan.actions.append(CreateJob(step.name, 1, name, staged=True))
+
+    def drop_job(self, name: str) -> None:
+        if DeleteJob(name) not in self.plan.actions:
+            self.plan.actions.append(DeleteJob(name))
 
     # -- finishing --------------------------------------------------------------
 
