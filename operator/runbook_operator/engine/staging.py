@@ -14,7 +14,9 @@ The rules, pure like the planner whose mixin this is (``Staging``):
 - only a run step's first attempt, with no circuit (a guarded step's permit is
   taken when it starts) and not a fallback or finally step, is staged; a step
   with no dependency starts at once and is never staged;
-- staged plus running Jobs of a run never exceed ``spec.parallelism``;
+- a step is staged only into room left under ``spec.parallelism`` by the run's
+  staged and running Jobs; the cap itself counts running (ungated) Jobs, as
+  before: a staged Job holds no slot (it may wait on a retry that needs one);
 - a staged Job is never adopted as the step's attempt while its pod is gated
   (or not seen yet): the gate is lifted only by a step going ``Running`` through
   the planner's own start, after its dependencies ended and its ``when`` held;
@@ -47,9 +49,6 @@ GATE = "runbooks.dev/dependencies"
 OUTPUTS_PREFIX = "outputs.runbooks.dev/"
 """Pod annotations holding an upstream step's outputs (JSON), by step name; a step
 name is a DNS label of at most 63 characters, a valid annotation name part."""
-
-STARTED = frozenset({"Running", "Succeeded"})
-"""Phases of a dependency that count as started for staging."""
 
 
 def outputs_annotation(step: str) -> str:
@@ -87,6 +86,7 @@ class Staging:
         plan: Plan
         now: datetime
         dag: list[Step]
+        by_name: dict[str, Step]
         fallback_of: dict[str, str]
         running_jobs: int
 
@@ -131,19 +131,29 @@ class Staging:
             if name in self.obs.jobs or any(getattr(a, "name", None) == name
                                             for a in self.plan.actions):
                 continue
-            if any(d not in self.obs.status.steps or self.st(d).phase not in STARTED
-                   for d in step.depends_on):
+            if not all(self.started(d) for d in step.depends_on):
                 continue
             if self.refused(step, 1, name) is not None:
                 continue  # its start fails it with the reason; nothing to stage
             self.stage_job(step, name)
             room -= 1
 
+    def started(self, dep: str) -> bool:
+        """Whether a dependency counts as started: succeeded, or a Job running (a wait or
+        an approval may last hours: what follows it is not staged meanwhile)."""
+        step = self.by_name.get(dep)
+        if step is None or dep not in self.obs.status.steps:
+            return False
+        phase = self.st(dep).phase
+        return phase == "Succeeded" or (phase == "Running" and step.type == "run")
+
     def lift(self, step: Step, name: str) -> None:
         """The step starts on its staged Job: lift the gate with the outputs it reads."""
         outputs = {dep: self.st(dep).outputs for dep in step.depends_on
                    if dep in self.obs.status.steps}
         self.plan.actions.append(LiftGate(step.name, name, output_annotations(step, outputs)))
+        if step.timeout is not None:  # kept by the operator's clock from now
+            self.wake(self.now + parse_duration(step.timeout))
 
     def sweep_staged(self, stop: str | None, steps: Mapping[str, Step]) -> None:
         """Staged Jobs whose step will not run are deleted; a started one is lifted."""
