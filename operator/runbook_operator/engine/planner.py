@@ -588,7 +588,7 @@ class _Pass(Guards, Staging):
             due = parse(st.next_attempt_at) or self.now
             if self.now < due:
                 self.wake(due)
-            elif self.running_jobs < self.obs.spec.parallelism:
+            elif self.may_start(step):
                 self.start_job(step, st.attempts + 1)
 
     def schedule(self, steps: list[Step], stop: str | None) -> None:
@@ -649,7 +649,7 @@ class _Pass(Guards, Staging):
     def start(self, step: Step) -> None:
         st = self.st(step.name)
         if step.type == "run":
-            if self.running_jobs < self.obs.spec.parallelism:
+            if self.may_start(step):
                 self.start_job(step, 1)
         elif step.type == "wait":
             st.started_at = fmt(self.now)

@@ -14,9 +14,11 @@ The rules, pure like the planner whose mixin this is (``Staging``):
 - only a run step's first attempt, with no circuit (a guarded step's permit is
   taken when it starts) and not a fallback or finally step, is staged; a step
   with no dependency starts at once and is never staged;
-- a step is staged only into room left under ``spec.parallelism`` by the run's
-  staged and running Jobs; the cap itself counts running (ungated) Jobs, as
-  before: a staged Job holds no slot (it may wait on a retry that needs one);
+- ``spec.parallelism`` caps the run's Jobs whose pods have not ended, staged
+  ones included: a step is staged only into room left under it, and a step
+  starting on a plain Job when staged ones fill the cap deletes the staged Job
+  of the step latest in the DAG (it waits on a retry, or on a step, that needs
+  the room; deleting never deadlocks, it only forgoes that head start);
 - a staged Job is never adopted as the step's attempt while its pod is gated
   (or not seen yet): the gate is lifted only by a step going ``Running`` through
   the planner's own start, after its dependencies ended and its ``when`` held;
@@ -111,6 +113,32 @@ class Staging:
         """Whether adoption must leave ``job`` alone: a gated first attempt."""
         return job.attempt == 1 and self.staged_job(job.name) is not None
 
+    def live_staged(self) -> list[str]:
+        """Staged Jobs holding a place under the cap: gated, their step still Pending,
+        not deleted by this pass; latest in the DAG last."""
+        order = {s.name: i for i, s in enumerate(self.dag)}
+        dropped = {a.name for a in self.plan.actions if type(a).__name__ == "DeleteJob"}
+        jobs = [j for j in self.obs.jobs.values() if self.staged_job(j.name) is not None
+                and j.name not in dropped and self.st(j.step).phase == "Pending"
+                and j.step in self.plan.status.steps]
+        jobs.sort(key=lambda j: (order.get(j.step, len(order)), j.name))
+        return [j.name for j in jobs]
+
+    def may_start(self, step: Step) -> bool:
+        """Whether ``step`` may start a Job under ``spec.parallelism`` now; staged Jobs
+        of later steps are deleted to make room for a plain one."""
+        cap = self.obs.spec.parallelism
+        if self.running_jobs >= cap:
+            return False
+        st = self.st(step.name)
+        own = job_name(self.obs.name, step.name, 1)
+        if not st.attempts and self.staged_job(own) is not None:
+            return True  # its own staged Job: lifting it takes no new place
+        staged = self.live_staged()
+        while staged and self.running_jobs + len(staged) >= cap:
+            self.drop_job(staged.pop())
+        return True
+
     def stageable(self, step: Step) -> bool:
         return (step.type == "run" and step.circuit is None and bool(step.depends_on)
                 and step.name not in self.fallback_of)
@@ -119,8 +147,7 @@ class Staging:
         """Create, gated, the first Job of each step whose dependencies have all started."""
         if not self.obs.prestage or stop is not None:
             return
-        staged = sum(1 for j in self.obs.jobs.values() if self.staged_job(j.name))
-        room = self.obs.spec.parallelism - self.running_jobs - staged
+        room = self.obs.spec.parallelism - self.running_jobs - len(self.live_staged())
         for step in self.dag:
             if room <= 0:
                 return
