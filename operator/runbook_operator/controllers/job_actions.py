@@ -44,6 +44,7 @@ from runbook_operator.k8s.jobs import (
     JobContext,
     build_job,
     controlled_by,
+    is_staged,
     job_finished,
     observe_job,
     owner_reference,
@@ -191,8 +192,9 @@ class JobActions:
                     created.append(action)
             elif isinstance(action, DeleteJob):
                 self.delete_job(namespace, action.name)
-                self.store.jobs.get((namespace, execution.metadata.name), {}).pop(
-                    action.name, None)  # not deleted again before the watch says so
+                held = self.store.jobs.get((namespace, execution.metadata.name), {})
+                if is_staged(held.get(action.name) or {}):
+                    held.pop(action.name, None)  # not deleted again before the watch says so
             elif isinstance(action, LiftGate):
                 self.lift_gate((namespace, execution.metadata.name), action)
         return refused, created
@@ -209,7 +211,12 @@ class JobActions:
         job_uid = ((job or {}).get("metadata") or {}).get("uid")
         if pod is None or not controlled_by(pod, job_uid):
             self.store.awaiting.add((key[0], action.name))
-            return
+            # Read again: a pod event between the first read and the line above saw
+            # nothing awaited, but had stored the pod first.
+            pod = self.store.pods.get(key, {}).get(action.name)
+            if pod is None or not controlled_by(pod, job_uid):
+                return
+            self.store.awaiting.discard((key[0], action.name))
         if not pod_gated(pod):
             return
         name = pod["metadata"]["name"]
