@@ -34,7 +34,7 @@ from runbook_operator.engine.planner import (
     ObservedJob,
     Plan,
 )
-from runbook_operator.engine.staging import GATE, LiftGate
+from runbook_operator.engine.staging import GATE, LiftGate, output_annotations
 from runbook_operator.k8s.adoption import foreign_reason, owned_by_execution
 from runbook_operator.k8s.client import read_raw, retrying
 from runbook_operator.k8s.jobs import (
@@ -185,11 +185,25 @@ class JobActions:
             if isinstance(action, CreateJob):
                 manifest = self.manifest(execution, ctx, steps[action.step], action.attempt,
                                          action.name, staged=action.staged)
-                problem = self.create_job(namespace, manifest, execution.metadata.uid or "")
+                staged = None
+                if action.attempt == 1 and not action.staged:
+                    # Its staged Job may exist unseen (a restart, the Job watch behind):
+                    # then that one is the step's, and the next pass lifts its gate.
+                    staged = self.manifest(execution, ctx, steps[action.step], 1,
+                                           action.name, staged=True)
+                problem = self.create_job(namespace, manifest, execution.metadata.uid or "",
+                                          staged)
                 if problem is not None:
                     refused[action.name] = problem
                 else:
                     created.append(action)
+                    held = self.store.jobs.get((namespace, execution.metadata.name), {})
+                    if staged is not None and is_staged(held.get(action.name) or {}):
+                        # The step starts on its staged Job found at the create: lift
+                        # it now, with the outputs the plan gives it.
+                        step = steps[action.step]
+                        self.lift_gate((namespace, execution.metadata.name), LiftGate(
+                            step.name, action.name, output_annotations(step, ctx.outputs)))
             elif isinstance(action, DeleteJob):
                 self.delete_job(namespace, action.name)
                 held = self.store.jobs.get((namespace, execution.metadata.name), {})
@@ -335,8 +349,8 @@ class JobActions:
         return read_raw(self.clients.batch.read_namespaced_job, name, namespace)
 
     @retrying
-    def create_job(self, namespace: str, manifest: dict[str, Any], owner_uid: str
-                   ) -> CreateFailure | None:
+    def create_job(self, namespace: str, manifest: dict[str, Any], owner_uid: str,
+                   staged: dict[str, Any] | None = None) -> CreateFailure | None:
         """Create a Job; on a 409 the Job found is taken only if this execution controls
         it and it is the Job just built (``k8s.adoption``): a Job planted under the
         step's name fails the step ``ForeignJob``.
@@ -366,9 +380,13 @@ class JobActions:
                                          "something else")
                 # Made by a pass whose status write was lost: it may read the params
                 # Secret that pass created, not the one this pass did.
-                why = foreign_reason(manifest, existing, generate_prefix(
-                    manifest["metadata"]["annotations"][ANNOTATION_EXECUTION], "-params-"))
+                prefix = generate_prefix(
+                    manifest["metadata"]["annotations"][ANNOTATION_EXECUTION], "-params-")
+                if staged is not None and is_staged(existing):
+                    manifest = staged  # the step's staged Job, made before a restart
+                why = foreign_reason(manifest, existing, prefix)
                 if why is None:
+                    self.store.put_job(existing)  # the next pass sees it (and lifts it)
                     return None
                 return CreateFailure("ForeignJob", f"a Job named {name} exists but is not "
                                      f"the Job the operator builds for this step ({why}); "
