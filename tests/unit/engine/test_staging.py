@@ -49,7 +49,7 @@ from runbook_operator.engine.staging import (
     outputs_field_path,
 )
 
-from .simulator import Outcome, Simulator, dag_spec
+from .simulator import T0, Outcome, Simulator, dag_spec
 from .test_planner_properties import Scenario, scenarios
 
 
@@ -327,8 +327,10 @@ def _run(sc: Scenario, prestage: bool, cancel_at: int | None
     sim = StagingSimulator.start(sc.spec, uid="uid-prop", prestage=prestage,
                                  default_outcome=lambda s, a: _timed(sc.outcomes[(s, a)]))
     plans: list[Plan] = []
-    for tick in range(400):
-        if cancel_at is not None and tick == cancel_at:
+    for _ in range(400):
+        # The cancel arrives at a moment, the same in both runs (staging plans more
+        # passes, at the same moments: the starts it waits for).
+        if cancel_at is not None and sim.now >= T0 + timedelta(seconds=3 * cancel_at):
             sim.cancel = True
         before = sim.observation()
         result = sim.step()
