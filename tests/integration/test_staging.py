@@ -4,7 +4,7 @@ The session's operator runs with staging on (the default). Cases:
 - a DAG (start -> two branches -> join): each branch's pod exists, gated, before
   start's pod ends; the gate is lifted (the pod loses it and runs); start's outputs
   reach the branch as the annotation its env fieldRef reads; one Job and one pod
-  per step, and the join staged too;
+  per step, and the join staged too (once both branches' pods run);
 - a step skipped by ``when``: its staged Job is deleted;
 - cancel: the staged Jobs are deleted, nothing lifted;
 - retries: attempt 2 is a plain Job (no gate), attempt 1 was staged;
@@ -59,7 +59,7 @@ def gates(job: Any) -> list[str]:
 def test_a_dag_runs_on_staged_jobs(kube: Kube, k8s_api: Any) -> None:
     kube.ready_runbook("staged", {"steps": [
         step("start", message='{"x": 1}', duration="4s"),
-        step("b0", after=["start"]), step("b1", after=["start"]),
+        step("b0", after=["start"], duration="3s"), step("b1", after=["start"], duration="3s"),
         step("join", after=["b0", "b1"])]})
     with PodWatch(k8s_api, kube.ns) as watch:
         kube.execute("staged-1", "staged")
