@@ -38,7 +38,6 @@ from runbook_operator.k8s.client import Clients, load_config, make_clients, obse
 from runbook_operator.k8s.events import EventPoster
 from runbook_operator.k8s.jobs import (
     LABEL_EXECUTION,
-    is_staged,
     job_finished,
     pod_outcome,
     pod_terminated,
@@ -250,14 +249,11 @@ class Operator:
                        registry=registry)
         async def job_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
             body = _body(event)
-            # With staging, a Job's start (the Job controller made its pod) may let the
-            # steps after it be staged (engine.staging).
-            started = self.settings.prestage and _job_started(store, body)
             key = store.put_job(body, deleted=type == "DELETED")
             # Only an ending or a vanishing Job changes a plan; the rest is noise. A Job
             # whose pod has ended on its own was acted on when the pod's update came.
             if key is not None and key in store.executions and \
-                    (type == "DELETED" or started or (job_finished(body) and pod_outcome(
+                    (type == "DELETED" or (job_finished(body) and pod_outcome(
                         store.pods.get(key, {}).get(body["metadata"]["name"])) is None)):
                 queue.add(key)
 
@@ -265,38 +261,13 @@ class Operator:
                        registry=registry)
         async def pod_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
             body = _body(event)
-            started = self.settings.prestage and _pod_started(store, body)
             key = store.put_pod(body, deleted=type == "DELETED")
             # A step's pod ending is its attempt's end (k8s.jobs.observe_job): plan now,
             # not seconds later when the Job controller marks the Job.
             # A staged pod whose gate was to be lifted before it existed: lift it now.
             if key is not None and key in store.executions and (
-                    pod_terminated(body) or store.awaited(body) or started):
+                    pod_terminated(body) or store.awaited(body)):
                 queue.add(key)
-
-
-def _job_started(store: Store, body: dict[str, Any]) -> bool:
-    """Whether this event is the first to show the Job started (a plain Job's)."""
-    if not (body.get("status") or {}).get("startTime") or is_staged(body):
-        return False
-    key = store.owner_key(body)
-    old = store.jobs.get(key, {}).get(body["metadata"]["name"]) if key else None
-    return not ((old or {}).get("status") or {}).get("startTime")
-
-
-def _pod_started(store: Store, body: dict[str, Any]) -> bool:
-    """Whether this event is the first to show a staged Job's pod started (its step's
-    dependants may be staged now; a plain Job's start is seen on the Job)."""
-    if not (body.get("status") or {}).get("startTime"):
-        return False
-    key = store.owner_key(body)
-    labels = (body.get("metadata") or {}).get("labels") or {}
-    job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name") or ""
-    held = store.jobs.get(key, {}) if key else {}
-    if not is_staged(held.get(job) or {}):
-        return False
-    old = store.pods.get(key, {}).get(job) if key else None
-    return not ((old or {}).get("status") or {}).get("startTime")
 
 
 def error_summary(exc: BaseException) -> str:

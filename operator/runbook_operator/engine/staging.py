@@ -166,20 +166,13 @@ class Staging:
             room -= 1
 
     def started(self, dep: str) -> bool:
-        """Whether a dependency counts as started: succeeded, or its Job started by the
-        Job controller (its pod made; a staged one's pod running). Not a Job only just
-        created: under a burst the Job controller's queue would take the staged Jobs
-        ahead of Jobs needed now. A wait or an approval may last hours: what follows
-        it is not staged meanwhile."""
+        """Whether a dependency counts as started: succeeded, or a Job running (a wait or
+        an approval may last hours: what follows it is not staged meanwhile)."""
         step = self.by_name.get(dep)
         if step is None or dep not in self.obs.status.steps:
             return False
-        st = self.st(dep)
-        if st.phase == "Succeeded":
-            return True
-        job = self.obs.jobs.get(st.job or "")
-        return st.phase == "Running" and step.type == "run" and job is not None \
-            and job.started_at is not None
+        phase = self.st(dep).phase
+        return phase == "Succeeded" or (phase == "Running" and step.type == "run")
 
     def lift(self, step: Step, name: str) -> None:
         """The step starts on its staged Job: lift the gate with the outputs it reads."""
