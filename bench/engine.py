@@ -2,6 +2,7 @@
 
     python bench/engine.py [--executions 100] [--branches 4] [--kubeconfig PATH]
                            [--concurrent-job-syncs N] [--old-floor] [--profile OUT.svg]
+                           [--duration 5s] [--unstaged]
 
 Runs on the local control plane (``RBO_CLUSTER_DIR``'s, started afresh for the run
 unless --reuse-cluster, or --kubeconfig names a running cluster). Phases in the
@@ -13,7 +14,14 @@ same run, each in its own namespace:
    to its pod watch (a step's pod terminated) and creating Jobs concurrently from
    a thread pool, as fast as the control plane takes them;
 3. with --old-floor, also the previous floor once: Jobs created one at a time from
-   the watch thread, on the Job's Complete condition.
+   the watch thread, on the Job's Complete condition;
+4. with --unstaged, the operator again with ``--prestage=false`` (no pre-staged
+   Jobs), to price staging against the same floor.
+
+With --duration every step pod (the operator's and the floor's) runs that long
+(the kwok annotation ``kwok.runbooks.dev/duration``), as real remediation steps
+do; by default pods end at once, the worst case for staging (the lead time is
+only the dependencies' own run).
 
 Why: the on-call engineer waits from a step's container exiting to the next
 step's pod existing and running. So next to the Job -> Job figure (dependency's
@@ -275,11 +283,16 @@ def make_namespace(api: kubernetes.client.ApiClient, prefix: str) -> str:
     raise RuntimeError("default service account never appeared")
 
 
-def job_template(namespace: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
+DURATION = "kwok.runbooks.dev/duration"
+
+
+def job_template(namespace: str, name: str, labels: dict[str, str],
+                 duration: str | None = None) -> dict[str, Any]:
+    annotations = {DURATION: duration} if duration else {}
     return {"apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": name, "namespace": namespace, "labels": labels},
             "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 3600, "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": labels, "annotations": annotations},
                 "spec": {"restartPolicy": "Never", "containers": [
                     {"name": "step", "image": "busybox:1.37", "command": ["true"]}]}}}}
 
@@ -289,7 +302,7 @@ OPERATOR_KEYS = ("runbooks.dev/execution", "runbooks.dev/step")
 
 
 def run_floor(api: kubernetes.client.ApiClient, n: int, branches: int,
-              old: bool = False) -> dict[str, Any]:
+              old: bool = False, duration: str | None = None) -> dict[str, Any]:
     """The floor: the same Jobs in the same DAG order from watch events, no engine.
 
     The floor acts on the step pod's termination and creates Jobs from a pool of 16
@@ -311,7 +324,7 @@ def run_floor(api: kubernetes.client.ApiClient, n: int, branches: int,
 
     def create(execution: str, step: str) -> None:
         labels = {FLOOR_KEYS[0]: execution, FLOOR_KEYS[1]: step}
-        body = job_template(ns, f"{execution}-{step}-1", labels)
+        body = job_template(ns, f"{execution}-{step}-1", labels, duration)
         if pool is None:
             batch.create_namespaced_job(ns, body)
         else:
@@ -352,12 +365,13 @@ def run_floor(api: kubernetes.client.ApiClient, n: int, branches: int,
 
 
 def run_operator(api: kubernetes.client.ApiClient, op: OperatorProcess, n: int,
-                 branches: int) -> dict[str, Any]:
+                 branches: int, duration: str | None = None) -> dict[str, Any]:
     ns = make_namespace(api, "bench-engine")
     custom = kubernetes.client.CustomObjectsApi(api)
     deps = dag(branches)
     steps = [{"name": s, "image": "busybox:1.37", "command": ["true"],
-              "dependsOn": d}
+              "dependsOn": d,
+              **({"podMetadata": {"annotations": {DURATION: duration}}} if duration else {})}
              for s, d in deps.items()]
     custom.create_namespaced_custom_object(GROUP, VERSION, ns, "runbooks", {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "Runbook", "metadata": {"name": "fan"},
@@ -404,9 +418,13 @@ def run_operator(api: kubernetes.client.ApiClient, op: OperatorProcess, n: int,
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     ours = [e for e in kubernetes.client.CoreV1Api(api).list_namespaced_event(ns).items
             if (e.source and e.source.component) == "runbook-operator"]
+    # Each staged Job's pod is lifted once (the apiserver's PATCH pods count also has
+    # the Job controller's finalizer removals, one per pod).
+    staged = sum(1 for j in kubernetes.client.BatchV1Api(api).list_namespaced_job(ns).items
+                 if j.spec.template.spec.scheduling_gates)
     return {"namespace": ns, "finished": len(finished), "elapsed": elapsed,
             "phases": phases, "requests": delta, "cpu": cpu1 - cpu0, "rss": rss,
-            "events": len(ours), "occurrences": sum(e.count or 1 for e in ours),
+            "events": len(ours), "staged": staged, "occurrences": sum(e.count or 1 for e in ours),
             "load": f"{load_before} -> {load_after}", **watches.figures(deps, OPERATOR_KEYS)}
 
 
@@ -528,6 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse-cluster", action="store_true",
                         help="keep a running local cluster and what earlier runs left in it "
                              "(default: restart it afresh)")
+    parser.add_argument("--duration", metavar="GO-DURATION",
+                        help="every step pod runs this long (e.g. 5s; default: ends at once)")
+    parser.add_argument("--unstaged", action="store_true",
+                        help="also run the operator with --prestage=false")
     parser.add_argument("--profile", metavar="SVG|TXT",
                         help="record the operator phase with py-spy into this flame graph "
                              "(.txt: collapsed stacks)")
@@ -550,13 +572,14 @@ def main(argv: list[str] | None = None) -> int:
         op.start()
     # The first phase on a fresh cluster meets a colder control plane: --floor-first
     # swaps the order, so the ratio can be read both ways.
-    floor = run_floor(api, args.executions, args.branches) if args.floor_first else None
+    floor = run_floor(api, args.executions, args.branches, duration=args.duration) \
+        if args.floor_first else None
     profiler = None
     try:
         assert op.proc is not None
         if args.profile:
             profiler = start_profiler(op.proc.pid, args.profile)
-        engine = run_operator(api, op, args.executions, args.branches)
+        engine = run_operator(api, op, args.executions, args.branches, args.duration)
     finally:
         if profiler is not None:
             profiler.send_signal(2)  # SIGINT: py-spy writes the flame graph and exits
@@ -564,15 +587,28 @@ def main(argv: list[str] | None = None) -> int:
         op.stop()
     results = [("operator", engine)]
     if floor is None:
-        floor = run_floor(api, args.executions, args.branches)
+        floor = run_floor(api, args.executions, args.branches, duration=args.duration)
     results.append(("floor", floor))
     if args.old_floor:
-        results.append(("old floor", run_floor(api, args.executions, args.branches, old=True)))
+        results.append(("old floor", run_floor(api, args.executions, args.branches, old=True,
+                                               duration=args.duration)))
+    unstaged = None
+    if args.unstaged:
+        off = OperatorProcess(Path(kubeconfig), log_dir, ["--prestage=false"]
+                              + (["--no-events"] if args.no_events else []))
+        off.start()
+        try:
+            unstaged = run_operator(api, off, args.executions, args.branches, args.duration)
+        finally:
+            off.stop()
+        results.append(("unstaged", unstaged))
 
     total_steps = args.executions * steps_per
     print(f"# engine benchmark: {args.executions} executions x {steps_per} steps "
           f"(start -> {args.branches} branches -> join), all created at once"
-          + (", operator --no-events" if args.no_events else ""))
+          + (", operator --no-events" if args.no_events else "")
+          + f"; step pods run {args.duration or '0s (end at once)'}; operator --prestage=true"
+          + (" (and unstaged: --prestage=false)" if args.unstaged else ""))
     print(f"# machine: {os.cpu_count()} cores, {platform.python_implementation()} "
           f"{platform.python_version()}, local control plane with kwok (pods finish at once)")
     print(f"# {controller_manager_summary(cm_args)}")
@@ -589,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"          pod terminated -> next Job created   {percentiles(r['pod_job'])}")
         print(f"          Job Complete   -> next Job created   {percentiles(r['job_job'])}")
     for label, r in results[1:]:
+        if label == "unstaged":
+            continue
         ratio = engine["per_min"] / r["per_min"] if r["per_min"] else 0.0
         p50 = statistics.median(engine["pod_created"] or [0]) / \
             (statistics.median(r["pod_created"] or [1]) or 1)
@@ -596,6 +634,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.finished:
         print(f"with {args.finished} finished executions held by the operator "
               f"(run to the end first, in {preload:.0f} s; then the operator restarted)")
+    if unstaged is not None:
+        floor_p50 = statistics.median(floor["pod_created"] or [1]) or 1
+        print(f"unstaged vs floor: throughput "
+              f"{unstaged['per_min'] / (floor['per_min'] or 1):.2f}x, pod -> pod created p50 "
+              f"{statistics.median(unstaged['pod_created'] or [0]) / floor_p50:.2f}x; CPU "
+              f"{unstaged['cpu'] / total_steps * 1000:.1f} ms/step")
     print(f"operator CPU {engine['cpu']:.1f} s ({engine['cpu'] / total_steps * 1000:.1f} ms/step), "
           f"peak RSS {engine['rss'] / 2**20:.0f} MiB")
     print("apiserver requests per step during the operator phase (all clients):")
@@ -604,13 +648,13 @@ def main(argv: list[str] | None = None) -> int:
     for (verb, resource), value in sorted(engine["requests"].items()):
         if resource in interesting and value > 0:
             print(f"  {verb:7s} {resource:26s} {value / total_steps:6.2f}")
-    writes = sum(v for (verb, res), v in engine["requests"].items()
-                 if verb in ("POST", "PATCH", "PUT", "DELETE")
-                 and res in ("runbookexecutions/status", "jobs"))
+    writes = engine["staged"] + sum(v for (verb, res), v in engine["requests"].items()
+                                    if verb in ("POST", "PATCH", "PUT", "DELETE")
+                                    and res in ("runbookexecutions/status", "jobs"))
     patches = sum(v for (verb, res), v in engine["requests"].items()
                   if verb in ("PATCH", "PUT") and res == "events")
-    print(f"operator writes per step (POST jobs + PATCH status, excluding Events): "
-          f"{writes / total_steps:.2f}")
+    print(f"operator writes per step (POST/DELETE jobs + PATCH status + one gate lift per "
+          f"staged Job ({engine['staged']}), excluding Events): {writes / total_steps:.2f}")
     print(f"operator Events per step: {engine['events'] / total_steps:.2f} objects "
           f"({engine['occurrences'] / total_steps:.2f} occurrences counted in them); "
           f"Event writes per step ~{(engine['events'] + patches) / total_steps:.2f} "

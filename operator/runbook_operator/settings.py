@@ -43,6 +43,9 @@ class OperatorSettings:
     """Service accounts step pods may run as; default: the chart's runner account."""
     max_reconcile_failures: int = 5
     """The same error this many times in a row fails an execution (InternalError)."""
+    prestage: bool = True
+    """Create a step's first Job gated once its dependencies have started, and lift the
+    gate when they end (``engine.staging``); off for a ResourceQuota counting gated pods."""
 
     alerts_address: str = "0.0.0.0"
     """Where the Alertmanager webhook receiver listens."""

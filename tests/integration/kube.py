@@ -274,6 +274,8 @@ class PodWatch:
         if name not in self.steps:
             self.steps[name] = (pod.metadata.labels or {}).get("runbooks.dev/step", "")
             self.order.append(("created", name))
+        if not pod.spec.scheduling_gates and ("ungated", name) not in self.order:
+            self.order.append(("ungated", name))  # free to run (a staged pod: lifted)
         if kind == "DELETED" or pod.status.phase in ("Succeeded", "Failed"):
             self.running.discard(name)
             if name not in self.terminated:

@@ -40,6 +40,11 @@ Cases:
   make (policy step-pods), hers is refused, and her plain pod cannot gain a
   runbooks.dev/ label; the operator's own Jobs and their pods are created under
   the policies, the run Succeeds with the real step's outputs;
+- staged step pods (engine.staging): mallory, who may patch pods, can neither lift
+  the gate runbooks.dev/dependencies of the run's next step nor write its
+  outputs.runbooks.dev/ annotation; the operator's user may not change anything
+  else on that pod, nor lift the gate while changing something else; its own lift
+  passes, and the step reads the real outputs;
 - hostile approvals: dave writes ``by: dave`` with ``groups: [sre-oncall]`` in the
   entry (a group forged in the object: the field is pruned, admission reads the
   request's groups) and is refused; erin's Reject appended after her Approve
@@ -425,6 +430,42 @@ def test_only_the_operator_marks_step_jobs(kube: Kube, users: LocalCluster,
     assert status["phase"] == "Succeeded", status
     assert status["steps"]["check"]["outputs"] == {"healthy": False}
     assert status["steps"]["act"]["phase"] == "Skipped"
+
+
+MERGE = "application/merge-patch+json"
+
+
+def test_only_the_operator_lifts_a_staged_gate(kube: Kube, users: LocalCluster,
+                                               policies: None) -> None:
+    grant(kube, "mallory", [{"apiGroups": [""], "resources": ["pods"],
+                             "verbs": ["get", "list", "patch", "update"]}])
+    kube.ready_runbook("gated", {"steps": [step("long", duration="15s", message='{"ok": true}'),
+                                           step("next", after=["long"])]})
+    kube.execute("gated-1", "gated")
+    admin = kubernetes.client.CoreV1Api(kube.api)
+
+    def gated() -> Any:
+        return next((p for p in admin.list_namespaced_pod(kube.ns).items
+                     if (p.metadata.labels or {}).get("runbooks.dev/step") == "next"
+                     and p.spec.scheduling_gates), None)
+    name = wait_for("next's gated pod", gated).metadata.name
+    mallory = kubernetes.client.CoreV1Api(client_for(users, "mallory"))
+    lift = [{"op": "remove", "path": "/spec/schedulingGates"}]
+    forged = {"metadata": {"annotations": {"outputs.runbooks.dev/long": '{"ok":false}'}}}
+    message = refused(mallory.patch_namespaced_pod, name, kube.ns, lift)
+    assert "only the Runbook Operator may lift the gate runbooks.dev/dependencies" in message
+    message = refused(mallory.patch_namespaced_pod, name, kube.ns, forged, _content_type=MERGE)
+    assert "the annotation outputs.runbooks.dev/long" in message, message
+    message = refused(admin.patch_namespaced_pod, name, kube.ns,
+                      {"metadata": {"labels": {"team": "sre"}}}, _content_type=MERGE)
+    assert "the Runbook Operator may only lift a step pod's gate" in message, message
+    refused(admin.patch_namespaced_pod, name, kube.ns, [
+        *lift, {"op": "add", "path": "/metadata/labels/team", "value": "sre"}])
+    body = kube.wait_finished("gated-1")
+    assert body["status"]["phase"] == "Succeeded", body["status"]
+    pod = admin.read_namespaced_pod(name, kube.ns)
+    assert pod.metadata.annotations["outputs.runbooks.dev/long"] == '{"ok":true}'
+    assert not pod.spec.scheduling_gates
 
 
 def operator_user(kube: Kube) -> str:

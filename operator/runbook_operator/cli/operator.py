@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runner-service-account", action="append", default=None,
                      metavar="NAME", help="a service account step pods may run as "
                      "(repeatable; default: runbook-runner)")
+    run.add_argument("--prestage", type=_flag, default=True, metavar="true|false",
+                     help="create a step's first Job gated once its dependencies have "
+                     "started, and lift the gate when they end (default true; false for "
+                     "a ResourceQuota that counts gated pods)")
     run.add_argument("--max-reconcile-failures", type=int, default=5, metavar="N",
                      help="fail an execution whose reconcile raised the same error N times "
                      "in a row (default 5)")
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         list_chunk_size=args.list_chunk_size,
         privileged_namespaces=args.allow_privileged_namespace,
         runner_service_accounts=args.runner_service_account or ["runbook-runner"],
-        max_reconcile_failures=args.max_reconcile_failures,
+        max_reconcile_failures=args.max_reconcile_failures, prestage=args.prestage,
         alerts_port=args.alerts_port, alerts_address=args.alerts_address,
         alerts_token_file=args.alerts_token_file,
         alerts_max_body_bytes=args.alerts_max_body_bytes,
@@ -107,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     except SourceError as exc:
         parser.error(str(exc))
     return run_operator(settings)
+
+
+def _flag(text: str) -> bool:
+    """``true`` or ``false`` (a flag whose default is on: ``--prestage=false``)."""
+    value = text.strip().lower()
+    if value not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+    return value == "true"
 
 
 def run_operator(settings: OperatorSettings) -> int:

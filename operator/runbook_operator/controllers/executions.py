@@ -90,8 +90,9 @@ class ExecutionReconciler(JobActions, Admission, Retention, Telemetry, QueryChec
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  metrics: Metrics | None = None, tracer: ExecutionTracer | None = None,
                  circuits: CircuitRegistry | None = None,
-                 security: SecurityPolicy | None = None) -> None:
+                 security: SecurityPolicy | None = None, prestage: bool = False) -> None:
         self.clients = clients
+        self.prestage = prestage
         self.security = security or SecurityPolicy()
         self.circuits = circuits or CircuitRegistry()
         self.metrics = metrics or Metrics()
@@ -106,6 +107,8 @@ class ExecutionReconciler(JobActions, Admission, Retention, Telemetry, QueryChec
         """When this process created, or last found by a direct read, a Job (monotonic)."""
         self._job_verdicts: dict[str, str | None] = {}
         """By Job uid: why an adopted Job is not the operator's, or None (``k8s.adoption``)."""
+        self._made: dict[str, str] = {}
+        """By name: the uid of each Job this process created."""
         self._pods_read: dict[str, dict[str, Any] | None] = {}
         """By Job uid: the pod a direct read found for a finished Job the pod watch had
         not shown yet, or None when it has none (``JobActions.pod_of``)."""
@@ -226,6 +229,7 @@ class ExecutionReconciler(JobActions, Admission, Retention, Telemetry, QueryChec
             security=self.security,
             checks=self.query_checks(key[0], execution.spec.runbook_ref.name, spec, params,
                                      status),
+            prestage=self.prestage,
         )
         guarded = sorted({s.circuit.policy for s in spec.all_steps() if s.circuit})
         token = f"{key[0]}/{key[1]}"
@@ -266,7 +270,8 @@ class ExecutionReconciler(JobActions, Admission, Retention, Telemetry, QueryChec
                 observation = replace(
                     observation, create_failures=dict(failures),
                     jobs={**observation.jobs, **{
-                        a.name: ObservedJob(a.name, a.step, a.attempt, "Active")
+                        a.name: ObservedJob(a.name, a.step, a.attempt, "Active",
+                                            staged=a.staged, gated=a.staged)
                         for a in created if a.name not in observation.jobs}},
                     status=observation.status.model_copy(update={
                         "params_secret": result.status.params_secret}))

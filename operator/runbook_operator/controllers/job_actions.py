@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kubernetes.client.exceptions import ApiException
 
@@ -33,6 +33,7 @@ from runbook_operator.engine.planner import (
     ObservedJob,
     Plan,
 )
+from runbook_operator.engine.staging import GATE, LiftGate, output_annotations
 from runbook_operator.k8s.adoption import foreign_reason, owned_by_execution
 from runbook_operator.k8s.client import read_raw, retrying
 from runbook_operator.k8s.jobs import (
@@ -42,9 +43,11 @@ from runbook_operator.k8s.jobs import (
     JobContext,
     build_job,
     controlled_by,
+    is_staged,
     job_finished,
     observe_job,
     owner_reference,
+    pod_gated,
 )
 from runbook_operator.k8s.store import Key
 
@@ -71,6 +74,7 @@ class JobActions:
         _job_seen: dict[str, float]
         _job_verdicts: dict[str, str | None]
         _pods_read: dict[str, dict[str, Any] | None]
+        _made: dict[str, str]
 
     def lost_jobs(self, namespace: str, status: RunbookExecutionStatus,
                   observed: dict[str, ObservedJob]) -> tuple[frozenset[str], float | None]:
@@ -180,15 +184,78 @@ class JobActions:
         for action in result.actions:
             if isinstance(action, CreateJob):
                 manifest = self.manifest(execution, ctx, steps[action.step], action.attempt,
-                                         action.name)
-                problem = self.create_job(namespace, manifest, execution.metadata.uid or "")
+                                         action.name, staged=action.staged)
+                staged = None
+                if action.attempt == 1 and not action.staged:
+                    # Its staged Job may exist unseen (a restart, the Job watch behind):
+                    # then that one is the step's, and the next pass lifts its gate.
+                    staged = self.manifest(execution, ctx, steps[action.step], 1,
+                                           action.name, staged=True)
+                problem = self.create_job(namespace, manifest, execution.metadata.uid or "",
+                                          staged)
                 if problem is not None:
                     refused[action.name] = problem
                 else:
                     created.append(action)
+                    held = self.store.jobs.get((namespace, execution.metadata.name), {})
+                    if staged is not None and is_staged(held.get(action.name) or {}):
+                        # The step starts on its staged Job found at the create: lift
+                        # it now, with the outputs the plan gives it.
+                        step = steps[action.step]
+                        self.lift_gate((namespace, execution.metadata.name), LiftGate(
+                            step.name, action.name, output_annotations(step, ctx.outputs)))
             elif isinstance(action, DeleteJob):
                 self.delete_job(namespace, action.name)
+                held = self.store.jobs.get((namespace, execution.metadata.name), {})
+                if is_staged(held.get(action.name) or {}):
+                    held.pop(action.name, None)  # not deleted again before the watch says so
+            elif isinstance(action, LiftGate):
+                self.lift_gate((namespace, execution.metadata.name), action)
         return refused, created
+
+    def lift_gate(self, key: Key, action: LiftGate) -> None:
+        """One JSON patch of the staged pod: the gate removed, the outputs written.
+
+        The patch tests that the pod still has exactly the gate, so a repeated lift
+        changes nothing (422). A pod the Job controller has not made yet is awaited:
+        its watch event plans the pass again (``Store.awaiting``).
+        """
+        job = self.store.jobs.get(key, {}).get(action.name)
+        pod = self.store.pods.get(key, {}).get(action.name)
+        job_uid = ((job or {}).get("metadata") or {}).get("uid")
+        if pod is None or not controlled_by(pod, job_uid):
+            self.store.awaiting.add((key[0], action.name))
+            # Read again: a pod event between the first read and the line above saw
+            # nothing awaited, but had stored the pod first.
+            pod = self.store.pods.get(key, {}).get(action.name)
+            if pod is None or not controlled_by(pod, job_uid):
+                return
+            self.store.awaiting.discard((key[0], action.name))
+        if not pod_gated(pod):
+            return
+        name = pod["metadata"]["name"]
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/spec/schedulingGates", "value": [{"name": GATE}]},
+            {"op": "remove", "path": "/spec/schedulingGates"}]
+        ops += [{"op": "add", "path": "/metadata/annotations/" + _pointer(k), "value": v}
+                for k, v in sorted(action.annotations.items())]
+        updated = self.patch_pod(key[0], name, ops)
+        if updated is not None:
+            self.store.put_pod(updated)
+
+    @retrying
+    def patch_pod(self, namespace: str, name: str, ops: list[dict[str, Any]]
+                  ) -> dict[str, Any] | None:
+        """The pod after the patch; None when it is gone or the gate already lifted."""
+        try:
+            response = self.clients.core.patch_namespaced_pod(
+                name, namespace, ops, _preload_content=False,
+                _content_type="application/json-patch+json")
+        except ApiException as exc:
+            if exc.status in (404, 409, 422):
+                return None
+            raise
+        return cast(dict[str, Any], json.loads(response.data))
 
     def job_context(self, execution: RunbookExecution, spec: RunbookSpec,
                     params: dict[str, Any], result: Plan, secret_name: str | None
@@ -205,7 +272,7 @@ class JobActions:
         )
 
     def manifest(self, execution: RunbookExecution, ctx: JobContext, step: Step,
-                 attempt: int, name: str) -> dict[str, Any]:
+                 attempt: int, name: str, staged: bool = False) -> dict[str, Any]:
         """The Job the operator builds for one attempt of one step, now."""
         traceparent = self.tracer.traceparent(
             execution.metadata.uid or "", execution.metadata.annotations, step.name, attempt)
@@ -213,7 +280,7 @@ class JobActions:
         if step.circuit is not None and step.timeout is None:
             policy = self.circuits.specs(ctx.namespace, [step.circuit.policy])
             default_timeout = policy[step.circuit.policy].timeout if policy else None
-        return build_job(ctx, step, attempt, name, traceparent, default_timeout)
+        return build_job(ctx, step, attempt, name, traceparent, default_timeout, staged)
 
     def foreign_adoptions(self, execution: RunbookExecution, spec: RunbookSpec,
                           params: dict[str, Any], observation: Observation, result: Plan,
@@ -238,6 +305,10 @@ class JobActions:
             if name is None or seen is None or name in known or name in created \
                     or name in observation.foreign_jobs or step_name not in steps:
                 continue
+            job = self.store.jobs.get((observation.namespace, observation.name), {}).get(name)
+            if job is not None and self._made.get(name) == (job.get("metadata") or {}).get(
+                    "uid"):
+                continue  # this process built it (a staged Job whose gate is lifted now)
             if any((result.status.steps.get(d) or StepStatus()).phase
                    not in FINISHED_STEP_PHASES for d in steps[step_name].depends_on):
                 foreign[name] = None
@@ -263,7 +334,8 @@ class JobActions:
         ctx = self.job_context(execution, spec, params, result,
                                result.status.params_secret or _secret_prefix(execution) + "*")
         expected = self.manifest(execution, ctx, step, seen.attempt,
-                                 job_name(execution.metadata.name, step.name, seen.attempt))
+                                 job_name(execution.metadata.name, step.name, seen.attempt),
+                                 staged=seen.staged)
         why = foreign_reason(expected, job, _secret_prefix(execution))
         if len(self._job_verdicts) > 10_000:
             self._job_verdicts.clear()
@@ -277,8 +349,8 @@ class JobActions:
         return read_raw(self.clients.batch.read_namespaced_job, name, namespace)
 
     @retrying
-    def create_job(self, namespace: str, manifest: dict[str, Any], owner_uid: str
-                   ) -> CreateFailure | None:
+    def create_job(self, namespace: str, manifest: dict[str, Any], owner_uid: str,
+                   staged: dict[str, Any] | None = None) -> CreateFailure | None:
         """Create a Job; on a 409 the Job found is taken only if this execution controls
         it and it is the Job just built (``k8s.adoption``): a Job planted under the
         step's name fails the step ``ForeignJob``.
@@ -288,7 +360,13 @@ class JobActions:
         name = manifest["metadata"]["name"]
         self._job_seen[name] = time.monotonic()
         try:
-            self.clients.batch.create_namespaced_job(namespace, manifest)
+            response = self.clients.batch.create_namespaced_job(namespace, manifest,
+                                                                _preload_content=False)
+            created = json.loads(response.data)
+            if len(self._made) > 100_000:
+                self._made.clear()
+            self._made[name] = str((created.get("metadata") or {}).get("uid"))
+            self.store.put_job(created)  # the next pass sees it before the watch does
             return None
         except ApiException as exc:
             if exc.status == 409:
@@ -302,9 +380,13 @@ class JobActions:
                                          "something else")
                 # Made by a pass whose status write was lost: it may read the params
                 # Secret that pass created, not the one this pass did.
-                why = foreign_reason(manifest, existing, generate_prefix(
-                    manifest["metadata"]["annotations"][ANNOTATION_EXECUTION], "-params-"))
+                prefix = generate_prefix(
+                    manifest["metadata"]["annotations"][ANNOTATION_EXECUTION], "-params-")
+                if staged is not None and is_staged(existing):
+                    manifest = staged  # the step's staged Job, made before a restart
+                why = foreign_reason(manifest, existing, prefix)
                 if why is None:
+                    self.store.put_job(existing)  # the next pass sees it (and lifts it)
                     return None
                 return CreateFailure("ForeignJob", f"a Job named {name} exists but is not "
                                      f"the Job the operator builds for this step ({why}); "
@@ -351,6 +433,11 @@ class JobActions:
 def _secret_prefix(execution: RunbookExecution) -> str:
     """The params Secret's ``generateName`` (``create_params_secret``)."""
     return generate_prefix(execution.metadata.name, "-params-")
+
+
+def _pointer(key: str) -> str:
+    """``key`` as one JSON pointer token (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 def _api_message(exc: ApiException) -> str:

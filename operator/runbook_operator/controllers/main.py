@@ -130,7 +130,8 @@ class Operator:
                                               job_ttl_seconds=settings.job_ttl_seconds,
                                               metrics=self.metrics, tracer=self.tracer,
                                               circuits=self.circuits,
-                                              security=settings.security())
+                                              security=settings.security(),
+                                              prestage=settings.prestage)
         self.executions.query_sources = settings.sources()
         self._secrets_learned: dict[Key, tuple[str, str, bool]] = {}
         """Per execution: the (uid, generation, started) whose secrets were learned."""
@@ -343,7 +344,9 @@ class Operator:
             key = store.put_pod(body, deleted=type == "DELETED")
             # A step's pod ending is its attempt's end (k8s.jobs.observe_job): plan now,
             # not seconds later when the Job controller marks the Job.
-            if key is not None and key in store.executions and pod_terminated(body):
+            # A staged pod whose gate was to be lifted before it existed: lift it now.
+            if key is not None and key in store.executions and (
+                    pod_terminated(body) or store.awaited(body)):
                 queue.add(key)
 
 

@@ -50,6 +50,7 @@ from runbook_operator.engine.query import NumberedCheck
 from runbook_operator.engine.query_step import QuerySteps
 from runbook_operator.engine.redact import Redactor, redact, redact_text
 from runbook_operator.engine.reservations import CircuitOp
+from runbook_operator.engine.staging import LiftGate, Staging
 from runbook_operator.engine.timeutil import fmt, parse
 
 POD_GRACE = timedelta(seconds=5)
@@ -85,6 +86,10 @@ class ObservedJob:
     """Whether the pod's terminated state (exit code, message) has been seen."""
     deadline_seconds: int | None = None
     """The Job's ``activeDeadlineSeconds``, when the step has a timeout."""
+    staged: bool = False
+    """Built gated (``engine.staging``): its pod waits for the operator to lift the gate."""
+    gated: bool = False
+    """Staged and its pod not seen without the gate (or not seen at all)."""
 
     @property
     def timed_out(self) -> bool:
@@ -157,6 +162,8 @@ class Observation:
     attempt it names fails ``ForeignJob`` instead of running (``k8s.adoption``)."""
     checks: Mapping[str, NumberedCheck] = field(default_factory=dict)
     """Query steps' checks the shell made for this pass, by step (``engine.query_step``)."""
+    prestage: bool = False
+    """Create first attempts gated ahead of time (``engine.staging``)."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,8 @@ class CreateJob:
     step: str
     attempt: int
     name: str
+    staged: bool = False
+    """Built gated, ahead of its step's start (``engine.staging``)."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +191,7 @@ class Event:
     """That step's attempt, once it has one."""
 
 
-Action = CreateJob | DeleteJob
+Action = CreateJob | DeleteJob | LiftGate
 
 
 @dataclass(frozen=True)
@@ -281,7 +290,7 @@ def _scrub_plan(result: Plan, forms: Sequence[str]) -> None:
     result.events = [replace(e, message=scrub(e.message)) for e in result.events]
 
 
-class _Pass(Guards, QuerySteps):
+class _Pass(Guards, QuerySteps, Staging):
     """One planning pass; mutates ``plan.status`` and collects actions."""
 
     def __init__(self, obs: Observation, result: Plan) -> None:
@@ -327,8 +336,10 @@ class _Pass(Guards, QuerySteps):
             self.abort_dag(stop)
         self.start_due_retries(stop)
         self.schedule(self.dag, stop)
+        self.stage_ahead(self.stop_reason())
         if self.dag_finished():
             self.schedule(self.finally_, None)
+        self.sweep_staged(self.stop_reason(), self.by_name)
         self.finish_or_summarise()
 
     def adopt_jobs(self) -> None:
@@ -336,7 +347,7 @@ class _Pass(Guards, QuerySteps):
         for job in self.obs.jobs.values():
             st = self.status.steps.get(job.step)
             if st is None or job.attempt <= st.attempts or job.name in self.obs.foreign_jobs \
-                    or job.name in self.obs.unverified_jobs:
+                    or job.name in self.obs.unverified_jobs or self.held_back(job):
                 continue
             st.attempts = job.attempt
             st.job = job.name
@@ -367,6 +378,10 @@ class _Pass(Guards, QuerySteps):
                                   state="Failed", reason="JobDeleted",
                                   message="the Job was deleted before it finished",
                                   finished_at=self.now, pod_terminated=True)
+            late = self.staged_deadline(step, st, job) if job is not None else None
+            if late is not None:  # timed out by the operator's clock (engine.staging)
+                self.drop_job(late.name)
+                job = late
             if job is None or job.state == "Active":
                 continue
             if not job.pod_terminated and job.finished_at is not None:
@@ -581,7 +596,7 @@ class _Pass(Guards, QuerySteps):
             due = parse(st.next_attempt_at) or self.now
             if self.now < due:
                 self.wake(due)
-            elif self.running_jobs < self.obs.spec.parallelism:
+            elif self.may_start(step):
                 self.start_job(step, st.attempts + 1)
 
     def schedule(self, steps: list[Step], stop: str | None) -> None:
@@ -644,7 +659,7 @@ class _Pass(Guards, QuerySteps):
     def start(self, step: Step) -> None:
         st = self.st(step.name)
         if step.type == "run":
-            if self.running_jobs < self.obs.spec.parallelism:
+            if self.may_start(step):
                 self.start_job(step, 1)
         elif step.type == "wait":
             st.started_at = fmt(self.now)
@@ -677,7 +692,10 @@ class _Pass(Guards, QuerySteps):
         st.exit_code = None
         st.started_at = st.started_at or fmt(self.now)
         st.finished_at = None
-        self.plan.actions.append(CreateJob(step.name, attempt, name))
+        if attempt == 1 and self.staged_job(name) is not None:
+            self.lift(step, name)
+        else:
+            self.plan.actions.append(CreateJob(step.name, attempt, name))
         self.plan.attempts.append(AttemptStarted(step.name, attempt, name, self.now))
         self.running_jobs += 1
         self.transition(step.name, "Running", "JobCreated", f"attempt {attempt}: Job {name}")
@@ -700,6 +718,13 @@ class _Pass(Guards, QuerySteps):
         if failure is not None:
             return failure.reason, _clip(f"attempt {attempt}: Job {name}: {failure.message}")
         return None
+
+    def stage_job(self, step: Step, name: str) -> None:
+        self.plan.actions.append(CreateJob(step.name, 1, name, staged=True))
+
+    def drop_job(self, name: str) -> None:
+        if DeleteJob(name) not in self.plan.actions:
+            self.plan.actions.append(DeleteJob(name))
 
     # -- finishing --------------------------------------------------------------
 

@@ -48,6 +48,7 @@ POD_FIELDS: dict[str, Any] = {
     "hostIPC": False, "hostUsers": None, "shareProcessNamespace": None,
     "hostAliases": None, "dnsPolicy": "ClusterFirst", "dnsConfig": None, "nodeName": None,
     "runtimeClassName": None, "restartPolicy": "Always", "os": None,
+    "schedulingGates": None,  # a staged Job's (engine.staging)
 }
 CONTAINER_FIELDS: dict[str, Any] = {
     "name": None, "image": None, "command": None, "args": None, "workingDir": None,

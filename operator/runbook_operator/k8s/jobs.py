@@ -27,6 +27,7 @@ from runbook_operator.engine.podsecurity import (
     container_security,
     pod_security,
 )
+from runbook_operator.engine.staging import GATE, outputs_field_path
 from runbook_operator.engine.timeutil import parse
 
 LABEL_EXECUTION = "runbooks.dev/execution"
@@ -70,8 +71,8 @@ def owner_reference(execution: str, uid: str) -> dict[str, Any]:
     }
 
 
-def step_env(ctx: JobContext, step: Step, traceparent: str | None = None
-             ) -> list[dict[str, Any]]:
+def step_env(ctx: JobContext, step: Step, traceparent: str | None = None,
+             staged: bool = False) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = []
     public = {k: v for k, v in ctx.params.items() if k not in ctx.secret_params}
     for name, value in sorted(ctx.params.items()):
@@ -83,9 +84,13 @@ def step_env(ctx: JobContext, step: Step, traceparent: str | None = None
             env.append({"name": env_name(name), "value": env_value(value)})
     env.append({"name": "RUNBOOK_PARAMS", "value": json.dumps(public, separators=(",", ":"))})
     for dep in step.depends_on:
+        var = f"STEP_{dep.upper().replace('-', '_')}_OUTPUTS"
+        if staged:  # not known yet: the gate lift writes them (engine.staging)
+            env.append({"name": var, "valueFrom": {"fieldRef": {
+                "apiVersion": "v1", "fieldPath": outputs_field_path(dep)}}})
+            continue
         outputs = ctx.outputs.get(dep) or {}
-        env.append({"name": f"STEP_{dep.upper().replace('-', '_')}_OUTPUTS",
-                    "value": json.dumps(outputs, separators=(",", ":"))})
+        env.append({"name": var, "value": json.dumps(outputs, separators=(",", ":"))})
     env.append({"name": "RUNBOOK_EXECUTION", "value": ctx.execution})
     env.append({"name": "RUNBOOK_STEP", "value": step.name})
     if traceparent:  # the OpenTelemetry environment carrier: tools continue the trace
@@ -95,9 +100,11 @@ def step_env(ctx: JobContext, step: Step, traceparent: str | None = None
 
 
 def build_job(ctx: JobContext, step: Step, attempt: int, name: str,
-              traceparent: str | None = None, default_timeout: str | None = None
-              ) -> dict[str, Any]:
-    """The Job manifest of one attempt of one step."""
+              traceparent: str | None = None, default_timeout: str | None = None,
+              staged: bool = False) -> dict[str, Any]:
+    """The Job manifest of one attempt of one step; ``staged``: gated, its upstream
+    outputs read from pod annotations, its timeout kept by the operator (``engine.staging``).
+    """
     labels = {
         **MANAGED_BY,
         LABEL_EXECUTION: label_value(ctx.execution),
@@ -114,7 +121,7 @@ def build_job(ctx: JobContext, step: Step, attempt: int, name: str,
     container: dict[str, Any] = {
         "name": "step",
         "image": step.image,
-        "env": step_env(ctx, step, traceparent),
+        "env": step_env(ctx, step, traceparent, staged),
         "securityContext": container_security(step.security_context),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -133,6 +140,8 @@ def build_job(ctx: JobContext, step: Step, attempt: int, name: str,
     }
     if ctx.spec.service_account_name:
         pod_spec["serviceAccountName"] = ctx.spec.service_account_name
+    if staged:
+        pod_spec["schedulingGates"] = [{"name": GATE}]
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
         "ttlSecondsAfterFinished": ctx.ttl_seconds,
@@ -142,7 +151,7 @@ def build_job(ctx: JobContext, step: Step, attempt: int, name: str,
         },
     }
     timeout = step.timeout or default_timeout  # a CircuitPolicy's default for guarded steps
-    if timeout:
+    if timeout and not staged:
         seconds = parse_duration(timeout).total_seconds()
         job_spec["activeDeadlineSeconds"] = max(1, int(seconds))
     return {
@@ -207,6 +216,21 @@ def pod_outcome(pod: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     return None
 
 
+def is_staged(job: Mapping[str, Any]) -> bool:
+    """Whether a Job was built gated (its pod template has the operator's gate)."""
+    return _has_gate(((job.get("spec") or {}).get("template") or {}).get("spec"))
+
+
+def pod_gated(pod: Mapping[str, Any]) -> bool:
+    """Whether a pod still waits for the operator's gate."""
+    return _has_gate(pod.get("spec"))
+
+
+def _has_gate(spec: Any) -> bool:
+    gates = (spec or {}).get("schedulingGates") if isinstance(spec, Mapping) else None
+    return any(isinstance(g, Mapping) and g.get("name") == GATE for g in gates or [])
+
+
 def observe_job(job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> ObservedJob | None:
     """What the planner needs of a Job and its pod; None for a Job that is not a step's.
 
@@ -241,7 +265,10 @@ def observe_job(job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> Observ
             finished = parse(cond.get("lastTransitionTime"))
     if state == "Succeeded":
         finished = parse(status.get("completionTime")) or finished
+    staged = is_staged(job)
     started = parse(status.get("startTime"))
+    if staged:  # the Job started when staged; the step when its pod did
+        started = parse(((pod or {}).get("status") or {}).get("startTime"))
     exit_code = term_message = None
     terminated = False
     if pod is not None:
@@ -272,6 +299,8 @@ def observe_job(job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> Observ
         termination_message=term_message,
         pod_terminated=terminated,
         deadline_seconds=_int_or_none((job.get("spec") or {}).get("activeDeadlineSeconds")),
+        staged=staged,
+        gated=staged and (pod is None or pod_gated(pod)),
     )
 
 

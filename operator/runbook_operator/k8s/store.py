@@ -20,7 +20,14 @@ from collections import OrderedDict, defaultdict, deque
 from typing import Any
 
 from runbook_operator.api.execution import FINISHED_EXECUTION_PHASES
-from runbook_operator.k8s.jobs import ANNOTATION_EXECUTION, LABEL_EXECUTION, controlled_by
+from runbook_operator.engine.staging import GATE
+from runbook_operator.k8s.jobs import (
+    ANNOTATION_EXECUTION,
+    LABEL_EXECUTION,
+    controlled_by,
+    is_staged,
+    pod_gated,
+)
 
 Key = tuple[str, str]
 Body = dict[str, Any]
@@ -35,12 +42,15 @@ def slim_job(job: Body) -> Body:
     """The parts of a Job the planner reads: a few hundred bytes instead of kilobytes."""
     meta = job.get("metadata") or {}
     status = job.get("status") or {}
-    return {
+    slim = {
         "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
                                           "labels", "ownerReferences") if k in meta},
         "status": {k: status[k] for k in ("conditions", "startTime", "completionTime")
                    if k in status},
     }
+    if is_staged(job):
+        slim["spec"] = {"template": {"spec": {"schedulingGates": [{"name": GATE}]}}}
+    return slim
 
 
 def slim_pod(pod: Body) -> Body:
@@ -51,7 +61,8 @@ def slim_pod(pod: Body) -> Body:
     return {
         "metadata": {k: meta[k] for k in ("name", "uid", "deletionTimestamp",
                                           "ownerReferences") if k in meta},
-        "status": {"phase": status.get("phase"),
+        "spec": {"schedulingGates": [{"name": GATE}]} if pod_gated(pod) else {},
+        "status": {"phase": status.get("phase"), "startTime": status.get("startTime"),
                    "containerStatuses": [
                        {"name": cs.get("name"), "state": cs.get("state")}
                        for cs in status.get("containerStatuses") or []
@@ -126,6 +137,9 @@ class Store:
         """Executions whose deletion the watch delivered (the latest, bounded)."""
         self._shadow: dict[Key, Body] = {}
         """The watch's latest body of an execution held back by ``_pending``."""
+        self.awaiting: set[Key] = set()
+        """(namespace, Job name) of staged Jobs whose gate is to be lifted once their pod
+        is seen (``JobActions.lift_gate``)."""
 
     def put_execution(self, body: Body, deleted: bool = False) -> Key:
         """An execution from the watch (in order: each event is newer than the last)."""
@@ -243,6 +257,17 @@ class Store:
         if not deleted or job not in self.pods[key]:
             self.pods[key][job] = slim_pod(body)
         return key
+
+    def awaited(self, body: Body) -> bool:
+        """Whether ``body`` is the pod of a staged Job waiting for it to be lifted."""
+        meta = body.get("metadata") or {}
+        job = (meta.get("labels") or {}).get("batch.kubernetes.io/job-name") or \
+            (meta.get("labels") or {}).get("job-name")
+        entry = (meta.get("namespace", ""), job or "")
+        if entry in self.awaiting:
+            self.awaiting.discard(entry)
+            return True
+        return False
 
     def forget_children(self, key: Key) -> None:
         """Drop the Jobs and pods of a finished execution: nothing will read them again."""
