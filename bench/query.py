@@ -42,7 +42,8 @@ from runbook_operator.api.execution import RunbookExecutionSpec  # noqa: E402
 from runbook_operator.api.runbook import RunbookSpec  # noqa: E402
 from runbook_operator.controllers.queries import QueryChecks  # noqa: E402
 from runbook_operator.engine.params import resolve_params  # noqa: E402
-from runbook_operator.engine.planner import Observation, plan  # noqa: E402
+from runbook_operator.engine.planner import plan  # noqa: E402
+from runbook_operator.engine.plans import Observation  # noqa: E402
 from runbook_operator.engine.query import Check, read_response  # noqa: E402
 from runbook_operator.engine.query_sources import Source, parse_source  # noqa: E402
 from runbook_operator.engine.start import start_execution  # noqa: E402

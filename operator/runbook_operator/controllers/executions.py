@@ -41,13 +41,8 @@ from runbook_operator.engine.circuit import Transition
 from runbook_operator.engine.history import appended
 from runbook_operator.engine.outputs import clean_text
 from runbook_operator.engine.params import env_value, resolve_params, secret_names
-from runbook_operator.engine.planner import (
-    CreateFailure,
-    Observation,
-    ObservedJob,
-    Plan,
-    plan,
-)
+from runbook_operator.engine.planner import plan
+from runbook_operator.engine.plans import CreateFailure, Observation, ObservedJob, Plan
 from runbook_operator.engine.podsecurity import SecurityPolicy
 from runbook_operator.engine.redact import SECRETS
 from runbook_operator.engine.severity import severity_of

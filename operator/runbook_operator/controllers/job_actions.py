@@ -25,15 +25,16 @@ from runbook_operator.api.execution import (
 from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.engine.names import generate_prefix, job_name, label_value
 from runbook_operator.engine.params import env_value, secret_names
-from runbook_operator.engine.planner import (
+from runbook_operator.engine.plans import (
     CreateFailure,
     CreateJob,
     DeleteJob,
+    LiftGate,
     Observation,
     ObservedJob,
     Plan,
 )
-from runbook_operator.engine.staging import GATE, LiftGate, output_annotations
+from runbook_operator.engine.staging import GATE, output_annotations
 from runbook_operator.k8s.adoption import foreign_reason, owned_by_execution
 from runbook_operator.k8s.client import read_raw, retrying
 from runbook_operator.k8s.jobs import (

@@ -21,12 +21,7 @@ from runbook_operator.api.execution import (
 )
 from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.engine.approvals import may_decide
-from runbook_operator.engine.planner import (
-    AttemptEnded,
-    AttemptRecord,
-    AttemptStarted,
-    Plan,
-)
+from runbook_operator.engine.plans import AttemptEnded, AttemptRecord, AttemptStarted, Plan
 from runbook_operator.engine.timeutil import fmt, parse
 from runbook_operator.observability.tracing import (
     ExecutionInfo,

@@ -22,20 +22,12 @@ from runbook_operator.engine import circuit
 from runbook_operator.engine.bulkhead import BulkheadRow, Ticket, rebuild
 from runbook_operator.engine.cel import CelError, evaluate
 from runbook_operator.engine.circuit import CallOutcome, CircuitState, Transition
+from runbook_operator.engine.plans import _clip
 from runbook_operator.engine.reservations import Admitted, Recorded, Released
 from runbook_operator.engine.timeutil import fmt, parse
 
 if TYPE_CHECKING:
-    from runbook_operator.engine.planner import Observation, ObservedJob, Plan
-
-MAX_MESSAGE = 1024
-"""Characters of a step's message (the status schema's maxLength)."""
-
-
-def _clip(text: str, limit: int = MAX_MESSAGE) -> str:
-    """``text`` cut to ``limit`` characters, ending in "..." when cut (planner and guards)."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
+    from runbook_operator.engine.plans import Observation, ObservedJob, Plan
 
 class Guards:
     """Circuit and bulkhead decisions of one pass (a mixin of ``planner._Pass``)."""

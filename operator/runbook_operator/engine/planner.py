@@ -14,231 +14,50 @@ writing status) is adopted, never created again.
 
 from __future__ import annotations
 
-import heapq
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
 from typing import Any, Literal
 
-from runbook_operator.api.circuitpolicy import CircuitPolicySpec
 from runbook_operator.api.common import Condition, parse_duration
 from runbook_operator.api.execution import (
     FINISHED_STEP_PHASES,
     MAX_HISTORY,
-    ApprovalDecision,
     HistoryEntry,
-    RunbookExecutionStatus,
     StepPhase,
     StepStatus,
 )
-from runbook_operator.api.runbook import RunbookSpec, Step
+from runbook_operator.api.runbook import Step
 from runbook_operator.engine import backoff
-from runbook_operator.engine.approvals import may_decide
-from runbook_operator.engine.bulkhead import BulkheadRow
 from runbook_operator.engine.cel import CelError, evaluate_bool
-from runbook_operator.engine.circuit import CallOutcome, CircuitState, Transition
-from runbook_operator.engine.guards import Guards, _clip
+from runbook_operator.engine.dag import topological
+from runbook_operator.engine.guards import Guards
 from runbook_operator.engine.names import job_name
+from runbook_operator.engine.operator_steps import OperatorSteps
 from runbook_operator.engine.outputs import clean_text, parse_outputs
+from runbook_operator.engine.plans import (  # the planner's API: its types live there
+    MAX_SCANNED,
+    MAX_TOTAL_OUTPUTS,
+    POD_GRACE,
+    AttemptEnded,
+    AttemptStarted,
+    CreateJob,
+    DeleteJob,
+    Event,
+    Observation,
+    ObservedJob,
+    Plan,
+    _clip,
+)
 from runbook_operator.engine.podsecurity import (
-    SecurityPolicy,
     allowance_hint,
     check_step_security,
 )
-from runbook_operator.engine.query import NumberedCheck
 from runbook_operator.engine.query_step import QuerySteps
 from runbook_operator.engine.redact import Redactor, redact, redact_text
-from runbook_operator.engine.reservations import CircuitOp
-from runbook_operator.engine.staging import LiftGate, Staging
+from runbook_operator.engine.staging import Staging
 from runbook_operator.engine.timeutil import fmt, parse
-
-POD_GRACE = timedelta(seconds=5)
-"""How long to wait, after a Job finished, for its pod's exit code and message."""
-
-MAX_SCANNED = 64 * 1024
-"""Characters of a termination message read for a step's failure detail."""
-
-MAX_TOTAL_OUTPUTS = 128 * 1024
-"""Bytes of step outputs one execution's status may hold (etcd takes 1.5 MiB per object)."""
-
-JobState = Literal["Active", "Succeeded", "Failed"]
-
-
-@dataclass(frozen=True)
-class ObservedJob:
-    """A step's Job as last seen on the cluster, with its pod's termination."""
-
-    name: str
-    step: str
-    attempt: int
-    state: JobState
-    reason: str | None = None
-    """Why the attempt failed: the step container's terminated reason (``Error``,
-    ``OOMKilled``) when its pod ended on its own, else the Job's Failed condition
-    (``DeadlineExceeded``, ``BackoffLimitExceeded``)."""
-    message: str | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    exit_code: int | None = None
-    termination_message: str | None = None
-    pod_terminated: bool = False
-    """Whether the pod's terminated state (exit code, message) has been seen."""
-    deadline_seconds: int | None = None
-    """The Job's ``activeDeadlineSeconds``, when the step has a timeout."""
-    staged: bool = False
-    """Built gated (``engine.staging``): its pod waits for the operator to lift the gate."""
-    gated: bool = False
-    """Staged and its pod not seen without the gate (or not seen at all)."""
-
-    @property
-    def timed_out(self) -> bool:
-        """Whether the attempt failed because it ran out its deadline.
-
-        The Job controller says ``DeadlineExceeded``, except when it races itself: the
-        pods it kills at the deadline can be counted as failures before its own
-        deadline condition is saved, and the Job then fails ``BackoffLimitExceeded``.
-        A Job with no exit code of its own that ran its whole deadline timed out.
-        """
-        if self.reason == "DeadlineExceeded":
-            return True
-        if self.state != "Failed" or self.exit_code is not None or not self.deadline_seconds:
-            return False
-        if self.started_at is None or self.finished_at is None:
-            return False
-        return (self.finished_at - self.started_at).total_seconds() >= self.deadline_seconds
-
-
-@dataclass(frozen=True)
-class CreateFailure:
-    """Why the API would not create a Job this pass planned (a 4xx, a foreign owner)."""
-
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Observation:
-    """Everything the planner may look at in one pass."""
-
-    name: str
-    namespace: str
-    uid: str
-    spec: RunbookSpec
-    params: Mapping[str, Any]
-    status: RunbookExecutionStatus
-    jobs: Mapping[str, ObservedJob]
-    now: datetime
-    cancel: bool = False
-    approvals: Sequence[ApprovalDecision] = ()
-    runbook: str = ""
-    lost_jobs: frozenset[str] = frozenset()
-    """Jobs of running steps confirmed gone from the cluster (deleted before they finished)."""
-    policies: Mapping[str, CircuitPolicySpec] = field(default_factory=dict)
-    """The CircuitPolicies the guarded steps name (absent: the policy does not exist)."""
-    invalid_policies: Mapping[str, str] = field(default_factory=dict)
-    """Policies that exist but are not valid (``Ready=False``), with why."""
-    circuits: Mapping[tuple[str, str], CircuitState] = field(default_factory=dict)
-    """Current state of each circuit, by (policy, key); absent means a fresh circuit."""
-    bulkheads: Mapping[str, Sequence[BulkheadRow]] = field(default_factory=dict)
-    """By policy: the guarded attempts of every other execution, running or waiting."""
-    severity: str | None = None
-    """This execution's severity (SEV1 waits least for a bulkhead slot)."""
-    cancel_reason: str | None = None
-    """Why it is cancelled when not by ``spec.cancel`` (e.g. ``AlertResolved``)."""
-    cancel_message: str | None = None
-    create_failures: Mapping[str, CreateFailure] = field(default_factory=dict)
-    """Jobs whose create the API refused, by Job name: the shell plans the pass again
-    with them, and the step of each fails instead of naming a Job that does not exist."""
-    security: SecurityPolicy | None = None
-    """The cluster admin's allowances, asked again before each Job (they may have shrunk
-    since the run started); None: not checked."""
-    unverified_jobs: frozenset[str] = frozenset()
-    """Jobs not adopted this pass, to be checked again: what they were built from (an
-    upstream step's outputs) is not known yet."""
-    foreign_jobs: Mapping[str, str] = field(default_factory=dict)
-    """Jobs under a step's name that the operator did not build (another image or
-    command, a planted Job), by Job name, with why: never adopted, and the step whose
-    attempt it names fails ``ForeignJob`` instead of running (``k8s.adoption``)."""
-    checks: Mapping[str, NumberedCheck] = field(default_factory=dict)
-    """Query steps' checks the shell made for this pass, by step (``engine.query_step``)."""
-    prestage: bool = False
-    """Create first attempts gated ahead of time (``engine.staging``)."""
-
-
-@dataclass(frozen=True)
-class CreateJob:
-    step: str
-    attempt: int
-    name: str
-    staged: bool = False
-    """Built gated, ahead of its step's start (``engine.staging``)."""
-
-
-@dataclass(frozen=True)
-class DeleteJob:
-    name: str
-
-
-@dataclass(frozen=True)
-class Event:
-    reason: str
-    message: str
-    warning: bool = False
-    step: str | None = None
-    """The step it is about, if any (a correlation field of the audit log line)."""
-    attempt: int | None = None
-    """That step's attempt, once it has one."""
-
-
-Action = CreateJob | DeleteJob | LiftGate
-
-
-@dataclass(frozen=True)
-class AttemptStarted:
-    """A run step's attempt began this pass (its Job planned, or adopted)."""
-
-    step: str
-    attempt: int
-    job: str
-    at: datetime
-
-
-@dataclass(frozen=True)
-class AttemptEnded:
-    """A run step's attempt ended this pass (its Job finished, vanished or was stopped)."""
-
-    step: str
-    attempt: int
-    job: str
-    started_at: datetime | None
-    """When its Job started, as observed (None: never seen running)."""
-    finished_at: datetime
-
-
-AttemptRecord = AttemptStarted | AttemptEnded
-
-
-@dataclass
-class Plan:
-    status: RunbookExecutionStatus
-    actions: list[Action] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    wake_at: datetime | None = None
-    """When to plan again even if nothing is observed (retries, waits, timeouts)."""
-    circuits: dict[tuple[str, str], CircuitState] = field(default_factory=dict)
-    """Circuits this pass changed (admitted or recorded a call), by (policy, key)."""
-    transitions: list[tuple[str, str, Transition]] = field(default_factory=list)
-    """Circuit transitions this pass caused: (policy, key, transition)."""
-    calls: list[tuple[str, str, CallOutcome]] = field(default_factory=list)
-    """Calls through circuits this pass settled: (policy, key, outcome), each once."""
-    ops: list[CircuitOp] = field(default_factory=list)
-    """What this pass did to circuits, in order; the shell commits them onto the
-    circuits as they are once the status is written (``engine.reservations``)."""
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    """Attempts begun and ended this pass, with their times: what spans and metrics need."""
-    slots: list[tuple[str, BulkheadRow]] = field(default_factory=list)
-    """Bulkhead slots this pass took, by policy (held for it until its status shows them)."""
 
 
 def plan(obs: Observation) -> Plan:
@@ -290,7 +109,7 @@ def _scrub_plan(result: Plan, forms: Sequence[str]) -> None:
     result.events = [replace(e, message=scrub(e.message)) for e in result.events]
 
 
-class _Pass(Guards, QuerySteps, Staging):
+class _Pass(Guards, QuerySteps, Staging, OperatorSteps):
     """One planning pass; mutates ``plan.status`` and collects actions."""
 
     def __init__(self, obs: Observation, result: Plan) -> None:
@@ -461,68 +280,6 @@ class _Pass(Guards, QuerySteps, Staging):
         self.transition(step.name, "Failed", reason, f"{what}" + (f": {detail}" if detail else ""),
                         warning=True)
 
-    def advance_operator_steps(self) -> None:
-        for step in self.obs.spec.all_steps():
-            st = self.st(step.name)
-            started = parse(st.started_at)
-            if step.type == "wait" and st.phase == "Running":
-                self.advance_wait(step, st, started)
-            elif step.type == "approval" and st.phase == "WaitingForApproval":
-                self.advance_approval(step, st, started)
-            elif step.type == "query" and st.phase == "Running":
-                self.advance_query(step, st)
-
-    def advance_wait(self, step: Step, st: StepStatus, started: datetime | None) -> None:
-        if step.wait is None or started is None:
-            return
-        end = started + parse_duration(step.wait.duration)
-        if self.now >= end:
-            st.finished_at = fmt(end)
-            self.transition(step.name, "Succeeded", "Waited", f"waited {step.wait.duration}")
-        else:
-            self.wake(end)
-
-    def advance_approval(self, step: Step, st: StepStatus, started: datetime | None) -> None:
-        decision = next((a for a in reversed(self.obs.approvals)
-                         if a.step == step.name and may_decide(step, a)), None)
-        if decision is not None:
-            who = f" by {decision.by}" if decision.by else ""
-            note = f": {decision.comment}" if decision.comment else ""
-            st.finished_at = fmt(self.now)
-            if decision.decision == "Approve":
-                self.transition(step.name, "Succeeded", "Approved", f"approved{who}{note}")
-            else:
-                self.transition(step.name, "Failed", "Rejected", f"rejected{who}{note}",
-                                warning=True)
-            return
-        self.note_ignored_decisions(step, st)
-        if step.approval and step.approval.timeout and started:
-            deadline = started + parse_duration(step.approval.timeout)
-            if self.now >= deadline:
-                st.finished_at = fmt(deadline)
-                self.transition(step.name, "Failed", "ApprovalTimeout",
-                                f"no decision within {step.approval.timeout}", warning=True)
-            else:
-                self.wake(deadline)
-
-    def note_ignored_decisions(self, step: Step, st: StepStatus) -> None:
-        """Say on the waiting step whose decisions were ignored (once per new name)."""
-        ignored = sorted({a.by or "(no by)" for a in self.obs.approvals
-                          if a.step == step.name and not may_decide(step, a)})
-        if not ignored:
-            return
-        waiting = step.approval.message if step.approval and step.approval.message else \
-            f"waiting for an approval of step {step.name!r} in spec.approvals"
-        note = _clip(f"{waiting}; ignored decisions by {', '.join(ignored)}: only "
-                     "approvers.users of this step may decide")
-        if st.message != note:
-            st.message = note
-            self.record("ApprovalIgnored", step.name, note)
-            self.event("ApprovalIgnored", f"step {step.name}: {note}", warning=True,
-                       step=step.name)
-
-    # -- stopping ---------------------------------------------------------------
-
     def stop_reason(self) -> str | None:
         """Why no new DAG step may start: Cancelled, Timeout, StepFailed, or None."""
         if self.status.reason in ("Cancelled", "Timeout"):
@@ -601,7 +358,7 @@ class _Pass(Guards, QuerySteps, Staging):
 
     def schedule(self, steps: list[Step], stop: str | None) -> None:
         dag = steps is self.dag
-        for step in _topological(steps):
+        for step in topological(steps):
             st = self.st(step.name)
             if st.phase == "Waiting" and step.type in ("run", "query"):  # a bulkhead's line
                 if (stop is None or not dag) and step.type == "run":
@@ -833,35 +590,6 @@ class _Pass(Guards, QuerySteps, Staging):
             "cancelled": self.stop_reason() == "Cancelled",
         }
         return {"params": dict(self.obs.params), "steps": steps, "execution": execution}
-
-
-def _topological(steps: list[Step]) -> list[Step]:
-    """Steps in dependency order, spec order among equals (Kahn's algorithm with a heap).
-
-    Dependencies outside ``steps`` are ignored; steps on a cycle (which validation
-    rejects) are appended last rather than dropped.
-    """
-    index = {s.name: i for i, s in enumerate(steps)}
-    indegree = [0] * len(steps)
-    dependants: list[list[int]] = [[] for _ in steps]
-    for i, step in enumerate(steps):
-        for dep in set(step.depends_on):
-            if dep in index and dep != step.name:
-                indegree[i] += 1
-                dependants[index[dep]].append(i)
-    ready = [i for i, n in enumerate(indegree) if n == 0]
-    heapq.heapify(ready)
-    order: list[int] = []
-    while ready:
-        i = heapq.heappop(ready)
-        order.append(i)
-        for j in dependants[i]:
-            indegree[j] -= 1
-            if indegree[j] == 0:
-                heapq.heappush(ready, j)
-    seen = set(order)
-    order += [i for i in range(len(steps)) if i not in seen]
-    return [steps[i] for i in order]
 
 
 def _json_size(value: Any) -> int:

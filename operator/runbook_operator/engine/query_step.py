@@ -20,7 +20,7 @@ from runbook_operator.engine.query import QueryState, apply_check, step_deadline
 from runbook_operator.engine.timeutil import fmt, parse
 
 if TYPE_CHECKING:
-    from runbook_operator.engine.planner import Observation, ObservedJob
+    from runbook_operator.engine.plans import Observation, ObservedJob
 
 
 def due_checks(steps: list[Step], statuses: dict[str, StepStatus],
@@ -122,7 +122,7 @@ class QuerySteps:
         """The finished query step as the one call its circuit sees."""
         if step.circuit is None:
             return
-        from runbook_operator.engine.planner import ObservedJob  # the planner imports this
+        from runbook_operator.engine.plans import ObservedJob  # the planner imports this
 
         self.record_call(step, st, ObservedJob(
             name="", step=step.name, attempt=1, state="Failed" if failed else "Succeeded",

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -40,10 +40,11 @@ from runbook_operator.api.common import parse_duration
 from runbook_operator.api.execution import StepStatus
 from runbook_operator.api.runbook import Step
 from runbook_operator.engine.names import job_name
+from runbook_operator.engine.plans import LiftGate
 from runbook_operator.engine.timeutil import parse
 
 if TYPE_CHECKING:
-    from runbook_operator.engine.planner import Observation, ObservedJob, Plan
+    from runbook_operator.engine.plans import Observation, ObservedJob, Plan
 
 GATE = "runbooks.dev/dependencies"
 """The pod scheduling gate of a staged step Job."""
@@ -68,16 +69,6 @@ def output_annotations(step: Step, outputs: Mapping[str, Mapping[str, Any] | Non
     """The annotations the gate lift writes: each dependency's outputs as JSON."""
     return {outputs_annotation(dep): json.dumps(outputs.get(dep) or {}, separators=(",", ":"))
             for dep in step.depends_on}
-
-
-@dataclass(frozen=True)
-class LiftGate:
-    """Remove the staged pod's gate and write the upstream outputs as its annotations."""
-
-    step: str
-    name: str
-    """The staged Job (its pod is found by the Job's controller uid)."""
-    annotations: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 class Staging:

@@ -20,7 +20,7 @@ from runbook_operator.api.common import API_VERSION, parse_duration
 from runbook_operator.api.runbook import RunbookSpec, Step
 from runbook_operator.engine.names import label_value
 from runbook_operator.engine.params import env_name, env_value
-from runbook_operator.engine.planner import ObservedJob
+from runbook_operator.engine.plans import ObservedJob
 from runbook_operator.engine.podsecurity import (
     DEFAULT_CONTAINER_SECURITY,
     NON_ROOT_UID,

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from runbook_operator.api.execution import StepStatus
 from runbook_operator.controllers.telemetry import step_duration
-from runbook_operator.engine.planner import AttemptEnded
+from runbook_operator.engine.plans import AttemptEnded
 from runbook_operator.engine.timeutil import fmt
 
 T0 = datetime(2026, 12, 8, 10, 0, 0, 700_000, tzinfo=UTC)

@@ -35,14 +35,8 @@ from runbook_operator.api.execution import (
 )
 from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.engine.params import resolve_params
-from runbook_operator.engine.planner import (
-    CreateJob,
-    DeleteJob,
-    Observation,
-    ObservedJob,
-    Plan,
-    plan,
-)
+from runbook_operator.engine.planner import plan
+from runbook_operator.engine.plans import CreateJob, DeleteJob, Observation, ObservedJob, Plan
 from runbook_operator.engine.start import start_execution
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)

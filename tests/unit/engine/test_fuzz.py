@@ -35,7 +35,8 @@ from runbook_operator.api.execution import RunbookExecutionSpec
 from runbook_operator.api.runbook import Param, RunbookSpec
 from runbook_operator.engine.cel import CelError, compile_expression, evaluate
 from runbook_operator.engine.params import resolve_params
-from runbook_operator.engine.planner import Observation, plan
+from runbook_operator.engine.planner import plan
+from runbook_operator.engine.plans import Observation
 from runbook_operator.engine.start import start_execution
 from runbook_operator.engine.validation import Problem, validate_spec
 

@@ -71,14 +71,8 @@ from runbook_operator.api.execution import (
 from runbook_operator.api.runbook import Backoff, Retry, RetryOn
 from runbook_operator.engine import backoff, merge
 from runbook_operator.engine.names import MAX_NAME, job_name
-from runbook_operator.engine.planner import (
-    MAX_TOTAL_OUTPUTS,
-    CreateJob,
-    DeleteJob,
-    ObservedJob,
-    parse_outputs,
-    plan,
-)
+from runbook_operator.engine.planner import parse_outputs, plan
+from runbook_operator.engine.plans import MAX_TOTAL_OUTPUTS, CreateJob, DeleteJob, ObservedJob
 from runbook_operator.engine.start import start_execution
 from runbook_operator.engine.timeutil import fmt, parse
 

@@ -13,7 +13,8 @@ from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
 
-from runbook_operator.engine.planner import AttemptEnded, AttemptStarted, ObservedJob, plan
+from runbook_operator.engine.planner import plan
+from runbook_operator.engine.plans import AttemptEnded, AttemptStarted, ObservedJob
 
 from .simulator import Outcome, Simulator, dag_spec
 

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from runbook_operator.api.circuitpolicy import CircuitPolicySpec
-from runbook_operator.engine.planner import CreateJob
+from runbook_operator.engine.plans import CreateJob
 
 from .simulator import Outcome, Simulator, dag_spec
 

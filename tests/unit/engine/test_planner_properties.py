@@ -45,7 +45,8 @@ from hypothesis import strategies as st
 from runbook_operator.api.execution import FINISHED_STEP_PHASES, ApprovalDecision
 from runbook_operator.api.runbook import Retry
 from runbook_operator.engine import backoff
-from runbook_operator.engine.planner import MAX_TOTAL_OUTPUTS, CreateJob, plan
+from runbook_operator.engine.planner import plan
+from runbook_operator.engine.plans import MAX_TOTAL_OUTPUTS, CreateJob
 
 from .simulator import Outcome, Simulator, dag_spec
 

@@ -18,7 +18,8 @@ from typing import Any
 from tests.unit.engine.simulator import T0, Simulator
 
 from runbook_operator.api.circuitpolicy import CircuitPolicySpec
-from runbook_operator.engine.planner import CreateJob, Plan, plan
+from runbook_operator.engine.planner import plan
+from runbook_operator.engine.plans import CreateJob, Plan
 from runbook_operator.engine.query import Check, NumberedCheck, read_response
 from runbook_operator.engine.query_step import due_checks
 

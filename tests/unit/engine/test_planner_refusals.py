@@ -20,7 +20,8 @@ from runbook_operator.api.circuitpolicy import CircuitPolicySpec
 from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.engine.circuit import CircuitState
 from runbook_operator.engine.names import job_name
-from runbook_operator.engine.planner import CreateFailure, CreateJob, ObservedJob, plan
+from runbook_operator.engine.planner import plan
+from runbook_operator.engine.plans import CreateFailure, CreateJob, ObservedJob
 from runbook_operator.engine.podsecurity import SecurityPolicy
 
 from .simulator import Simulator, dag_spec

@@ -33,17 +33,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runbook_operator.api.execution import FINISHED_STEP_PHASES, ApprovalDecision
-from runbook_operator.engine.planner import (
+from runbook_operator.engine.planner import plan
+from runbook_operator.engine.plans import (
     CreateJob,
     DeleteJob,
+    LiftGate,
     Observation,
     ObservedJob,
     Plan,
-    plan,
 )
 from runbook_operator.engine.staging import (
     GATE,
-    LiftGate,
     output_annotations,
     outputs_annotation,
     outputs_field_path,

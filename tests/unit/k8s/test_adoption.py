@@ -40,7 +40,8 @@ from runbook_operator.api.common import API_VERSION
 from runbook_operator.api.execution import ApprovalDecision, RunbookExecutionStatus
 from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.engine.names import job_name
-from runbook_operator.engine.planner import Observation, ObservedJob, plan
+from runbook_operator.engine.planner import plan
+from runbook_operator.engine.plans import Observation, ObservedJob
 from runbook_operator.engine.timeutil import fmt
 from runbook_operator.k8s.adoption import foreign_reason, owned_by_execution, params_secret_in
 from runbook_operator.k8s.jobs import JobContext, build_job

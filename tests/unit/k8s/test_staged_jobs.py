@@ -18,11 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from runbook_operator.controllers.store import Store, slim_job, slim_pod
-
 from runbook_operator.api.runbook import RunbookSpec
 from runbook_operator.k8s.adoption import foreign_reason
 from runbook_operator.k8s.jobs import JobContext, build_job, observe_job
+from runbook_operator.k8s.store import Store, slim_job, slim_pod
 
 SPEC = RunbookSpec.model_validate({"steps": [
     {"name": "a", "image": "busybox:1.37"},
