@@ -38,8 +38,10 @@ from runbook_operator.engine.circuit import (  # noqa: E402
     Call,
     CircuitState,
     admit,
-    encode_window,
     record,
+)
+from runbook_operator.engine.circuit_status import (  # noqa: E402
+    encode_window,
     to_status,
 )
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from runbook_operator.cli import rest, views
+from runbook_operator.cli import graphs, rest, views
 from runbook_operator.cli.rest import ApiError, Cluster, custom_path
 
 if TYPE_CHECKING:
@@ -497,9 +497,9 @@ def cmd_graph(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise
         steps = None
     if args.format == "dot":
-        out.write(views.graph_dot(spec, steps, args.name))
+        out.write(graphs.graph_dot(spec, steps, args.name))
     else:
-        out.write(views.graph_mermaid(spec, steps))
+        out.write(graphs.graph_mermaid(spec, steps))
     return EXIT_OK
 
 

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from runbook_operator.api.circuitpolicy import CircuitPolicySpec, CircuitStatus
 from runbook_operator.api.common import CIRCUIT_POLICIES, GROUP, VERSION, Condition
-from runbook_operator.engine import circuit, reservations
+from runbook_operator.engine import circuit, circuit_status, reservations
 from runbook_operator.engine.bulkhead import BulkheadRow
 from runbook_operator.engine.circuit import CircuitState, Transition
 from runbook_operator.engine.policy_validation import validate_policy
@@ -321,7 +321,7 @@ def load_states(circuits: Any) -> dict[str, CircuitState]:
             st = CircuitStatus.model_validate(raw)
         except ValidationError:
             continue
-        states[st.key] = circuit.from_status(st, st.window)
+        states[st.key] = circuit_status.from_status(st, st.window)
     return states
 
 
@@ -362,8 +362,8 @@ def status_of(body: dict[str, Any], states: Mapping[str, CircuitState],
               problems: list[Problem] | None = None) -> dict[str, Any]:
     circuits = []
     for key, state in sorted(states.items()):
-        status = circuit.to_status(key, state)
-        status.window = circuit.encode_window(state)
+        status = circuit_status.to_status(key, state)
+        status.window = circuit_status.encode_window(state)
         circuits.append(status.to_k8s())
     return {
         "observedGeneration": (body.get("metadata") or {}).get("generation"),

@@ -39,7 +39,7 @@ from typing import Any
 from rich.console import Console
 
 from runbook_operator.api import common
-from runbook_operator.cli import views
+from runbook_operator.cli import graphs, views
 
 NOW = datetime(2026, 12, 1, 3, 5, tzinfo=UTC)
 
@@ -270,7 +270,7 @@ def test_step_transitions() -> None:
 
 
 def test_graph_mermaid_for_an_execution() -> None:
-    assert views.graph_mermaid(SPEC, BODY["status"]["steps"]) == """\
+    assert graphs.graph_mermaid(SPEC, BODY["status"]["steps"]) == """\
 flowchart TD
   s0["probe<br/>Failed"]
   s1["use-backup<br/>Succeeded"]
@@ -292,7 +292,7 @@ flowchart TD
 def test_graph_dot_for_a_runbook() -> None:
     spec = {"steps": [{"name": "a"}, {"name": "b", "dependsOn": ["a"],
                                       "when": 'params.x == "y"'}]}
-    assert views.graph_dot(spec, None, "rb") == """\
+    assert graphs.graph_dot(spec, None, "rb") == """\
 digraph "rb" {
   rankdir=TB;
   node [shape=box, style="rounded,filled", fillcolor="#ffffff"];
@@ -301,7 +301,7 @@ digraph "rb" {
   "a" -> "b" [label="params.x == \\"y\\""];
 }
 """
-    coloured = views.graph_dot(spec, {"a": {"phase": "Failed"}}, "x")
+    coloured = graphs.graph_dot(spec, {"a": {"phase": "Failed"}}, "x")
     assert '"a" [label="a\\nFailed", fillcolor="#f4a6a6"];' in coloured
     assert '"b" [label="b\\nPending", fillcolor="#ffffff"];' in coloured
 

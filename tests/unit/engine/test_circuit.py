@@ -47,12 +47,14 @@ from runbook_operator.engine.circuit import (
     CircuitState,
     admit,
     classify,
-    decode_window,
-    encode_window,
-    from_status,
     next_wakeup,
     record,
     tick,
+)
+from runbook_operator.engine.circuit_status import (
+    decode_window,
+    encode_window,
+    from_status,
     to_status,
 )
 from runbook_operator.engine.timeutil import fmt

@@ -48,11 +48,13 @@ from runbook_operator.engine.circuit import (
     CircuitState,
     Transition,
     admit,
-    encode_window,
-    from_status,
     record,
     release,
     tick,
+)
+from runbook_operator.engine.circuit_status import (
+    encode_window,
+    from_status,
     to_status,
 )
 
