@@ -44,7 +44,6 @@ from runbook_operator.engine.params import env_value, resolve_params, secret_nam
 from runbook_operator.engine.planner import plan
 from runbook_operator.engine.plans import CreateFailure, Observation, ObservedJob, Plan
 from runbook_operator.engine.podsecurity import SecurityPolicy
-from runbook_operator.engine.redact import SECRETS
 from runbook_operator.engine.severity import severity_of
 from runbook_operator.engine.start import (
     cancelled_before_start,
@@ -56,6 +55,7 @@ from runbook_operator.k8s.events import EventPoster
 from runbook_operator.k8s.store import Key, Store
 from runbook_operator.observability.logs import get_logger
 from runbook_operator.observability.metrics import Metrics
+from runbook_operator.observability.secrets import SECRETS
 from runbook_operator.observability.tracing import (
     ExecutionInfo,
     ExecutionTracer,

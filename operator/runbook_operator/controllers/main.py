@@ -33,7 +33,6 @@ from runbook_operator.controllers.takeover import Caches, sync_caches, take_over
 from runbook_operator.controllers.workqueue import WorkQueue
 from runbook_operator.engine import failures
 from runbook_operator.engine.params import secret_literals as param_secret_literals
-from runbook_operator.engine.redact import SECRETS
 from runbook_operator.engine.validation import validate_spec
 from runbook_operator.k8s.client import (
     Clients,
@@ -54,6 +53,7 @@ from runbook_operator.k8s.store import Key, Store
 from runbook_operator.notify.deliver import Notifier
 from runbook_operator.observability.logs import log_context
 from runbook_operator.observability.metrics import Metrics, metrics_handler
+from runbook_operator.observability.secrets import SECRETS
 from runbook_operator.observability.tracing import configure_tracing
 from runbook_operator.settings import OperatorSettings
 from runbook_operator.triggers.alertmanager import AlertReceiver, ReceiverSettings, start_receiver

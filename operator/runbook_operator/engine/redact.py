@@ -13,9 +13,9 @@ Two layers:
 * :class:`Redactor` also knows *values*: the literal secrets of one execution
   (params marked ``secret: true``, values read from Secrets), replaced wherever
   they appear.
-* :data:`SECRETS` is the process' one redactor: the execution reconciler teaches
-  it each running execution's secret parameter values (:meth:`Redactor.learn`),
-  and logs, Events and span attributes all go through it.
+* The process' one redactor, which the shell teaches every running execution's
+  secret values, is :data:`runbook_operator.observability.secrets.SECRETS`: state
+  of the process, so not here in the pure core.
 
 Both are pure, deep, idempotent and never raise: on anything unexpected the value
 is replaced by the marker rather than let through.
@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["REDACTED", "SECRETS", "Redactor", "is_sensitive_key", "redact", "redact_text"]
+__all__ = ["REDACTED", "Redactor", "is_sensitive_key", "redact", "redact_text"]
 
 REDACTED = "[REDACTED]"
 """What a redacted value becomes."""

@@ -29,8 +29,8 @@ from kubernetes.client.exceptions import ApiException
 
 from runbook_operator.api.common import API_VERSION
 from runbook_operator.engine.names import generate_prefix
-from runbook_operator.engine.redact import SECRETS
 from runbook_operator.k8s.client import Clients
+from runbook_operator.observability.secrets import SECRETS
 
 log = logging.getLogger("runbook_operator.events")
 

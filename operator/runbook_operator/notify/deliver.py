@@ -79,7 +79,6 @@ from runbook_operator.engine.notify import (
     url_problem,
     webhook_payload,
 )
-from runbook_operator.engine.redact import SECRETS
 from runbook_operator.engine.timeutil import fmt
 from runbook_operator.k8s.client import (
     Clients,
@@ -92,6 +91,7 @@ from runbook_operator.k8s.client import (
 from runbook_operator.k8s.events import EventPoster
 from runbook_operator.notify.transport import Refused, Request, Transport
 from runbook_operator.observability.metrics import Metrics
+from runbook_operator.observability.secrets import SECRETS
 
 log = logging.getLogger("runbook_operator.notify")
 

@@ -37,7 +37,8 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from runbook_operator.engine.redact import SECRETS, Redactor
+from runbook_operator.engine.redact import Redactor
+from runbook_operator.observability.secrets import SECRETS
 
 __all__ = ["LogFormat", "bind", "configure_logging", "get_logger", "log_context", "unbind"]
 
@@ -63,7 +64,7 @@ def configure_logging(fmt: LogFormat = "json", level: str = "INFO",
     person at a terminal). ``level``: the root level, e.g. ``INFO`` or ``DEBUG``.
     ``stream``: where lines go (default: ``sys.stdout`` at call time).
     ``redactor``: the redactor of literal secrets (default: the process' one,
-    :data:`~runbook_operator.engine.redact.SECRETS`; shape-based redaction always
+    :data:`~runbook_operator.observability.secrets.SECRETS`; shape-based redaction always
     applies). Calling it again replaces the previous configuration.
     """
     out = stream if stream is not None else sys.stdout

@@ -19,7 +19,7 @@ they are hashes, not random numbers:
 Times come from the status timestamps, never from the clock, and the sampling
 decision is a function of the trace ID (and the annotation's sampled flag), so two
 processes agree on it too. Attribute values, event attributes and status messages
-go through the process' redactor, :data:`~runbook_operator.engine.redact.SECRETS`.
+go through the process' redactor, :data:`~runbook_operator.observability.secrets.SECRETS`.
 
 Configured from the standard ``OTEL_*`` variables, read by the SDK itself: the OTLP
 exporter takes the endpoint, headers, timeout, compression and certificates, the
@@ -65,8 +65,8 @@ from opentelemetry.trace import (
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from runbook_operator.engine.redact import SECRETS
 from runbook_operator.engine.severity import severity_of
+from runbook_operator.observability.secrets import SECRETS
 
 __all__ = [
     "TRACEPARENT_ANNOTATION",

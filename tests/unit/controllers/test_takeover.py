@@ -180,8 +180,8 @@ def test_a_hand_edited_lease_never_crashes_the_election(spec: dict[str, Any],
 def test_a_replica_learns_a_running_executions_secrets_from_its_watch_event() -> None:
     """Before any pass of its own: a standby, or a new leader, redacts them at once."""
     from runbook_operator.controllers.main import Operator
-    from runbook_operator.engine.redact import SECRETS
     from runbook_operator.k8s.store import Store
+    from runbook_operator.observability.secrets import SECRETS
 
     op = Operator.__new__(Operator)
     op.store = Store()
@@ -210,8 +210,8 @@ def test_a_replica_learns_a_running_executions_secrets_from_its_watch_event() ->
 @given(json_values, json_values)
 def test_learning_secrets_from_any_body_never_raises(spec: Any, status: Any) -> None:
     from runbook_operator.controllers.main import Operator
-    from runbook_operator.engine.redact import SECRETS
     from runbook_operator.k8s.store import Store
+    from runbook_operator.observability.secrets import SECRETS
 
     op = Operator.__new__(Operator)
     op.store = Store()

@@ -178,8 +178,8 @@ def test_a_redactor_learns_and_forgets_per_owner() -> None:
 def test_the_process_redactor_is_the_logs_default() -> None:
     import io
 
-    from runbook_operator.engine.redact import SECRETS
     from runbook_operator.observability.logs import configure_logging, get_logger
+    from runbook_operator.observability.secrets import SECRETS
 
     buf = io.StringIO()
     configure_logging("json", stream=buf)
