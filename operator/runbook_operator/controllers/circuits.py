@@ -36,10 +36,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from runbook_operator.api.circuitpolicy import CircuitPolicySpec, CircuitStatus
-from runbook_operator.api.common import CIRCUIT_POLICIES, GROUP, VERSION, Condition
+from runbook_operator.api.common import CIRCUIT_POLICIES, GROUP, VERSION
 from runbook_operator.engine import circuit, circuit_status, reservations
 from runbook_operator.engine.bulkhead import BulkheadRow
 from runbook_operator.engine.circuit import CircuitState, Transition
+from runbook_operator.engine.conditions import previous_ready, ready_condition
 from runbook_operator.engine.policy_validation import validate_policy
 from runbook_operator.engine.reservations import CircuitOp
 from runbook_operator.engine.validation import Problem
@@ -325,28 +326,8 @@ def load_states(circuits: Any) -> dict[str, CircuitState]:
     return states
 
 
-def ready_condition(body: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
-    """The policy's Ready condition; keeps lastTransitionTime while its status holds."""
-    generation = (body.get("metadata") or {}).get("generation")
-    if problems:
-        condition = Condition(type="Ready", status="False", reason=problems[0].reason,
-                              message="; ".join(str(p) for p in problems)[:4000],
-                              observed_generation=generation)
-    else:
-        condition = Condition(type="Ready", status="True", reason="Valid",
-                              message="the policy is valid", observed_generation=generation)
-    previous = _ready(body)
-    if previous and previous.get("status") == condition.status:
-        condition.last_transition_time = previous.get("lastTransitionTime")
-    condition.last_transition_time = condition.last_transition_time or \
-        datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return condition.to_k8s()
-
-
-def _ready(body: dict[str, Any]) -> dict[str, Any] | None:
-    conditions = (body.get("status") or {}).get("conditions")
-    return next((c for c in conditions if isinstance(c, dict) and c.get("type") == "Ready"),
-                None) if isinstance(conditions, list) else None
+def _ready(body: dict[str, Any]) -> Mapping[str, Any] | None:
+    return previous_ready(body.get("status"))
 
 
 def _stale(body: dict[str, Any], problems: list[Problem]) -> bool:
@@ -367,7 +348,8 @@ def status_of(body: dict[str, Any], states: Mapping[str, CircuitState],
         circuits.append(status.to_k8s())
     return {
         "observedGeneration": (body.get("metadata") or {}).get("generation"),
-        "conditions": [ready_condition(body, problems or [])],
+        "conditions": [ready_condition(problems or [], (body.get("metadata") or {}).get(
+            "generation"), "policy", _ready(body), datetime.now(UTC))],
         "circuits": circuits,
         "openCircuits": sum(1 for s in states.values() if s.state == "Open"),
     }

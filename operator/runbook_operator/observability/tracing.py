@@ -66,6 +66,7 @@ from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from runbook_operator.engine.severity import severity_of
+from runbook_operator.engine.timeutil import parse
 from runbook_operator.observability.secrets import SECRETS
 
 __all__ = [
@@ -490,14 +491,9 @@ def _hex16(value: int) -> str:
 
 def _ns(text: str | None) -> int | None:
     """Nanoseconds since the epoch of an RFC 3339 timestamp; None if absent or malformed."""
-    if not isinstance(text, str) or not text:
+    moment = parse(text) if isinstance(text, str) else None
+    if moment is None:
         return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
