@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel
 
 from runbook_operator.api.circuitpolicy import CircuitPolicySpec, CircuitPolicyStatus
-from runbook_operator.api.common import GROUP, VERSION
+from runbook_operator.api.common import CIRCUIT_POLICIES, EXECUTIONS, GROUP, RUNBOOKS, VERSION
 from runbook_operator.api.execution import RunbookExecutionSpec, RunbookExecutionStatus
 from runbook_operator.api.runbook import RunbookSpec, RunbookStatus
 
@@ -45,7 +45,7 @@ class Kind:
 KINDS = [
     Kind(
         kind="Runbook",
-        plural="runbooks",
+        plural=RUNBOOKS,
         short_names=["rb"],
         spec=RunbookSpec,
         status=RunbookStatus,
@@ -66,7 +66,7 @@ KINDS = [
     ),
     Kind(
         kind="RunbookExecution",
-        plural="runbookexecutions",
+        plural=EXECUTIONS,
         short_names=["rbx", "rbexec"],
         spec=RunbookExecutionSpec,
         status=RunbookExecutionStatus,
@@ -81,7 +81,7 @@ KINDS = [
     ),
     Kind(
         kind="CircuitPolicy",
-        plural="circuitpolicies",
+        plural=CIRCUIT_POLICIES,
         short_names=["cbp"],
         spec=CircuitPolicySpec,
         status=CircuitPolicyStatus,

@@ -20,7 +20,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from runbook_operator.api.common import GROUP, VERSION
+from runbook_operator.api.common import GROUP, RUNBOOKS, VERSION
 from runbook_operator.api.execution import (
     FINISHED_EXECUTION_PHASES,
     RunbookExecution,
@@ -134,7 +134,7 @@ class ExecutionReconciler(JobActions, Admission, Retention, Telemetry, QueryChec
 
     def start(self, body: dict[str, Any], execution: RunbookExecution) -> Outcome:
         namespace = execution.metadata.namespace or ""
-        runbook = self.read("runbooks", namespace, execution.spec.runbook_ref.name)
+        runbook = self.read(RUNBOOKS, namespace, execution.spec.runbook_ref.name)
         source = None
         if execution.spec.resume_from is not None:
             # The run it resumes (spec.resumeFrom): the store first; the API when the

@@ -42,6 +42,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from runbook_operator.api.common import parse_duration
+from runbook_operator.api.execution import FINISHED_EXECUTION_PHASES
 from runbook_operator.engine.timeutil import fmt, parse
 
 NotifyEvent = Literal["Started", "WaitingForApproval", "StepFailed", "Failed", "Succeeded",
@@ -66,7 +67,7 @@ MAX_SUMMARY_WINDOW = timedelta(minutes=15)
 """The longest storm window: held messages live in this process's memory only, and
 one held longer than :data:`MAX_AGE` would not be sent at all after a restart."""
 
-_END = {"Succeeded", "Failed", "Cancelled"}
+_END = FINISHED_EXECUTION_PHASES
 
 
 def summary_window(text: str | None) -> float:

@@ -59,6 +59,7 @@ from tenacity import (
 )
 
 from runbook_operator.api.common import EXECUTIONS
+from runbook_operator.api.execution import FINISHED_EXECUTION_PHASES
 from runbook_operator.engine.history import appended
 from runbook_operator.engine.notify import (
     IDEMPOTENCY_HEADER,
@@ -98,7 +99,7 @@ log = logging.getLogger("runbook_operator.notify")
 PLURAL = EXECUTIONS
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 FINISHED_KEPT = 10_000
-END_EVENTS = frozenset({"Succeeded", "Failed", "Cancelled"})
+END_EVENTS = FINISHED_EXECUTION_PHASES
 """Events a storm summary may take in (Slack only; PagerDuty stays per incident)."""
 
 
