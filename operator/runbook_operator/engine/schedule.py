@@ -276,3 +276,23 @@ def execution_manifest(namespace: str, runbook: str, schedule: Schedule,
         "spec": {"runbookRef": {"name": runbook}, "params": dict(schedule.params),
                  "triggeredBy": triggered_by.to_k8s()},
     }
+
+
+def last_decided(schedule: CompiledSchedule, last_slot: datetime | None,
+                 created: datetime | None, generation: Any, now: datetime
+                 ) -> tuple[datetime, datetime | None]:
+    """Up to when the slots are decided, and a baseline to write when none is.
+
+    ``lastSlotTime`` (``last_slot``) once written. Before that, a Runbook never edited
+    had its schedule since its creation (a CronJob's rule: slots since then were due).
+    One edited since may have got the schedule in that edit, at a time nobody
+    recorded: its slots before now were never due, so none is started late and none
+    reported missed; now is written as decided, so the next pass (or a restart) does
+    not move the baseline past a slot that came due meanwhile.
+    """
+    if last_slot is not None:
+        return last_slot, None
+    if created is not None and (not isinstance(generation, int) or generation <= 1):
+        return created, None
+    baseline = latest_slot(schedule, now) or now
+    return baseline, baseline

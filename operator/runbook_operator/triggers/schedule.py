@@ -42,7 +42,7 @@ from runbook_operator.engine.schedule import (
     decide,
     execution_manifest,
     is_slot_execution,
-    latest_slot,
+    last_decided,
     slot_name,
 )
 from runbook_operator.engine.timeutil import fmt, parse
@@ -177,7 +177,9 @@ class Scheduler:
             return None
         meta = body["metadata"]
         current = dict((body.get("status") or {}).get("schedule") or {})
-        last, baseline = self._last_decided(schedule, meta, current, now)
+        last, baseline = last_decided(schedule, parse(current.get("lastSlotTime")),
+                                      parse(meta.get("creationTimestamp")),
+                                      meta.get("generation"), now)
         decision = decide(schedule, now, last)
         desired = dict(current)
         if baseline is not None:
@@ -201,29 +203,6 @@ class Scheduler:
                 return now + timedelta(seconds=self.settings.conflict_retry)
             self._report(key, body, decision, outcome)
         return decision.next
-
-    @staticmethod
-    def _last_decided(schedule: CompiledSchedule, meta: Mapping[str, Any],
-                      current: Mapping[str, Any], now: datetime
-                      ) -> tuple[datetime, datetime | None]:
-        """Up to when the slots are decided, and a baseline to write when none is.
-
-        ``lastSlotTime`` once written. Before that, a Runbook never edited had its
-        schedule since its creation (a CronJob's rule: slots since then were due).
-        One edited since may have got the schedule in that edit, at a time nobody
-        recorded: its slots before now were never due, so none is started late and
-        none reported missed; now is written as decided, so the next pass (or a
-        restart) does not move the baseline past a slot that came due meanwhile.
-        """
-        last = parse(current.get("lastSlotTime"))
-        if last is not None:
-            return last, None
-        created = parse(meta.get("creationTimestamp"))
-        generation = meta.get("generation")
-        if created is not None and (not isinstance(generation, int) or generation <= 1):
-            return created, None
-        baseline = latest_slot(schedule, now) or now
-        return baseline, baseline
 
     def _start(self, key: Key, spec: RunbookSpec, slot: datetime) -> str:
         """Create the slot's execution: created, duplicate, failed, or retry (API down)."""

@@ -55,6 +55,7 @@ from runbook_operator.engine.schedule import (
     compile_schedule,
     decide,
     execution_manifest,
+    last_decided,
     latest_slot,
     next_slot,
     slot_name,
@@ -469,3 +470,17 @@ def test_a_slot_moved_out_of_a_midnight_gap_is_found_from_just_before_it() -> No
                   moved - timedelta(minutes=30), moved - timedelta(microseconds=1)):
         assert next_slot(s, start) == moved, start
     assert latest_slot(s, moved) == moved
+
+
+def test_the_baseline_of_a_schedule_never_decided() -> None:
+    """lastSlotTime once written; else a Runbook never edited counts from its creation;
+    one edited since (the schedule may be new) starts from now, written as decided."""
+    s = sched("0 * * * *", "UTC")
+    now = datetime(2026, 12, 8, 10, 30, tzinfo=UTC)
+    written = datetime(2026, 12, 8, 9, 0, tzinfo=UTC)
+    created = datetime(2026, 12, 1, tzinfo=UTC)
+    assert last_decided(s, written, created, 5, now) == (written, None)
+    assert last_decided(s, None, created, 1, now) == (created, None)
+    assert last_decided(s, None, created, None, now) == (created, None)
+    edited = last_decided(s, None, created, 2, now)
+    assert edited == (datetime(2026, 12, 8, 10, 0, tzinfo=UTC),) * 2
