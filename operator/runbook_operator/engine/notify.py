@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 
 from runbook_operator.api.common import parse_duration
 from runbook_operator.api.execution import FINISHED_EXECUTION_PHASES
+from runbook_operator.api.runbook import SlackTarget
 from runbook_operator.engine.timeutil import fmt, parse
 
 NotifyEvent = Literal["Started", "WaitingForApproval", "StepFailed", "Failed", "Succeeded",
@@ -78,6 +79,43 @@ def summary_window(text: str | None) -> float:
     except ValueError:
         window = timedelta(minutes=1)
     return min(window, MAX_SUMMARY_WINDOW).total_seconds()
+
+
+def summarize_after(entry: Mapping[str, Any]) -> int:
+    """A Slack entry's ``summarizeAfter`` (the API's default when absent or not a count)."""
+    value = entry.get("summarizeAfter")
+    default = SlackTarget.model_fields["summarize_after"].default
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else int(default)
+
+
+@dataclass(frozen=True)
+class StormWindow:
+    """One window of one runbook's Slack end-of-run messages (monotonic seconds)."""
+
+    started: float
+    sent: int = 0
+    """Messages sent one by one in this window."""
+    holding: bool = False
+    """Some message waits for this window's summary."""
+
+
+def storm_decision(window: StormWindow | None, now: float, after: int, length: float
+                   ) -> tuple[StormWindow, bool]:
+    """The window after one more end-of-run message at ``now``, and whether the message
+    is held for the window's summary (else it is sent on its own).
+
+    The first ``after`` messages of a window go one by one; the rest wait for the
+    summary at the window's end. A window that ended with nothing held is replaced
+    by a new one; ``after`` 0 never holds.
+    """
+    if after <= 0:
+        return window or StormWindow(now), False
+    if window is None or (now - window.started >= length and not window.holding):
+        window = StormWindow(now)
+    if window.sent < after and not window.holding:
+        return StormWindow(window.started, window.sent + 1, False), False
+    return StormWindow(window.started, window.sent, True), True
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ from runbook_operator.engine.notify import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     Delivery,
+    StormWindow,
     classify,
     context_of,
     encode,
@@ -75,6 +76,8 @@ from runbook_operator.engine.notify import (
     signature,
     slack_payload,
     slack_summary_payload,
+    storm_decision,
+    summarize_after,
     summary_key,
     summary_window,
     url_problem,
@@ -244,19 +247,19 @@ class Notifier:
         if delivery.channel != "slack" or delivery.event not in END_EVENTS:
             return False
         entry = body["status"]["runbookSpec"]["notifications"][delivery.entry]["slack"]
-        after = int(entry.get("summarizeAfter", 5))
-        if after <= 0:
-            return False
         window = summary_window(entry.get("summaryWindow"))
         meta = body["metadata"]
         group = (str(meta.get("namespace")), str(((body.get("spec") or {}).get("runbookRef")
                                                   or {}).get("name")), delivery.entry)
         now = time.monotonic()
         storm = self._storms.get(group)
-        if storm is None or (now - storm.started >= window and not storm.held):
-            storm = self._storms[group] = _Storm(now)
-        if storm.sent < after and not storm.held:
-            storm.sent += 1
+        decided, hold = storm_decision(
+            StormWindow(storm.started, storm.sent, bool(storm.held)) if storm else None,
+            now, summarize_after(entry), window)
+        if storm is None or decided.started != storm.started:
+            storm = self._storms[group] = _Storm(decided.started)
+        storm.sent = decided.sent
+        if not hold:
             return False
         storm.held.append((dict(body), delivery))
         if len(storm.held) == 1:

@@ -350,3 +350,25 @@ def test_pagerduty_resumed_run_resolves_its_sources_incident() -> None:
         del retry["status"]["resumedFrom"]
         alone = pagerduty_payload(context_of(retry, delivery("Succeeded")), "rk", "u-9")
         assert alone["dedup_key"] != trigger["dedup_key"]
+
+
+def test_storm_decisions() -> None:
+    """The first summarizeAfter end-of-run messages of a window go one by one, the rest
+    are held for its summary; a window that ended with nothing held is replaced; 0 never
+    holds; summarizeAfter defaults to the API's 5, also when it is not a count."""
+    from runbook_operator.engine.notify import StormWindow, storm_decision, summarize_after
+
+    window, hold = storm_decision(None, 100.0, 2, 60.0)
+    assert (window, hold) == (StormWindow(100.0, 1, False), False)
+    window, hold = storm_decision(window, 101.0, 2, 60.0)
+    assert (window.sent, hold) == (2, False)
+    window, hold = storm_decision(window, 102.0, 2, 60.0)
+    assert (window, hold) == (StormWindow(100.0, 2, True), True)
+    window, hold = storm_decision(window, 170.0, 2, 60.0)  # ended, but holding: same window
+    assert (window.started, hold) == (100.0, True)
+    fresh, hold = storm_decision(StormWindow(100.0, 2, False), 170.0, 2, 60.0)
+    assert (fresh, hold) == (StormWindow(170.0, 1, False), False)
+    assert storm_decision(None, 1.0, 0, 60.0)[1] is False
+    assert summarize_after({}) == 5 and summarize_after({"summarizeAfter": "x"}) == 5
+    assert summarize_after({"summarizeAfter": True}) == 5
+    assert summarize_after({"summarizeAfter": 0}) == 0
