@@ -37,7 +37,6 @@ from aiohttp import StreamReader, web
 from kubernetes.client.exceptions import ApiException
 
 from runbook_operator.api.common import EXECUTIONS, GROUP, VERSION
-from runbook_operator.api.execution import FINISHED_EXECUTION_PHASES
 from runbook_operator.engine.alerts import (
     LABEL_FINGERPRINT,
     MAX_BODY_BYTES,
@@ -55,8 +54,8 @@ from runbook_operator.engine.alerts import (
     parse_notification,
     started_by_alert,
 )
-from runbook_operator.engine.history import appended
-from runbook_operator.engine.timeutil import fmt, parse
+from runbook_operator.engine.resolution import resolve, squatted
+from runbook_operator.engine.timeutil import parse
 from runbook_operator.k8s.client import (
     Clients,
     is_transient,
@@ -336,7 +335,7 @@ class AlertReceiver:
         if started_by_alert(body, decision.trigger.runbook, alert.fingerprint,
                             alert.starts_ns):
             return "duplicate", None
-        return "rejected", _squatted(decision.name, body)
+        return "rejected", squatted(decision.name, body)
 
     @retrying
     def _create(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -367,42 +366,21 @@ class AlertReceiver:
         return found
 
     def _resolve(self, decision: Resolve) -> tuple[str, str | None]:
+        """Carry out :func:`engine.resolution.resolve` on the execution as read now."""
         namespace, name = decision.trigger.namespace, decision.name
-        body = self._read(namespace, name)
-        if body is None:
-            return "resolved", "no execution for this occurrence"
-        alert = decision.alert
-        if not started_by_alert(body, decision.trigger.runbook, alert.fingerprint,
-                                alert.starts_ns):
-            return "rejected", _squatted(name, body) + "; left alone"
-        status = body.get("status") or {}
-        finished = status.get("phase") in FINISHED_EXECUTION_PHASES
-        if decision.cancel and not finished:
-            if status.get("cancelReason") == "AlertResolved":
-                return "duplicate", None
-            patch_status(self.clients, PLURAL, namespace, name, {
-                "cancelRequested": f"alert {decision.alert.name} resolved",
-                "cancelReason": "AlertResolved"})
-            return "cancelled", name
         for _ in range(3):
-            history = list(status.get("history") or [])
-            if any(h.get("event") == "AlertResolved" for h in history):
-                return "duplicate", None
-            entry = {"time": fmt(self.clock()), "event": "AlertResolved",
-                     "message": f"alert {decision.alert.name[:200]} resolved"
-                                + (f" at {decision.alert.ends_at[:40]}"
-                                   if decision.alert.ends_at else "")}
+            body = self._read(namespace, name)
+            resolution = resolve(body, decision, self.clock())
+            if resolution.patch is None or body is None:
+                return resolution.outcome, resolution.detail
+            version = body["metadata"]["resourceVersion"] if resolution.guarded else None
             try:
-                patch_status(self.clients, PLURAL, namespace, name, appended(status, entry),
-                             resource_version=body["metadata"]["resourceVersion"])
-                return "resolved", name
+                patch_status(self.clients, PLURAL, namespace, name, resolution.patch,
+                             resource_version=version)
+                return resolution.outcome, resolution.detail
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-            body = self._read(namespace, name)
-            if body is None:
-                return "resolved", "no execution for this occurrence"
-            status = body.get("status") or {}
         raise ApiUnavailable("the execution kept changing; could not record the resolution")
 
     def _read(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -466,14 +444,6 @@ def _reply(status: int, reason: str, headers: Mapping[str, str] | None = None
            ) -> web.Response:
     return web.json_response({"status": "error", "error": reason}, status=status,
                              headers=headers)
-
-
-def _squatted(name: str, body: Mapping[str, Any]) -> str:
-    spec = body.get("spec") or {}
-    runbook = str((spec.get("runbookRef") or {}).get("name"))[:63]
-    kind = str((spec.get("triggeredBy") or {}).get("kind") or "Manual")[:20]
-    return (f"execution {name} exists but this alert did not start it (runbook {runbook}, "
-            f"triggered by {kind}): not counted as its run")
 
 
 def _human(seconds: float) -> str:
