@@ -278,7 +278,10 @@ def test_a_planted_pod_is_not_the_steps_pod(kube: Kube) -> None:
         step("check", duration="20s", message='{"healthy": false}'),
         step("act", after=["check"], when="steps.check.outputs.healthy")]})
     kube.execute("forge-1", "forge")
-    (job,) = wait_for("the Job", lambda: kube.jobs("forge-1"))
+    # The check's Job (act's may be staged beside it, gated).
+    (job,) = wait_for("the check's Job", lambda: [
+        j for j in kube.jobs("forge-1") if (j.metadata.labels or {}).get(
+            "runbooks.dev/step") == "check"])
     name = job.metadata.name
     kube.core.create_namespaced_pod(kube.ns, {
         "metadata": {"name": "forged", "labels": {

@@ -138,6 +138,9 @@ class Operator:
         self.failures: dict[Key, failures.Streak] = {}
         """Per execution: the last reconcile error's summary, and how often in a row
         (also in its status: a new leader starts from there)."""
+        self._failed_generation: dict[Key, Any] = {}
+        """Per failing execution: the generation that failed. Its own status writes
+        (the streak) do not queue it again ahead of its backoff; a spec change does."""
         self.triggers = TriggerIndex(
             lambda spec, ns: not validate_spec(spec, settings.security(), ns))
         self.notifier = Notifier(clients, self.metrics, self.events, may_act=self.may_act)
@@ -187,6 +190,13 @@ class Operator:
         SECRETS.learn(key, param_secret_literals(declared, spec.get("params")))
         self._secrets_learned[key] = mark
 
+    def wanted(self, key: Key, body: dict[str, Any]) -> bool:
+        """Whether an execution's watch event queues it now. Not while its passes fail and
+        its spec is unchanged (the event is its own streak being written): the backoff's
+        timer queues it; a spec change (a cancel, an approval) does at once."""
+        generation = (body.get("metadata") or {}).get("generation")
+        return key not in self.failures or generation != self._failed_generation.get(key)
+
     def may_act(self) -> bool:
         """Whether this replica may write now: the fence every acting write passes."""
         return self.elector.may_act() if self.elector is not None else True
@@ -223,6 +233,8 @@ class Operator:
         previous = self.failures.get(key) or self._recorded_streak(key)
         streak = failures.next_streak(previous, error_summary(exc))
         self.failures[key] = streak
+        self._failed_generation[key] = (
+            (self.store.executions.get(key) or {}).get("metadata") or {}).get("generation")
         delay = failures.retry_delay(streak)
         log.exception("reconcile of %s/%s failed (%d in a row); again in %.1fs",
                       *key, streak.count, delay)
@@ -322,7 +334,7 @@ class Operator:
                 SECRETS.forget(key)  # a run deleted while running is never reconciled again
                 self._secrets_learned.pop(key, None)
                 self.failures.pop(key, None)
-            else:
+            elif self.wanted(key, body):
                 queue.add(key)
 
         @kopf.on.event("batch", "v1", "jobs", labels={LABEL_EXECUTION: kopf.PRESENT},

@@ -11,7 +11,8 @@ Cases:
   summary and the count, then forgets the key; a different error restarts the
   count; a transient error never fails the run; a success clears the count (and
   the recorded streak); a streak recorded by an earlier leader is continued, not
-  restarted; a NotLeading refusal is neither counted nor retried; while one key
+  restarted; a NotLeading refusal is neither counted nor retried; the failing run's
+  own streak write does not queue it ahead of its backoff, a spec change does; while one key
   keeps failing, another key is handled before its retry;
 - ExecutionReconciler.fail_internal writes phase Failed, reason InternalError,
   the summary, finishedAt, the Succeeded=False condition, observedGeneration and
@@ -120,6 +121,7 @@ def operator(reconciler: FakeReconciler, limit: int = 3, store: Store | None = N
     op.executions = reconciler  # type: ignore[assignment]
     op.store = store or Store()
     op.failures = {}
+    op._failed_generation = {}
     return op
 
 
@@ -139,6 +141,23 @@ def test_same_error_n_times_fails_the_execution() -> None:
     asyncio.run(handle_times(op, key, 1))
     assert fake.failed == [(key, "RecursionError: deep", 3)]
     assert key not in op.failures
+
+
+def test_a_failing_runs_own_streak_write_does_not_skip_its_backoff() -> None:
+    key = ("ns", "poison")
+    store = Store()
+    store.put_execution({"metadata": {"namespace": "ns", "name": "poison", "generation": 3},
+                         "status": {"phase": "Running"}})
+    fake = FakeReconciler({key: [RecursionError("deep")]})
+    op = operator(fake, store=store)
+    asyncio.run(handle_times(op, key, 1))
+    own_write = {"metadata": {"namespace": "ns", "name": "poison", "generation": 3},
+                 "status": {"reconcileFailures": {"error": "RecursionError: deep",
+                                                  "count": 1}}}
+    assert not op.wanted(key, own_write)
+    cancelled = {"metadata": {"namespace": "ns", "name": "poison", "generation": 4}}
+    assert op.wanted(key, cancelled)
+    assert op.wanted(("ns", "healthy"), own_write)
 
 
 def test_a_new_leader_continues_the_recorded_streak() -> None:
