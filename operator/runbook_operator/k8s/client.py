@@ -243,3 +243,21 @@ def list_raw(clients: Clients, plural: str, namespaces: list[str] | None = None,
             if not token:
                 break
     return items
+
+
+class StillConflicting(Exception):
+    """An object kept changing between our read and our guarded write."""
+
+
+def retry_conflicts(step: Callable[[], T], tries: int, what: str) -> T:
+    """Run ``step`` (it reads an object, decides, and writes guarded by the version it
+    read) again after each 409, at most ``tries`` times in all: the one read-decide-write
+    loop of the operator's guarded writes. Raises :class:`StillConflicting` naming
+    ``what`` when every try lost its race."""
+    for _ in range(tries):
+        try:
+            return step()
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    raise StillConflicting(f"{what} kept changing; {tries} guarded writes lost their race")

@@ -90,6 +90,7 @@ from runbook_operator.k8s.client import (
     is_transient,
     patch_status,
     read_object,
+    retry_conflicts,
     retrying,
 )
 from runbook_operator.k8s.events import EventPoster
@@ -516,7 +517,8 @@ class Notifier:
         going on: the execution is gone, or the record is already final."""
         meta = body["metadata"]
         namespace, name = str(meta["namespace"]), str(meta["name"])
-        for _ in range(5):
+
+        def attempt() -> bool:
             current = read_object(self.clients, PLURAL, namespace, name)
             if current is None:
                 return False
@@ -543,13 +545,13 @@ class Notifier:
             try:
                 patch_status(self.clients, PLURAL, namespace, name, patch,
                              resource_version=current["metadata"]["resourceVersion"])
-                return True
             except ApiException as exc:
                 if exc.status == 404:
                     return False
-                if exc.status != 409:
-                    raise
-        raise RuntimeError(f"{namespace}/{name} kept changing; notification record not written")
+                raise
+            return True
+
+        return retry_conflicts(attempt, 5, f"execution {namespace}/{name}")
 
     def _history(self, status: Mapping[str, Any], delivery: Delivery, state: str,
                  attempts: int, error: str | None) -> dict[str, Any]:

@@ -58,9 +58,11 @@ from runbook_operator.engine.resolution import resolve, squatted
 from runbook_operator.engine.timeutil import parse
 from runbook_operator.k8s.client import (
     Clients,
+    StillConflicting,
     is_transient,
     patch_status,
     read_object,
+    retry_conflicts,
     retrying,
 )
 from runbook_operator.k8s.store import Store
@@ -368,20 +370,20 @@ class AlertReceiver:
     def _resolve(self, decision: Resolve) -> tuple[str, str | None]:
         """Carry out :func:`engine.resolution.resolve` on the execution as read now."""
         namespace, name = decision.trigger.namespace, decision.name
-        for _ in range(3):
+
+        def attempt() -> tuple[str, str | None]:
             body = self._read(namespace, name)
             resolution = resolve(body, decision, self.clock())
-            if resolution.patch is None or body is None:
-                return resolution.outcome, resolution.detail
-            version = body["metadata"]["resourceVersion"] if resolution.guarded else None
-            try:
+            if resolution.patch is not None and body is not None:
+                version = body["metadata"]["resourceVersion"] if resolution.guarded else None
                 patch_status(self.clients, PLURAL, namespace, name, resolution.patch,
                              resource_version=version)
-                return resolution.outcome, resolution.detail
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-        raise ApiUnavailable("the execution kept changing; could not record the resolution")
+            return resolution.outcome, resolution.detail
+
+        try:
+            return retry_conflicts(attempt, 3, f"execution {namespace}/{name}")
+        except StillConflicting as exc:
+            raise ApiUnavailable(f"could not record the resolution: {exc}") from None
 
     def _read(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The execution as the server has it now (the cache keeps finished ones slim)."""

@@ -2,7 +2,9 @@
 
 Cases: a 409 is raised at once (not retried) and reported; a 503 is retried until
 it succeeds, each failure reported; connection errors count as transient, 4xx do
-not. Also the kubectl plugin's conversion of `-p NAME=VALUE` to declared types.
+not; retry_conflicts runs a read-decide-write step again after each 409 only, and
+says what kept changing when every try lost. Also the kubectl plugin's conversion of
+`-p NAME=VALUE` to declared types.
 """
 
 from __future__ import annotations
@@ -86,3 +88,24 @@ def test_convert_to_declared_type(declared: dict[str, str] | None, text: str,
 def test_convert_refuses_wrong_types(kind: str, text: str) -> None:
     with pytest.raises(CommandError, match=f"is {kind}"):
         convert({"type": kind}, "p", text)
+
+
+def test_retry_conflicts_runs_the_step_again_after_each_409_only() -> None:
+    from runbook_operator.k8s.client import StillConflicting, retry_conflicts
+
+    answers: list[BaseException | str] = [ApiException(status=409), ApiException(status=409),
+                                          "written"]
+
+    def step() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    assert retry_conflicts(step, 3, "x") == "written"
+    answers[:] = [ApiException(status=409)] * 3
+    with pytest.raises(StillConflicting, match="x kept changing"):
+        retry_conflicts(step, 3, "x")
+    answers[:] = [ApiException(status=422)]
+    with pytest.raises(ApiException):
+        retry_conflicts(step, 3, "x")
