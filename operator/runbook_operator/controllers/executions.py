@@ -40,7 +40,11 @@ from runbook_operator.engine import bulkhead, merge
 from runbook_operator.engine.circuit import Transition
 from runbook_operator.engine.history import appended
 from runbook_operator.engine.outputs import clean_text
-from runbook_operator.engine.params import env_value, resolve_params, secret_names
+from runbook_operator.engine.params import (
+    resolve_params,
+    secret_forms,
+    secret_names,
+)
 from runbook_operator.engine.planner import plan
 from runbook_operator.engine.plans import CreateFailure, Observation, ObservedJob, Plan
 from runbook_operator.engine.podsecurity import SecurityPolicy
@@ -495,7 +499,7 @@ def secret_literals(spec: RunbookSpec, params: dict[str, Any]) -> list[str]:
     for name in secret_names(spec.params):
         value = params.get(name)
         if value is not None:
-            out += [env_value(value), json.dumps(value)]
+            out += secret_forms(value)
     return out
 
 

@@ -130,6 +130,11 @@ def _quote(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def secret_forms(value: Any) -> list[str]:
+    """The forms in which one secret value may appear in text: as given, and as JSON."""
+    return [env_value(value), json.dumps(value)]
+
+
 def secret_literals(declared: Any, given: Any) -> list[str]:
     """The forms in which secret parameter values may appear in text (as given, as JSON).
 
@@ -148,7 +153,7 @@ def secret_literals(declared: Any, given: Any) -> list[str]:
             else None
         if value is not None:
             try:
-                out += [env_value(value), json.dumps(value)]
+                out += secret_forms(value)
             except (TypeError, ValueError):
                 continue
     return out
